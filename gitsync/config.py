@@ -1,0 +1,400 @@
+"""Settings from flags and environment, and the ``git_connectors.toml`` file.
+
+Only this module, ``cli.py`` and ``wsgi.py`` read ``os.environ``; everything else is
+handed a frozen :class:`Settings`.  Validation happens here, before any thread starts,
+and every complaint names the setting (or file, connector and key) at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .ids import InvalidId, parse_uuid
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "ConfigError",
+    "Connector",
+    "ConnectorsConfig",
+    "Settings",
+    "CONNECTORS_FILE",
+    "load_connectors",
+    "settings_from_env",
+]
+
+CONNECTORS_FILE = "git_connectors.toml"
+REDACTED = "REDACTED"
+SECRET_FIELDS = ("relay_server_api_key", "webhook_secret", "ssh_private_key")
+
+# Environment variable for each setting (the contract of SPEC.md plus our own extras).
+ENV_VARS: dict[str, str] = {
+    "relay_server_url": "RELAY_SERVER_URL",
+    "relay_server_api_key": "RELAY_SERVER_API_KEY",
+    "webhook_secret": "WEBHOOK_SECRET",
+    "ssh_private_key": "SSH_PRIVATE_KEY",
+    "data_dir": "RELAY_GIT_DATA_DIR",
+    "port": "PORT",
+    "commit_interval": "RELAY_GIT_COMMIT_INTERVAL",
+    "workers": "RELAY_GIT_WORKERS",
+    "fetch_concurrency": "RELAY_GIT_FETCH_CONCURRENCY",
+    "reconcile_interval": "RELAY_GIT_RECONCILE_INTERVAL",
+    "author_name": "RELAY_GIT_AUTHOR_NAME",
+    "author_email": "RELAY_GIT_AUTHOR_EMAIL",
+    "trust_on_first_use": "RELAY_GIT_SSH_TRUST_ON_FIRST_USE",
+    "log_level": "RELAY_GIT_LOG_LEVEL",
+}
+
+
+class ConfigError(Exception):
+    """A setting or the connectors file is invalid; the message says which and why."""
+
+    def __init__(self, message: str, *, key: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.key = key
+        self.line = line
+
+
+@dataclass(frozen=True, slots=True)
+class Connector:
+    """One shared folder mirrored into one repository (and optionally pushed to a remote)."""
+
+    relay_id: str
+    folder_id: str
+    url: str | None = None
+    branch: str = "main"
+    remote_name: str = "origin"
+    prefix: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.relay_id, self.folder_id)
+
+    @property
+    def name(self) -> str:
+        return f"{self.relay_id}/{self.folder_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorsConfig:
+    connectors: tuple[Connector, ...] = ()
+    known_hosts: tuple[str, ...] = ()
+    path: Path | None = None
+
+    def find(self, relay_id: str, folder_id: str) -> Connector | None:
+        for connector in self.connectors:
+            if connector.relay_id == relay_id and connector.folder_id == folder_id:
+                return connector
+        return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs to know, validated once at start-up."""
+
+    data_dir: Path = field(default_factory=Path.cwd)
+    relay_server_url: str | None = None
+    relay_server_api_key: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+    ssh_private_key: str | None = field(default=None, repr=False)
+    port: int = 8000
+    commit_interval: float = 10.0
+    workers: int = 4
+    fetch_concurrency: int = 8
+    reconcile_interval: float = 600.0
+    author_name: str = "Relay Git Sync"
+    author_email: str = "relay-git-sync@localhost"
+    trust_on_first_use: bool = False
+    log_level: str = "INFO"
+    max_body_bytes: int = 64 * 1024
+    # A folder update deleting more than this share of files (and more than
+    # mass_delete_min files) is held until confirmed (DESIGN invariant 6).
+    mass_delete_ratio: float = 0.10
+    mass_delete_min: int = 25
+    relay_timeout: float = 30.0
+    relay_retries: int = 4
+    connectors_file: Path | None = None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.log_safe().items())
+        return f"Settings({shown})"
+
+    def log_safe(self) -> dict[str, Any]:
+        """The settings as a dict with every secret replaced by ``REDACTED``."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS:
+                value = REDACTED if value else None
+            elif isinstance(value, Path):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+    @property
+    def author(self) -> str:
+        return f"{self.author_name} <{self.author_email}>"
+
+    @property
+    def connectors_path(self) -> Path:
+        return self.connectors_file or (self.data_dir / CONNECTORS_FILE)
+
+    def repo_dir(self, connector: Connector) -> Path:
+        return self.data_dir / "repos" / connector.relay_id / connector.folder_id
+
+    def state_dir(self, relay_id: str) -> Path:
+        return self.data_dir / "state" / relay_id
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.data_dir / "state" / "queue"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the non-None overrides applied and validated."""
+        return validate(replace(self, **{k: v for k, v in overrides.items() if v is not None}))
+
+    def require_relay(self) -> None:
+        """Raises ConfigError when the Relay Server URL or API key is missing."""
+        if not self.relay_server_url:
+            raise ConfigError(
+                "required setting: --relay-server-url or RELAY_SERVER_URL must be set",
+                key="relay_server_url",
+            )
+        if not self.relay_server_api_key:
+            raise ConfigError(
+                "required setting: --relay-server-api-key or RELAY_SERVER_API_KEY must be set",
+                key="relay_server_api_key",
+            )
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _convert(name: str, raw: Any, kind: type, origin: str) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    try:
+        if kind is bool:
+            low = raw.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is Path:
+            return Path(raw).expanduser()
+    except ValueError:
+        raise ConfigError(
+            f"invalid setting: {origin} must be a {kind.__name__} (got {raw!r})", key=name
+        ) from None
+    return raw
+
+
+_KINDS = {
+    "data_dir": Path,
+    "port": int,
+    "commit_interval": float,
+    "workers": int,
+    "fetch_concurrency": int,
+    "reconcile_interval": float,
+    "trust_on_first_use": bool,
+    "connectors_file": Path,
+}
+
+
+def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings: explicit overrides (flags) beat environment beat defaults.
+
+    Raises:
+        ConfigError: a value does not parse or is out of range.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for name, var in ENV_VARS.items():
+        if var in env and env[var] != "":
+            values[name] = _convert(name, env[var], _KINDS.get(name, str), var)
+    for name, value in overrides.items():
+        if value is not None:
+            flag = "--" + name.replace("_", "-")
+            values[name] = _convert(name, value, _KINDS.get(name, str), flag)
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"]).expanduser().absolute()
+    return validate(Settings(**values))
+
+
+def validate(settings: Settings) -> Settings:
+    """Check ranges; raise ConfigError on the first bad value."""
+
+    def bad(flag: str, constraint: str, got: Any) -> ConfigError:
+        return ConfigError(f"invalid setting: {flag} {constraint} (got {got!r})", key=flag)
+
+    if not 0 < settings.port < 65536:
+        raise bad("--port", "must be between 1 and 65535", settings.port)
+    if settings.commit_interval < 0.05:
+        raise bad("--commit-interval", "must be at least 0.05 seconds", settings.commit_interval)
+    if settings.workers < 1:
+        raise bad("--workers", "must be at least 1", settings.workers)
+    if settings.fetch_concurrency < 1:
+        raise bad("--fetch-concurrency", "must be at least 1", settings.fetch_concurrency)
+    if settings.reconcile_interval < 0:
+        raise bad("--reconcile-interval", "must be 0 (off) or more seconds", settings.reconcile_interval)
+    if settings.relay_server_url:
+        if not re.match(r"^https?://[^/\s]+", settings.relay_server_url):
+            raise bad(
+                "--relay-server-url",
+                "must be an http:// or https:// URL",
+                settings.relay_server_url,
+            )
+        object.__setattr__(settings, "relay_server_url", settings.relay_server_url.rstrip("/"))
+    if not settings.data_dir.is_absolute():
+        object.__setattr__(settings, "data_dir", settings.data_dir.absolute())
+    return settings
+
+
+# --- git_connectors.toml -------------------------------------------------------------
+
+_CONNECTOR_KEYS = {"shared_folder_id", "relay_id", "url", "branch", "remote_name", "prefix"}
+_TOP_KEYS = {"git_connector", "known_hosts"}
+_BRANCH_RE = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*\.lock$)[^\x00-\x20~^:?*\[\\]+(?<!/)$")
+
+
+def _header_lines(text: str) -> list[int]:
+    """1-based line numbers of each ``[[git_connector]]`` header, in order."""
+    return [
+        n
+        for n, line in enumerate(text.splitlines(), start=1)
+        if re.match(r"^\s*\[\[\s*git_connector\s*\]\]", line)
+    ]
+
+
+def _key_line(text: str, start: int | None, key: str) -> int | None:
+    """Line of ``key = ...`` in the table starting at line ``start`` (best effort)."""
+    lines = text.splitlines()
+    begin = (start or 1) - 1
+    for n in range(begin, len(lines)):
+        line = lines[n]
+        if n > begin and re.match(r"^\s*\[", line):
+            break
+        if re.match(rf"^\s*{re.escape(key)}\s*=", line):
+            return n + 1
+    return start
+
+
+def normalize_prefix(prefix: str) -> str:
+    """'' or a clean relative directory path without leading/trailing slashes.
+
+    Raises:
+        ValueError: the prefix escapes the repository or names ``.git``.
+    """
+    cleaned = prefix.replace("\\", "/").strip().strip("/")
+    if not cleaned:
+        return ""
+    parts = [p for p in cleaned.split("/") if p not in ("", ".")]
+    for part in parts:
+        if part == ".." or part.lower() == ".git" or "\x00" in part:
+            raise ValueError(f"must be a relative directory inside the repository (got {prefix!r})")
+    return "/".join(parts)
+
+
+def load_connectors(path: Path) -> ConnectorsConfig:
+    """Read and validate ``git_connectors.toml``. A missing file means no connectors.
+
+    Raises:
+        ConfigError: the file is not valid TOML or a connector is invalid; the message
+            names the file, line, connector index and key.
+    """
+    if not path.exists():
+        return ConnectorsConfig(path=path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    headers = _header_lines(text)
+
+    def fail(msg: str, *, index: int | None = None, key: str | None = None) -> ConfigError:
+        start = headers[index] if index is not None and index < len(headers) else None
+        line = _key_line(text, start, key) if key and start else start
+        where = f"{path.name} line {line}" if line else path.name
+        return ConfigError(f"{where}: {msg}", key=key, line=line)
+
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise fail(f"unknown top-level key {key!r} (expected git_connector or known_hosts)")
+    raw_hosts = data.get("known_hosts", [])
+    if not isinstance(raw_hosts, list) or not all(isinstance(h, str) for h in raw_hosts):
+        raise fail("known_hosts must be a list of OpenSSH known_hosts lines (strings)")
+    raw = data.get("git_connector", [])
+    if not isinstance(raw, list):
+        raise fail("git_connector must be an array of tables: write [[git_connector]]")
+
+    connectors: list[Connector] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, table in enumerate(raw):
+        label = f"git_connector[{index + 1}]"
+        if not isinstance(table, dict):
+            raise fail(f"{label} must be a table", index=index)
+        for key in table:
+            if key not in _CONNECTOR_KEYS:
+                allowed = ", ".join(sorted(_CONNECTOR_KEYS))
+                raise fail(f"{label}: unknown key {key!r} (allowed: {allowed})", index=index, key=key)
+        for key in ("shared_folder_id", "relay_id"):
+            if key not in table:
+                raise fail(f"{label}.{key} is required", index=index)
+            try:
+                parse_uuid(table[key], what=f"{label}.{key}")
+            except InvalidId as exc:
+                raise fail(str(exc), index=index, key=key) from None
+        for key in ("url", "branch", "remote_name", "prefix"):
+            if key in table and not isinstance(table[key], str):
+                raise fail(f"{label}.{key} must be a string", index=index, key=key)
+        branch = table.get("branch", "main")
+        if not branch or not _BRANCH_RE.match(branch):
+            raise fail(f"{label}.branch must be a valid branch name (got {branch!r})", index=index, key="branch")
+        remote_name = table.get("remote_name", "origin")
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", remote_name):
+            raise fail(
+                f"{label}.remote_name must be a simple name like 'origin' (got {remote_name!r})",
+                index=index,
+                key="remote_name",
+            )
+        try:
+            prefix = normalize_prefix(table.get("prefix", ""))
+        except ValueError as exc:
+            raise fail(f"{label}.prefix {exc}", index=index, key="prefix") from None
+        url = table.get("url") or None
+        connector = Connector(
+            relay_id=table["relay_id"].lower(),
+            folder_id=table["shared_folder_id"].lower(),
+            url=url,
+            branch=branch,
+            remote_name=remote_name,
+            prefix=prefix,
+        )
+        if connector.key in seen:
+            raise fail(
+                f"{label}: duplicate shared_folder_id {connector.folder_id} for relay "
+                f"{connector.relay_id} (already in git_connector[{seen[connector.key] + 1}])",
+                index=index,
+                key="shared_folder_id",
+            )
+        seen[connector.key] = index
+        connectors.append(connector)
+    return ConnectorsConfig(tuple(connectors), tuple(h for h in raw_hosts if h.strip()), path)
