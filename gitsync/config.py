@@ -17,7 +17,7 @@ from typing import Any
 
 from .ids import InvalidId, parse_uuid
 
-if sys.version_info >= (3, 11):
+if sys.version_info >= (3, 11):  # noqa: UP036 (tomli keeps older Pythons working)
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib

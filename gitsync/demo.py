@@ -1,0 +1,148 @@
+"""``cli.py demo``: the whole service end to end on one machine, in well under a minute.
+
+A Relay Server stand-in (:mod:`gitsync.devrelay`, not a real Relay Server) serves a
+sample shared folder; the real service (Flask app on a loopback port, work queue,
+workers, commit timer) syncs it into a repository and pushes to a local bare repository
+playing the remote. The demo then edits, renames, deletes and adds notes through the
+stand-in, sends the webhooks the Relay Server would send, and prints the remote's
+history read with Dulwich.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+from dulwich.diff_tree import tree_changes
+from dulwich.repo import Repo
+from werkzeug.serving import make_server
+
+from .config import Settings, load_connectors
+from .devrelay import DevRelay, sample_vault
+from .service import Service
+from .web import create_app
+
+__all__ = ["run_demo"]
+
+Echo = Callable[[str], None]
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"demo: timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def remote_log(bare: Path, branch: str = "main", limit: int = 20) -> list[str]:
+    """``git log --stat``-like lines for the remote branch, newest first."""
+    lines: list[str] = []
+    with Repo(str(bare)) as repo:
+        ref = f"refs/heads/{branch}".encode()
+        if ref not in repo.refs:
+            return ["(remote branch is empty)"]
+        for entry in repo.get_walker(include=[repo.refs[ref]], max_entries=limit):
+            commit = entry.commit
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(commit.commit_time))
+            subject = commit.message.decode("utf-8", "replace").splitlines()[0]
+            lines.append(f"{commit.id.decode()[:10]}  {when} UTC  {subject}")
+            parent_tree = repo[commit.parents[0]].tree if commit.parents else None
+            for change in tree_changes(repo.object_store, parent_tree, commit.tree):
+                old = change.old.path.decode() if change.old and change.old.path else None
+                new = change.new.path.decode() if change.new and change.new.path else None
+                if change.type == "add":
+                    lines.append(f"    + {new}")
+                elif change.type == "delete":
+                    lines.append(f"    - {old}")
+                else:
+                    lines.append(f"    ~ {new}")
+    return lines
+
+
+def run_demo(echo: Echo = print, *, keep: Path | None = None) -> int:
+    """Run the demo; returns a process exit code. ``keep`` keeps the data there."""
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="relay-git-sync-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data_dir, bare = work / "data", work / "remote.git"
+    data_dir.mkdir(exist_ok=True)
+    Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
+    api_key, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(24)
+    relay = DevRelay(api_key=api_key)
+    relay.start()
+    server = service = None
+    try:
+        folder = relay.add_folder()
+        made = sample_vault(folder)
+        (data_dir / "git_connectors.toml").write_text(
+            "[[git_connector]]\n"
+            f'shared_folder_id = "{folder.folder_id}"\n'
+            f'relay_id = "{folder.relay_id}"\n'
+            f'url = "{bare}"\n'
+            'branch = "main"\n'
+            'prefix = "vault"\n'
+        )
+        settings = Settings(
+            data_dir=data_dir, relay_server_url=relay.url, relay_server_api_key=api_key,
+            webhook_secret=secret, commit_interval=1.0, reconcile_interval=0, workers=2,
+        )
+        echo(f"demo: Relay stand-in at {relay.url} serving a folder of {len(made)} entries")
+        service = Service(settings, load_connectors(settings.connectors_path))
+        app = create_app(settings, service)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=server.serve_forever, name="demo-http", daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_port}"
+        service.start()
+        echo(f"demo: service listening at {base} (try {base}/docs)")
+        _wait(lambda: service.initial_sync_done.is_set(), 30, "the initial sync")
+        _wait(lambda: service.status()["counts"]["pushes"] >= 1, 30, "the first push")
+        echo("demo: initial sync committed and pushed")
+
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {secret}"
+
+        def notify(path: str | None) -> None:
+            doc = folder.doc_compound_id(path) if path else folder.compound_id
+            reply = session.post(f"{base}/webhooks", json=relay.webhook_payload(doc), timeout=5)
+            reply.raise_for_status()
+
+        folder.edit_markdown("notes/ideas.md", "# Ideas\n\n- sync folders to git\n- edited in Obsidian\n")
+        notify("notes/ideas.md")
+        folder.rename("notes/archive/2024.md", "archive/2024.md")
+        folder.delete("README.md")
+        folder.put_markdown("notes/new idea.md", "Written while the service runs.\n")
+        notify(None)
+        notify("notes/new idea.md")
+        echo("demo: edited, renamed, deleted and added notes; webhooks sent")
+        pushes = service.status()["counts"]["pushes"]
+        _wait(lambda: service.status()["counts"]["pushes"] > pushes
+              and not any(f["uncommitted_paths"] for f in service.status()["folders"]),
+              30, "the change to be committed and pushed")
+        service.stop(timeout=20)
+        service = None
+        echo("")
+        echo(f"history of the remote {bare} (branch main):")
+        for line in remote_log(bare):
+            echo("  " + line)
+        echo("")
+        if keep:
+            echo(f"demo: kept everything under {work}: working tree {data_dir / 'repos'}, "
+                 f"state {data_dir / 'state'}, remote {bare}")
+        else:
+            echo("demo: done; run with --keep DIR to keep the repositories and state")
+        return 0
+    finally:
+        if service is not None:
+            service.stop(timeout=5)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        relay.stop()
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,846 @@
+"""A Relay Server stand-in for development and tests: not a product feature.
+
+This is not a Relay Server and must never be deployed as one.  It speaks the few
+endpoints relay-git-sync reads (PROTOCOL.md) over real HTTP on 127.0.0.1, serving
+documents that pycrdt builds in the layouts the Relay plugin uses, so that tests and
+``cli.py demo`` exercise the real client, sockets and decoders without a Node server.
+
+What it offers beyond the protocol is for tests: fault injection (fail the next N
+requests, serve raw bytes for a document, serve wrong bytes for a hash), per-document
+fetch counters, a switch requiring the 3-UUID attachment id, and a builder API
+(:class:`FolderHandle`) that edits folders and documents as Yjs transactions.
+
+Documents are stored as full Yjs v1 updates (bytes); every edit loads the bytes into a
+fresh ``pycrdt.Doc``, changes it in one transaction, and stores the new state.  No
+pycrdt object outlives a call, so handler threads never share one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import socket
+import struct
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pycrdt import Doc, Map, Text
+
+from .ids import InvalidId, compound_id, parse_compound_id, parse_uuid
+
+__all__ = [
+    "DevRelay",
+    "FolderHandle",
+    "sample_vault",
+    "tiny_png",
+    "tiny_pdf",
+]
+
+log = logging.getLogger(__name__)
+
+_EMPTY_UPDATE = b"\x00\x00"
+_NANOID_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
+_ATTACHMENT_TYPES = {"image", "pdf", "audio", "video", "base", "file"}
+_ROUTE = re.compile(r"^/(d|doc|f)/([0-9A-Za-z-]+)/(as-update|update|download-url)$")
+
+
+def _norm(path: str) -> str:
+    """``notes/a.md`` or ``/notes/a.md`` -> ``/notes/a.md`` (the folder index form)."""
+    path = path.strip().strip("/")
+    if not path:
+        raise ValueError("path must name a file or folder inside the shared folder")
+    return "/" + path
+
+
+def _load(update: bytes) -> Doc:
+    doc: Doc = Doc()
+    doc.apply_update(update)
+    return doc
+
+
+def _attachment_type(mimetype: str, path: str) -> str:
+    if mimetype.startswith("image/"):
+        return "image"
+    if mimetype == "application/pdf" or path.lower().endswith(".pdf"):
+        return "pdf"
+    if mimetype.startswith("audio/"):
+        return "audio"
+    if mimetype.startswith("video/"):
+        return "video"
+    return "file"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], relay: DevRelay):
+        self.relay = relay
+        self.open_sockets: set[socket.socket] = set()
+        self.sockets_lock = threading.Lock()
+        super().__init__(addr, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End kept-alive client connections so their handler threads exit."""
+        with self.sockets_lock:
+            sockets = list(self.open_sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("devrelay connection error client=%s", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "devrelay"
+    timeout = 30
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
+        pass  # requests are logged in _dispatch without query strings
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        relay = self.server.relay
+        parts = urlsplit(self.path)
+        path, query = parts.path, parse_qs(parts.query)
+        log.debug("devrelay request method=%s path=%s", method, path)
+        body = b""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            body = self.rfile.read(length)
+        if path == "/ready" and method == "GET":
+            return self._send(200, b'{"ok":true}', "application/json")
+        is_blob = path.startswith("/blob/")
+        if not is_blob:
+            role = relay._authorize(self.headers.get("Authorization"))
+            if role is None:
+                return self._error(401, "missing or invalid bearer token")
+        match = _ROUTE.match(path)
+        if match and match.group(3) == "as-update":
+            relay._count(match.group(2))
+        fault = relay._take_fault(path)
+        if fault is not None:
+            return self._error(fault, "injected failure")
+        if is_blob and method == "GET":
+            return self._blob(path[len("/blob/") :], query)
+        if not match:
+            return self._error(404, "not found")
+        kind, ident, action = match.groups()
+        if method == "GET" and kind in ("d", "doc") and action == "as-update":
+            return self._as_update(ident)
+        if method == "POST" and kind == "d" and action == "update":
+            if role != "write":
+                return self._error(403, "read-only token cannot write")
+            return self._post_update(ident, body)
+        if method == "GET" and kind == "f" and action == "download-url":
+            return self._download_url(ident, (query.get("hash") or [""])[0])
+        return self._error(404, "not found")
+
+    def _as_update(self, ident: str) -> None:
+        relay = self.server.relay
+        try:
+            key = relay._key(ident)
+        except InvalidId:
+            return self._error(404, "not a document id")
+        with relay._lock:
+            raw = relay._raw.get(key)
+        if raw is not None:
+            data, ctype, status = raw
+            return self._send(status, data, ctype)
+        data = relay.get_update(key)
+        if data is None:
+            return self._error(404, f"document {ident} not found")
+        return self._send(200, data, "application/octet-stream")
+
+    def _post_update(self, ident: str, body: bytes) -> None:
+        try:
+            parse_compound_id(ident)
+            self.server.relay.apply_update(ident, body)
+        except (InvalidId, ValueError) as exc:
+            return self._error(400, str(exc))
+        return self._send(200, b"{}", "application/json")
+
+    def _download_url(self, ident: str, digest: str) -> None:
+        relay = self.server.relay
+        try:
+            cid = parse_compound_id(ident)
+        except InvalidId:
+            return self._error(400, "bad file id")
+        if relay.require_folder_file_ids and cid.middle_id is None:
+            return self._error(404, "file not found (this server wants <relay>-<folder>-<file>)")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            return self._error(400, "hash must be a sha256 hex digest")
+        with relay._lock:
+            known = digest in relay._blobs
+        if not known:
+            return self._error(404, "no file with that hash")
+        body = json.dumps({"downloadUrl": relay._signed_blob_url(digest)}).encode()
+        return self._send(200, body, "application/json")
+
+    def _blob(self, digest: str, query: dict[str, list[str]]) -> None:
+        relay = self.server.relay
+        if self.headers.get("Authorization"):
+            # Like S3: a presigned URL plus an Authorization header is an error.
+            return self._error(400, "only one auth mechanism allowed")
+        sig = (query.get("sig") or [""])[0]
+        if not hmac.compare_digest(sig, relay._sign(digest)):
+            return self._error(403, "signature does not match")
+        with relay._lock:
+            blob = relay._blobs.get(digest)
+            relay._blob_fetches[digest] = relay._blob_fetches.get(digest, 0) + 1
+        if blob is None:
+            return self._error(404, "no such blob")
+        data, mimetype = blob
+        return self._send(200, data, mimetype)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, json.dumps({"error": message}).encode(), "application/json")
+
+    def _send(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+class DevRelay:
+    """Relay Server stand-in on 127.0.0.1 (development and tests only).
+
+    Args:
+        api_key: the bearer token every endpoint except ``/ready`` and blobs requires.
+        read_only_key: optional second token that may read but gets 403 on POST.
+        require_folder_file_ids: when True, ``/f/<relay>-<file>/download-url`` answers
+            404 and only the ``<relay>-<folder>-<file>`` form works.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        api_key: str = "dev-api-key",
+        *,
+        read_only_key: str | None = None,
+        require_folder_file_ids: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
+        self.api_key = api_key
+        self.read_only_key = read_only_key
+        self.require_folder_file_ids = require_folder_file_ids
+        self._host, self._port = host, port
+        self._lock = threading.RLock()
+        self._docs: dict[str, bytes] = {}
+        self._raw: dict[str, tuple[bytes, str, int]] = {}
+        self._blobs: dict[str, tuple[bytes, str]] = {}
+        self._fetches: dict[str, int] = {}
+        self._blob_fetches: dict[str, int] = {}
+        self._faults: list[tuple[int, str | None]] = []
+        self._secret = secrets.token_bytes(32)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.url: str | None = None
+
+    def __repr__(self) -> str:
+        return f"DevRelay(url={self.url!r}, api_key=REDACTED, docs={len(self._docs)})"
+
+    def __enter__(self) -> DevRelay:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Listen (port 0 picks a free port) and serve from a daemon thread.
+
+        Returns:
+            The base URL, e.g. ``http://127.0.0.1:54321``.
+        """
+        if self._server is not None:
+            raise RuntimeError("devrelay already started")
+        self._server = _Server((self._host, self._port), self)
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host}:{port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="devrelay",
+            daemon=True,
+        )
+        self._thread.start()
+        log.debug("devrelay listening url=%s", self.url)
+        return self.url
+
+    def stop(self) -> None:
+        """Shut down, join the serving thread and close the socket (idempotent)."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        if thread is not None:
+            thread.join()
+        server.close_connections()
+        server.server_close()
+        self._server = self._thread = None
+
+    # -- documents --------------------------------------------------------------------
+
+    def add_folder(self, relay_id: str | None = None, folder_id: str | None = None) -> FolderHandle:
+        """Create an empty shared folder document (random UUIDs when not given)."""
+        relay = parse_uuid(relay_id, what="relay_id") if relay_id else str(uuid.uuid4())
+        folder = parse_uuid(folder_id, what="folder_id") if folder_id else str(uuid.uuid4())
+        handle = FolderHandle(self, relay, folder)
+        with self._lock:
+            self._docs.setdefault(handle.compound_id, _EMPTY_UPDATE)
+        return handle
+
+    def folder(self, relay_id: str, folder_id: str) -> FolderHandle:
+        """A handle on an existing folder document."""
+        handle = FolderHandle(self, relay_id, folder_id)
+        if self.get_update(handle.compound_id) is None:
+            raise KeyError(f"no folder {handle.compound_id}")
+        return handle
+
+    def get_update(self, compound: str) -> bytes | None:
+        """The stored full update of a document (None when unknown)."""
+        with self._lock:
+            return self._docs.get(self._key(compound))
+
+    def put_update(self, compound: str, update: bytes) -> None:
+        """Replace a document's whole state with ``update`` (no validation)."""
+        with self._lock:
+            self._docs[self._key(compound)] = bytes(update)
+
+    def apply_update(self, compound: str, update: bytes) -> None:
+        """Apply a Yjs v1 update to a document, creating it when new (``POST /update``).
+
+        Raises:
+            ValueError: the bytes are not a decodable update.
+        """
+        key = self._key(compound)
+        with self._lock:
+            doc = _load(self._docs.get(key, _EMPTY_UPDATE))
+            doc.apply_update(update)
+            self._docs[key] = doc.get_update()
+
+    @contextmanager
+    def edit(self, compound: str) -> Iterator[Doc]:
+        """Load a document, yield it for changes inside one transaction, store the result."""
+        key = self._key(compound)
+        with self._lock:
+            doc = _load(self._docs.get(key, _EMPTY_UPDATE))
+            with doc.transaction():
+                yield doc
+            self._docs[key] = doc.get_update()
+
+    def _key(self, compound: str) -> str:
+        return str(parse_compound_id(compound))
+
+    # -- attachments ------------------------------------------------------------------
+
+    def put_blob(self, data: bytes, mimetype: str = "application/octet-stream") -> str:
+        """Store bytes under their sha256; returns the hex digest."""
+        digest = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            self._blobs[digest] = (bytes(data), mimetype)
+        return digest
+
+    def set_blob_bytes(self, digest: str, data: bytes) -> None:
+        """Fault injection: serve ``data`` for ``digest`` (a hash mismatch when they differ)."""
+        with self._lock:
+            mimetype = self._blobs.get(digest, (b"", "application/octet-stream"))[1]
+            self._blobs[digest] = (bytes(data), mimetype)
+
+    def blob_fetch_count(self, digest: str) -> int:
+        with self._lock:
+            return self._blob_fetches.get(digest, 0)
+
+    def _sign(self, digest: str) -> str:
+        return hmac.new(self._secret, digest.encode(), hashlib.sha256).hexdigest()
+
+    def _signed_blob_url(self, digest: str) -> str:
+        return f"{self.url}/blob/{digest}?sig={self._sign(digest)}"
+
+    # -- fault injection and counters -------------------------------------------------
+
+    def fail_next(self, n: int, status: int = 500, *, path_prefix: str | None = None) -> None:
+        """The next ``n`` requests (any path but ``/ready``, or only those whose path
+        starts with ``path_prefix``, e.g. ``"/blob/"``) answer ``status``."""
+        with self._lock:
+            self._faults.extend([(status, path_prefix)] * n)
+
+    def set_raw(
+        self,
+        compound: str,
+        data: bytes | None,
+        *,
+        content_type: str = "application/octet-stream",
+        status: int = 200,
+    ) -> None:
+        """Serve ``data`` verbatim for this document's as-update (None: back to normal)."""
+        key = self._key(compound)
+        with self._lock:
+            if data is None:
+                self._raw.pop(key, None)
+            else:
+                self._raw[key] = (bytes(data), content_type, status)
+
+    def fetch_count(self, compound: str) -> int:
+        """How many authorized as-update requests named this document."""
+        with self._lock:
+            return self._fetches.get(self._key(compound), 0)
+
+    @property
+    def total_fetches(self) -> int:
+        with self._lock:
+            return sum(self._fetches.values())
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self._fetches.clear()
+            self._blob_fetches.clear()
+
+    def _count(self, ident: str) -> None:
+        try:
+            key = self._key(ident)
+        except InvalidId:
+            return
+        with self._lock:
+            self._fetches[key] = self._fetches.get(key, 0) + 1
+
+    def _take_fault(self, path: str) -> int | None:
+        with self._lock:
+            for i, (status, prefix) in enumerate(self._faults):
+                if prefix is None or path.startswith(prefix):
+                    del self._faults[i]
+                    return status
+            return None
+
+    def _authorize(self, header: str | None) -> str | None:
+        if not header or not header.startswith("Bearer "):
+            return None
+        token = header[len("Bearer ") :].encode()
+        if hmac.compare_digest(token, self.api_key.encode()):
+            return "write"
+        if self.read_only_key and hmac.compare_digest(token, self.read_only_key.encode()):
+            return "read"
+        return None
+
+    # -- webhooks ---------------------------------------------------------------------
+
+    @staticmethod
+    def webhook_payload(
+        compound: str, *, user: str | None = None, timestamp: datetime | None = None
+    ) -> dict[str, Any]:
+        """The JSON body the real server POSTs for one update of ``compound``."""
+        when = (timestamp or datetime.now(UTC)).astimezone(UTC)
+        return {
+            "eventType": "document.updated",
+            "eventId": "evt_" + "".join(secrets.choice(_NANOID_ALPHABET) for _ in range(21)),
+            "payload": {
+                "doc_id": compound,
+                "user": user,
+                "metadata": {},
+                "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            },
+        }
+
+
+class FolderHandle:
+    """Builder for one shared folder on a :class:`DevRelay`.
+
+    Paths are given as ``notes/a.md`` and stored as ``/notes/a.md``.  Every method is
+    one Yjs transaction on the folder document (and on the file's own document).
+    Set ``nested_entries = True`` to store new index values as nested Y.Maps, the
+    other form PROTOCOL.md says occurs.
+    """
+
+    def __init__(self, relay: DevRelay, relay_id: str, folder_id: str):
+        self.relay = relay
+        self.relay_id = relay_id
+        self.folder_id = folder_id
+        self.compound_id = compound_id(relay_id, folder_id)
+        self.nested_entries = False
+
+    def __repr__(self) -> str:
+        return f"FolderHandle({self.compound_id})"
+
+    # -- reading ----------------------------------------------------------------------
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """``/path`` -> entry dict from ``filemeta_v0`` (numbers as pycrdt gives them)."""
+        doc = _load(self.relay.get_update(self.compound_id) or _EMPTY_UPDATE)
+        return dict(doc.get("filemeta_v0", type=Map).to_py() or {})
+
+    def legacy_docs(self) -> dict[str, str]:
+        """The legacy ``docs`` map: ``/path`` -> doc UUID."""
+        doc = _load(self.relay.get_update(self.compound_id) or _EMPTY_UPDATE)
+        return dict(doc.get("docs", type=Map).to_py() or {})
+
+    def entry(self, path: str) -> dict[str, Any]:
+        key = _norm(path)
+        found = self.entries().get(key)
+        if found is None:
+            legacy = self.legacy_docs().get(key)
+            if legacy is None:
+                raise KeyError(f"no entry at {key} in folder {self.compound_id}")
+            return {"id": legacy, "type": "markdown", "version": 0}
+        return found
+
+    def doc_id(self, path: str) -> str:
+        return str(self.entry(path)["id"])
+
+    def doc_compound_id(self, path: str) -> str:
+        """``<relay>-<doc>`` of the document at ``path``."""
+        return compound_id(self.relay_id, self.doc_id(path))
+
+    def text(self, path: str) -> str:
+        update = self.relay.get_update(self.doc_compound_id(path)) or _EMPTY_UPDATE
+        return str(_load(update).get("contents", type=Text))
+
+    # -- writing ----------------------------------------------------------------------
+
+    def mkdir(self, path: str, *, doc_id: str | None = None) -> str:
+        """Add a ``folder`` entry (and missing parents); returns its id (idempotent)."""
+        key = _norm(path)
+        with self.relay._lock:
+            existing = self.entries().get(key)
+            if existing is not None:
+                if existing.get("type") != "folder":
+                    raise ValueError(f"{key} exists and is a {existing.get('type')}")
+                return str(existing["id"])
+            self._mkparents(key)
+            new_id = doc_id or str(uuid.uuid4())
+            self._set_entries({key: {"id": new_id, "type": "folder", "version": 0}})
+            return new_id
+
+    def put_markdown(
+        self,
+        path: str,
+        text: str,
+        doc_id: str | None = None,
+        *,
+        doc_type: str = "markdown",
+        legacy: bool = True,
+        legacy_only: bool = False,
+    ) -> str:
+        """Create a text document at ``path``, or edit the existing one to ``text``.
+
+        Args:
+            doc_type: the index type (``markdown``; ``document`` or ``file`` also occur).
+            legacy: also record the path in the legacy ``docs`` map.
+            legacy_only: record it only there (an entry missing from ``filemeta_v0``).
+
+        Returns:
+            The document UUID.
+        """
+        key = _norm(path)
+        with self.relay._lock:
+            try:
+                existing = self.entry(key)
+            except KeyError:
+                existing = None
+            if existing is not None:
+                self.edit_markdown(key, text)
+                return str(existing["id"])
+            self._mkparents(key)
+            new_id = doc_id or str(uuid.uuid4())
+            with self.relay.edit(compound_id(self.relay_id, new_id)) as doc:
+                if text:
+                    doc.get("contents", type=Text).insert(0, text)
+            entry = {"id": new_id, "type": doc_type, "version": 0}
+            self._set_entries(
+                {} if legacy_only else {key: entry},
+                legacy={key: new_id} if (legacy or legacy_only) else None,
+            )
+            return new_id
+
+    def edit_markdown(self, path: str, text: str) -> None:
+        """Change the text to ``text`` as one minimal delete + insert (a real Yjs diff)."""
+        cid = self.doc_compound_id(path)
+        with self.relay.edit(cid) as doc:
+            ytext = doc.get("contents", type=Text)
+            old = str(ytext)
+            if old == text:
+                return
+            prefix = 0
+            limit = min(len(old), len(text))
+            while prefix < limit and old[prefix] == text[prefix]:
+                prefix += 1
+            suffix = 0
+            while (
+                suffix < limit - prefix
+                and old[len(old) - 1 - suffix] == text[len(text) - 1 - suffix]
+            ):
+                suffix += 1
+            # pycrdt indexes Text in UTF-8 bytes; cut at code point boundaries.
+            start = len(old[:prefix].encode())
+            end = len(old[: len(old) - suffix].encode())
+            if end > start:
+                del ytext[start:end]
+            inserted = text[prefix : len(text) - suffix]
+            if inserted:
+                ytext.insert(start, inserted)
+
+    def put_canvas(self, path: str, canvas: dict[str, Any], doc_id: str | None = None) -> str:
+        """Create or replace a canvas: nodes/edges maps plus a Y.Text per text node."""
+        key = _norm(path)
+        with self.relay._lock:
+            existing = self.entries().get(key)
+            new_id = str(existing["id"]) if existing else (doc_id or str(uuid.uuid4()))
+            with self.relay.edit(compound_id(self.relay_id, new_id)) as doc:
+                nodes = doc.get("nodes", type=Map)
+                edges = doc.get("edges", type=Map)
+                for k in list(nodes.keys()):
+                    del nodes[k]
+                for k in list(edges.keys()):
+                    del edges[k]
+                for node in canvas.get("nodes", []):
+                    nodes[str(node["id"])] = dict(node)
+                    if node.get("type") == "text":
+                        ytext = doc.get(str(node["id"]), type=Text)
+                        if len(ytext):
+                            del ytext[0 : len(ytext)]
+                        if node.get("text"):
+                            ytext.insert(0, str(node["text"]))
+                for edge in canvas.get("edges", []):
+                    edges[str(edge["id"])] = dict(edge)
+            if existing is None:
+                self._mkparents(key)
+                self._set_entries({key: {"id": new_id, "type": "canvas", "version": 0}})
+            return new_id
+
+    def set_canvas_text(self, path: str, node_id: str, text: str) -> None:
+        """Change a text node's live Y.Text only (its node object's ``text`` goes stale)."""
+        with self.relay.edit(self.doc_compound_id(path)) as doc:
+            ytext = doc.get(node_id, type=Text)
+            if len(ytext):
+                del ytext[0 : len(ytext)]
+            ytext.insert(0, text)
+
+    def put_attachment(
+        self,
+        path: str,
+        data: bytes,
+        mimetype: str = "application/octet-stream",
+        doc_id: str | None = None,
+        *,
+        doc_type: str | None = None,
+        synctime: int | None = None,
+    ) -> str:
+        """Store ``data`` as a blob and point the entry at its hash (new or updated)."""
+        key = _norm(path)
+        digest = self.relay.put_blob(data, mimetype)
+        with self.relay._lock:
+            existing = self.entries().get(key)
+            new_id = str(existing["id"]) if existing else (doc_id or str(uuid.uuid4()))
+            if existing is None:
+                self._mkparents(key)
+            entry = {
+                "id": new_id,
+                "type": doc_type or _attachment_type(mimetype, key),
+                "version": 0,
+                "hash": digest,
+                "mimetype": mimetype,
+                "synctime": synctime if synctime is not None else int(time.time() * 1000),
+            }
+            self._set_entries({key: entry})
+            return new_id
+
+    def set_entry(self, path: str, value: Any) -> None:
+        """Write any raw value at ``path`` in ``filemeta_v0`` (for malformed-entry tests)."""
+        self._set_entries({_norm(path): value})
+
+    def rename(self, old: str, new: str) -> None:
+        """Move an entry (same doc id); a folder takes its children along."""
+        src, dst = _norm(old), _norm(new)
+        with self.relay._lock:
+            entries, legacy = self.entries(), self.legacy_docs()
+            if src not in entries and src not in legacy:
+                raise KeyError(f"no entry at {src} in folder {self.compound_id}")
+            if dst in entries or dst in legacy:
+                raise ValueError(f"{dst} already exists in folder {self.compound_id}")
+            self._mkparents(dst)
+            moves = {
+                p: dst + p[len(src) :]
+                for p in set(entries) | set(legacy)
+                if p == src or p.startswith(src + "/")
+            }
+            with self.relay.edit(self.compound_id) as doc:
+                meta, docs = doc.get("filemeta_v0", type=Map), doc.get("docs", type=Map)
+                for p, q in moves.items():
+                    if p in entries:
+                        value = entries[p]
+                        del meta[p]
+                        meta[q] = Map(value) if self.nested_entries else value
+                    if p in legacy:
+                        del docs[p]
+                        docs[q] = legacy[p]
+
+    def delete(self, path: str) -> None:
+        """Remove an entry (a folder: with its children); documents stay on the server."""
+        key = _norm(path)
+        with self.relay._lock:
+            entries, legacy = self.entries(), self.legacy_docs()
+            if key not in entries and key not in legacy:
+                raise KeyError(f"no entry at {key} in folder {self.compound_id}")
+            with self.relay.edit(self.compound_id) as doc:
+                meta, docs = doc.get("filemeta_v0", type=Map), doc.get("docs", type=Map)
+                for p in list(entries):
+                    if p == key or p.startswith(key + "/"):
+                        del meta[p]
+                for p in list(legacy):
+                    if p == key or p.startswith(key + "/"):
+                        del docs[p]
+
+    def touch(self, path: str | None = None) -> None:
+        """A housekeeping update with no content change (the ``users`` map), like the
+        server's compaction: the update bytes change, the content does not."""
+        cid = self.doc_compound_id(path) if path else self.compound_id
+        with self.relay.edit(cid) as doc:
+            users = doc.get("users", type=Map)
+            users["devrelay"] = {"touched": secrets.token_hex(4)}
+
+    # -- internals --------------------------------------------------------------------
+
+    def _mkparents(self, key: str) -> None:
+        parts = key.strip("/").split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            self.mkdir("/".join(parts[:i]))
+
+    def _set_entries(self, values: dict[str, Any], *, legacy: dict[str, str] | None = None) -> None:
+        with self.relay.edit(self.compound_id) as doc:
+            meta = doc.get("filemeta_v0", type=Map)
+            for k, v in values.items():
+                meta[k] = Map(v) if self.nested_entries and isinstance(v, dict) else v
+            if legacy:
+                docs = doc.get("docs", type=Map)
+                for k, v in legacy.items():
+                    docs[k] = v
+
+
+# -- demo content ------------------------------------------------------------------------
+
+
+def tiny_png(rgba: tuple[int, int, int, int] = (46, 139, 87, 255)) -> bytes:
+    """A valid 1x1 RGBA PNG, built in code."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0)
+    idat = zlib.compress(b"\x00" + bytes(rgba))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def tiny_pdf(text: str = "Hello from devrelay") -> bytes:
+    """A valid one-page PDF with correct xref offsets, built in code."""
+    stream = f"BT /F1 18 Tf 36 100 Td ({text}) Tj ET".encode("latin-1")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 144]"
+        b" /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (i, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    for off in offsets:
+        out += b"%010d 00000 n \n" % off
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+def sample_vault(handle: FolderHandle) -> dict[str, str]:
+    """Fill a small demo vault: notes (one with unicode), a nested folder, a canvas,
+    a PNG and a PDF.  Returns path -> doc id."""
+    made: dict[str, str] = {}
+    made["README.md"] = handle.put_markdown(
+        "README.md", "# Demo vault\n\nMirrored into Git by relay-git-sync.\n"
+    )
+    made["notes/ideas.md"] = handle.put_markdown(
+        "notes/ideas.md", "# Ideas\n\n- sync folders to git\n- see [[README]]\n"
+    )
+    made["notes/grüße 🌍.md"] = handle.put_markdown(
+        "notes/grüße 🌍.md", "Grüße, 世界! 👋🏽 naïve café — עברית\n"
+    )
+    made["notes/archive/2024.md"] = handle.put_markdown("notes/archive/2024.md", "Old notes.\n")
+    made["boards/plan.canvas"] = handle.put_canvas(
+        "boards/plan.canvas",
+        {
+            "nodes": [
+                {
+                    "id": "n1",
+                    "type": "text",
+                    "text": "Plan",
+                    "x": 0,
+                    "y": 0,
+                    "width": 250,
+                    "height": 60,
+                },
+                {
+                    "id": "n2",
+                    "type": "file",
+                    "file": "notes/ideas.md",
+                    "x": 300,
+                    "y": 0,
+                    "width": 400,
+                    "height": 300,
+                    "color": "4",
+                },
+            ],
+            "edges": [{"id": "e1", "fromNode": "n1", "toNode": "n2", "toEnd": "arrow"}],
+        },
+    )
+    made["assets/pixel.png"] = handle.put_attachment("assets/pixel.png", tiny_png(), "image/png")
+    made["assets/tiny.pdf"] = handle.put_attachment(
+        "assets/tiny.pdf", tiny_pdf(), "application/pdf"
+    )
+    made["empty folder"] = handle.mkdir("empty folder")
+    return made

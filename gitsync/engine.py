@@ -1,0 +1,565 @@
+"""Apply Relay folder changes to working trees and commit them.
+
+The engine is where the pure parts (``ydoc`` decoding, ``plan`` diffing) meet the I/O
+(``relay`` fetches, files on disk, ``state`` and ``gitrepo``).  Each folder has one lock,
+held for a whole sync or commit, so one thread works on a folder at a time while other
+folders proceed in parallel; document fetches inside one sync run on a bounded pool.
+
+A restart at any point is safe: files are replaced atomically, state is saved after the
+files are written (a crash before that re-does the writes), and the paths changed since
+the last commit are part of the saved state, so a commit lost to a crash is made on the
+next cycle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import gitrepo, ydoc
+from .config import Connector, ConnectorsConfig, Settings
+from .ids import compound_id
+from .plan import Delete, Mkdir, Move, Rmdir, Tracked, Write, diff_folders, mass_deletion
+from .relay import NotFound, RelayClient, RelayError, Unauthorized
+from .state import FileRecord, FolderState, StateRegistry
+
+__all__ = ["Engine", "SyncReport", "SyncAborted", "describe_changes"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+TMP_MARK = ".gitsync-tmp-"
+# A held mass deletion is applied when a read at least this long after the first
+# one still shows it (or at once when the operator confirms).
+HOLD_CONFIRM_SECONDS = 60.0
+SUBJECT_MAX_ITEMS = 10
+
+
+class SyncAborted(Exception):
+    """A folder sync could not run at all (folder unreadable, bad credentials)."""
+
+
+@dataclass
+class SyncReport:
+    """What one sync did to one folder; ``failed`` lists documents to retry later."""
+
+    connector: Connector
+    created: int = 0
+    updated: int = 0
+    renamed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path or doc, reason)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # transient: retry later
+    unknown: list[str] = field(default_factory=list)  # doc ids not in this folder
+    held: str | None = None
+    commit: str | None = None
+
+    @property
+    def changed(self) -> int:
+        return self.created + self.updated + self.renamed + self.deleted
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.created} created",
+            f"{self.updated} updated",
+            f"{self.renamed} renamed",
+            f"{self.deleted} deleted",
+        ]
+        text = ", ".join(parts)
+        if self.skipped:
+            text += f", {len(self.skipped)} skipped"
+        if self.failed:
+            text += f", {len(self.failed)} failed"
+        if self.held:
+            text += " (mass deletion held)"
+        commit = self.commit[:10] if self.commit else "no commit"
+        return f"{self.connector.name}: {text}; {commit}"
+
+
+def describe_changes(changes: list[list[str]]) -> str:
+    """Commit message: a subject naming the changes (summarized past a few) and a body."""
+    verbs = {"add": "Add", "update": "Update", "rename": "rename", "delete": "delete"}
+    items = []
+    for change in changes:
+        verb, path = change[0], change[1]
+        if verb == "rename" and len(change) > 2:
+            items.append((verb, f"{path} -> {change[2]}"))
+        else:
+            items.append((verb, path))
+    if not items:
+        return "Sync from Relay"
+    if len(items) <= SUBJECT_MAX_ITEMS:
+        words = [f"{verbs.get(v, v).lower()} {what}" for v, what in items]
+        subject = ", ".join(words)
+    else:
+        counts: dict[str, int] = {}
+        for verb, _ in items:
+            counts[verb] = counts.get(verb, 0) + 1
+        names = {"add": "add", "update": "update", "rename": "rename", "delete": "delete"}
+        words = [
+            f"{names.get(v, v)} {n} file{'s' if n != 1 else ''}" for v, n in counts.items()
+        ]
+        subject = ", ".join(words)
+    subject = subject[0].upper() + subject[1:]
+    body = "\n".join(f"- {verbs.get(v, v).lower()} {what}" for v, what in items[:500])
+    if len(items) > 500:
+        body += f"\n- ... and {len(items) - 500} more"
+    return f"{subject}\n\n{body}\n"
+
+
+@dataclass
+class _Fetched:
+    doc_id: str
+    data: bytes | None = None
+    update_sha: str | None = None
+    skip: str | None = None  # a reason not to write (not an error)
+    error: str | None = None  # transient failure
+    permanent: bool = False
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Engine:
+    """Syncs connectors' folders into their repositories; thread-safe per folder."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        relay: RelayClient,
+        connectors: ConnectorsConfig,
+        *,
+        hold_confirm_seconds: float = HOLD_CONFIRM_SECONDS,
+    ):
+        self.settings = settings
+        self.relay = relay
+        self.connectors = connectors
+        self.states = StateRegistry(settings.data_dir)
+        self.hold_confirm_seconds = hold_confirm_seconds
+        self._locks: dict[tuple[str, str], threading.RLock] = {}
+        self._repos: dict[tuple[str, str], object] = {}
+        self._meta_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.fetch_concurrency, thread_name_prefix="fetch"
+        )
+        self._doc_index: dict[tuple[str, str], tuple[str, str]] = {}
+        for connector in connectors.connectors:
+            self._index_folder(connector, self._folder_state(connector))
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._meta_lock:
+            for repo in self._repos.values():
+                repo.close()  # type: ignore[attr-defined]
+            self._repos.clear()
+
+    def lock(self, connector: Connector) -> threading.RLock:
+        """The folder's lock; re-entrant so a caller may hold it across engine calls."""
+        with self._meta_lock:
+            lock = self._locks.get(connector.key)
+            if lock is None:
+                lock = self._locks[connector.key] = threading.RLock()
+            return lock
+
+    def repo(self, connector: Connector):
+        """The connector's repository, created on first use (caller holds the lock)."""
+        with self._meta_lock:
+            repo = self._repos.get(connector.key)
+            if repo is None:
+                repo = gitrepo.open_or_init(self.settings.repo_dir(connector), branch=connector.branch)
+                self._repos[connector.key] = repo
+            return repo
+
+    def _folder_state(self, connector: Connector) -> FolderState:
+        return self.states.relay(connector.relay_id).folder(connector.folder_id)
+
+    def _save(self, connector: Connector) -> None:
+        self.states.relay(connector.relay_id).save()
+
+    def _index_folder(self, connector: Connector, state: FolderState) -> None:
+        with self._meta_lock:
+            for key in [k for k, v in self._doc_index.items() if v == connector.key]:
+                del self._doc_index[key]
+            for doc_id in state.files:
+                self._doc_index[(connector.relay_id, doc_id)] = connector.key
+
+    def locate(self, relay_id: str, doc_id: str) -> tuple[Connector, str] | None:
+        """Which connector a document belongs to: ``(connector, "folder"|"doc")``."""
+        for connector in self.connectors.connectors:
+            if connector.relay_id == relay_id and connector.folder_id == doc_id:
+                return connector, "folder"
+        with self._meta_lock:
+            key = self._doc_index.get((relay_id, doc_id))
+        if key is None:
+            return None
+        connector = self.connectors.find(*key)
+        return (connector, "doc") if connector else None
+
+    def pending_paths(self, connector: Connector) -> int:
+        return len(self._folder_state(connector).dirty)
+
+    def folder_state(self, connector: Connector) -> FolderState:
+        return self._folder_state(connector)
+
+    def _root(self, connector: Connector) -> Path:
+        base = self.settings.repo_dir(connector)
+        return base / connector.prefix if connector.prefix else base
+
+    def _repo_path(self, connector: Connector, rel: str) -> str:
+        return f"{connector.prefix}/{rel}" if connector.prefix else rel
+
+    def _inside(self, connector: Connector, full: Path) -> bool:
+        """True when ``full`` resolves inside the repository (symlinks included)."""
+        repo_root = os.path.realpath(self.settings.repo_dir(connector))
+        parent = os.path.realpath(full.parent)
+        return (parent + os.sep).startswith(repo_root + os.sep) or parent == repo_root
+
+    # --- syncing --------------------------------------------------------------------
+
+    def sync_folder(
+        self,
+        connector: Connector,
+        *,
+        full: bool = True,
+        confirm_deletions: bool = False,
+        progress: Progress | None = None,
+    ) -> SyncReport:
+        """Read the folder index, apply renames/moves/deletes, fetch content, write files.
+
+        ``full`` refreshes the content of every document (startup, reconcile, CLI);
+        otherwise only new or changed documents are fetched (a folder webhook).
+
+        Raises:
+            SyncAborted: the folder document cannot be read or decoded.
+            Unauthorized: the Relay Server refused the API key.
+        """
+        report = SyncReport(connector)
+        folder_cid = compound_id(connector.relay_id, connector.folder_id)
+        try:
+            update = self.relay.get_update(folder_cid)
+            entries = ydoc.read_folder(update)
+        except Unauthorized:
+            raise
+        except NotFound as exc:
+            raise SyncAborted(
+                f"shared folder {connector.folder_id} not found on relay {connector.relay_id}: "
+                "check shared_folder_id and relay_id in git_connectors.toml"
+            ) from exc
+        except (RelayError, ydoc.CorruptUpdate) as exc:
+            raise SyncAborted(f"cannot read folder {connector.name}: {exc}") from exc
+
+        with self.lock(connector):
+            self.repo(connector)
+            state = self._folder_state(connector)
+            previous = {
+                doc_id: Tracked(rec.path, rec.type, rec.hash) for doc_id, rec in state.files.items()
+            }
+            plan = diff_folders(previous, entries)
+            for path, reason in plan.rejected:
+                log.warning("unsafe path skipped relay=%s folder=%s path=%r reason=%s",
+                            connector.relay_id, connector.folder_id, path, reason)
+                report.skipped.append((path, reason))
+            ops = self._guard_deletions(connector, state, previous, plan, confirm_deletions, report)
+            safe_ids = self._safe_ids(plan, entries)
+            current = {e.id: e for e in entries.values() if e.id in safe_ids}
+
+            refetch = self._apply_structure(connector, state, ops, report)
+            writes = {op.doc_id: op.entry for op in ops if isinstance(op, Write)}
+            targets: dict[str, ydoc.Entry] = dict(writes)
+            for doc_id in refetch:
+                if doc_id in current:
+                    targets[doc_id] = current[doc_id]
+            if full:
+                for doc_id in state.files:
+                    entry = current.get(doc_id)
+                    if entry is not None and entry.kind != "folder":
+                        targets.setdefault(doc_id, entry)
+            self._write_contents(connector, state, targets, report, progress=progress, force=set(writes))
+            for op in ops:
+                if isinstance(op, Rmdir):
+                    self._rmdir(connector, op.path)
+            self._track_folders(state, current)
+            state.last_sync = time.time()
+            state.index_entries = len(entries)
+            self._save(connector)
+            self._index_folder(connector, state)
+        log.info("folder synced relay=%s folder=%s %s", connector.relay_id, connector.folder_id,
+                 report.summary().split(": ", 1)[1])
+        return report
+
+    @staticmethod
+    def _safe_ids(plan, entries) -> set[str]:
+        rejected = {path for path, _ in plan.rejected}
+        return {e.id for key, e in entries.items() if key not in rejected}
+
+    def _guard_deletions(self, connector, state: FolderState, previous, plan, confirm: bool, report):
+        """Hold a sudden mass deletion (DESIGN invariant 6) unless it is confirmed."""
+        reason = mass_deletion(
+            previous,
+            plan,
+            ratio=self.settings.mass_delete_ratio,
+            minimum=self.settings.mass_delete_min,
+        )
+        if reason is None:
+            if state.held:
+                log.info("held deletion withdrawn relay=%s folder=%s", connector.relay_id, connector.folder_id)
+            state.held = None
+            return list(plan.ops)
+        doomed = sorted(op.doc_id for op in plan.ops if isinstance(op, Delete))
+        now = time.time()
+        held = state.held
+        if confirm or (
+            held
+            and set(held.get("docs", [])) <= set(doomed)
+            and now - float(held.get("since", now)) >= self.hold_confirm_seconds
+        ):
+            log.warning("mass deletion confirmed, applying relay=%s folder=%s files=%d",
+                        connector.relay_id, connector.folder_id, len(doomed))
+            state.held = None
+            return list(plan.ops)
+        since = held["since"] if held and set(held.get("docs", [])) == set(doomed) else now
+        state.held = {"reason": reason, "since": since, "count": len(doomed), "docs": doomed}
+        report.held = reason
+        log.error(
+            "mass deletion held, not applied relay=%s folder=%s files=%d reason=%s "
+            "(applied when a later read confirms it, or run: cli.py sync --confirm-deletions)",
+            connector.relay_id, connector.folder_id, len(doomed), reason,
+        )
+        return [op for op in plan.ops if not isinstance(op, (Delete, Rmdir))]
+
+    def _apply_structure(self, connector, state: FolderState, ops, report: SyncReport) -> set[str]:
+        """Apply deletes, moves and mkdirs; returns doc ids whose file must be re-fetched."""
+        root = self._root(connector)
+        refetch: set[str] = set()
+        origins: dict[str, str] = {}
+        for op in ops:
+            if isinstance(op, Delete):
+                rec = state.files.pop(op.doc_id, None)
+                full = root / op.path
+                if rec is not None and rec.type != "folder" and full.is_file() and self._inside(connector, full):
+                    full.unlink()
+                    report.deleted += 1
+                    state.add_dirty([self._repo_path(connector, op.path)])
+                    state.note("delete", op.path)
+            elif isinstance(op, Move):
+                rec = state.files.get(op.doc_id)
+                src, dst = root / op.src, root / op.dst
+                if rec is None or not self._inside(connector, dst):
+                    continue
+                origins.setdefault(op.doc_id, op.src)
+                if src.is_file():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(src, dst)
+                else:
+                    refetch.add(op.doc_id)
+                rec.path = op.dst
+                state.add_dirty(self._repo_path(connector, p) for p in (op.src, op.dst) if TMP_MARK not in p)
+                if TMP_MARK not in op.dst:
+                    original = origins.pop(op.doc_id)
+                    if original != op.dst:
+                        report.renamed += 1
+                        state.note("rename", original, op.dst)
+            elif isinstance(op, Mkdir):
+                full = root / op.path
+                if self._inside(connector, full / "x"):
+                    full.mkdir(parents=True, exist_ok=True)
+        return refetch
+
+    @staticmethod
+    def _track_folders(state: FolderState, current: dict[str, ydoc.Entry]) -> None:
+        """Folder records follow the index (they hold no content, only paths)."""
+        for doc_id in [d for d, rec in state.files.items() if rec.type == "folder"]:
+            del state.files[doc_id]
+        for doc_id, entry in current.items():
+            if entry.kind == "folder":
+                state.files[doc_id] = FileRecord(path=entry.path, type="folder")
+
+    def _rmdir(self, connector: Connector, path: str) -> None:
+        full = self._root(connector) / path
+        try:
+            full.rmdir()  # only when empty: never removes a person's files
+        except OSError:
+            pass
+
+    def sync_docs(self, connector: Connector, doc_ids: Iterable[str]) -> SyncReport:
+        """Re-fetch known documents of the folder (a content webhook) and write changes."""
+        report = SyncReport(connector)
+        with self.lock(connector):
+            self.repo(connector)
+            state = self._folder_state(connector)
+            targets: dict[str, ydoc.Entry] = {}
+            for doc_id in doc_ids:
+                rec = state.files.get(doc_id)
+                if rec is None or rec.type == "folder":
+                    report.unknown.append(doc_id)
+                    continue
+                targets[doc_id] = ydoc.Entry(path=rec.path, id=doc_id, type=rec.type, hash=rec.hash)
+            if targets:
+                self._write_contents(connector, state, targets, report)
+                self._save(connector)
+        return report
+
+    def _fetch_one(self, connector: Connector, entry: ydoc.Entry, rec: FileRecord | None,
+                   known_sha: str | None, exists: bool, force: bool) -> _Fetched:
+        out = _Fetched(entry.id)
+        cid = compound_id(connector.relay_id, entry.id)
+        kind = entry.kind
+        try:
+            if kind == "attachment":
+                if not entry.hash:
+                    out.skip = "attachment has no content hash yet"
+                    return out
+                if not force and rec is not None and rec.hash == entry.hash and exists:
+                    out.skip = "unchanged"
+                    return out
+                out.data = self.relay.download_attachment(
+                    connector.relay_id, entry.id, entry.hash, folder_id=connector.folder_id
+                )
+                return out
+            update = self.relay.get_update(cid)
+            out.update_sha = _sha256(update)
+            if not force and known_sha == out.update_sha and exists:
+                out.skip = "unchanged"
+                return out
+            if kind == "canvas":
+                out.data = ydoc.render_canvas(ydoc.read_canvas(update))
+            else:
+                if ydoc.is_never_written(update) and exists:
+                    out.skip = "document not uploaded yet; keeping the file"
+                    out.update_sha = None
+                    return out
+                out.data = ydoc.read_text(update).encode("utf-8")
+        except Unauthorized:
+            raise
+        except NotFound:
+            out.error, out.permanent = "document not found on the relay", True
+        except ydoc.CorruptUpdate as exc:
+            out.error, out.permanent = f"corrupt document: {exc}", True
+        except RelayError as exc:
+            out.error = str(exc)
+        return out
+
+    def _write_contents(self, connector, state: FolderState, targets: dict[str, ydoc.Entry],
+                        report: SyncReport, *, progress: Progress | None = None,
+                        force: set[str] | frozenset[str] = frozenset()) -> None:
+        root = self._root(connector)
+        hashes = self.states.relay(connector.relay_id).doc_hashes
+        total = len(targets)
+        if progress:
+            progress(0, total)
+        futures = []
+        for doc_id, entry in targets.items():
+            rec = state.files.get(doc_id)
+            path = rec.path if rec is not None and rec.type != "folder" else entry.path
+            exists = (root / path).is_file()
+            cid = compound_id(connector.relay_id, doc_id)
+            futures.append((entry, self._pool.submit(
+                self._fetch_one, connector, entry, rec, hashes.get(cid), exists, doc_id in force
+            )))
+        wrote_any = False
+        for done, (entry, future) in enumerate(futures, start=1):
+            fetched = future.result()
+            if progress:
+                progress(done, total)
+            rec = state.files.get(entry.id)
+            if fetched.error:
+                where = rec.path if rec else entry.path
+                log.warning("document skipped relay=%s folder=%s doc=%s path=%s reason=%s",
+                            connector.relay_id, connector.folder_id, entry.id, where, fetched.error)
+                (report.skipped if fetched.permanent else report.failed).append((where, fetched.error))
+                continue
+            if fetched.skip:
+                if fetched.skip != "unchanged":
+                    report.skipped.append((rec.path if rec else entry.path, fetched.skip))
+                else:
+                    report.unchanged += 1
+                continue
+            assert fetched.data is not None
+            path = rec.path if rec is not None and rec.type != "folder" else entry.path
+            if self._write_file(connector, state, entry, path, fetched.data, report):
+                wrote_any = True
+            if fetched.update_sha:
+                hashes[compound_id(connector.relay_id, entry.id)] = fetched.update_sha
+        if wrote_any:
+            os.sync()  # the state saved next must not claim files a power cut could lose
+
+    def _write_file(self, connector, state: FolderState, entry: ydoc.Entry, path: str,
+                    data: bytes, report: SyncReport) -> bool:
+        full = self._root(connector) / path
+        if not self._inside(connector, full):
+            log.error("refusing to write outside the repository relay=%s folder=%s path=%r",
+                      connector.relay_id, connector.folder_id, path)
+            report.skipped.append((path, "path resolves outside the repository"))
+            return False
+        sha = _sha256(data)
+        rec = state.files.get(entry.id)
+        new = rec is None
+        if rec is not None and rec.sha256 == sha and full.is_file() and full.stat().st_size == len(data):
+            rec.type, rec.hash = entry.type, entry.hash
+            report.unchanged += 1
+            return False
+        if full.is_dir():
+            report.skipped.append((path, "a directory is in the way"))
+            return False
+        full.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_MARK, dir=full.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, full)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        state.files[entry.id] = FileRecord(path=path, type=entry.type, hash=entry.hash,
+                                           sha256=sha, size=len(data))
+        verb = "add" if new else "update"
+        if new:
+            report.created += 1
+        else:
+            report.updated += 1
+        state.add_dirty([self._repo_path(connector, path)])
+        state.note(verb, path)
+        return True
+
+    # --- committing -----------------------------------------------------------------
+
+    def commit(self, connector: Connector, *, timestamp: int | None = None) -> str | None:
+        """Commit the paths changed since the last commit; None when nothing changed."""
+        with self.lock(connector):
+            state = self._folder_state(connector)
+            if not state.dirty:
+                return None
+            repo = self.repo(connector)
+            paths = list(state.dirty)
+            message = describe_changes(state.changes)
+            sha = gitrepo.commit_paths(
+                repo,
+                paths,
+                message=message,
+                author=self.settings.author,
+                branch=connector.branch,
+                timestamp=timestamp,
+            )
+            state.clear_pending(paths)
+            state.changes = []
+            self._save(connector)
+        if sha:
+            log.info("commit made relay=%s folder=%s commit=%s paths=%d", connector.relay_id,
+                     connector.folder_id, sha[:10], len(paths))
+        return sha

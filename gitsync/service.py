@@ -1,0 +1,513 @@
+"""Wiring: the one-shot sync of the CLI and the long-running service.
+
+The long-running :class:`Service` (webhooks in, workers, commit timer, reconcile) lives
+here too; see its docstring.  This module owns no sync logic of its own: it calls the
+engine, gitrepo and the work queue in the right order and keeps their status.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .config import ConfigError, Connector, ConnectorsConfig, Settings, load_connectors
+from .engine import Engine, SyncAborted, SyncReport
+from .logsetup import redact
+from .relay import RelayClient, Unauthorized
+from .remotes import Remotes, redact_url
+
+__all__ = ["ServiceError", "CredentialsError", "SyncOutcome", "Service", "State", "sync_once", "open_engine"]
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """The service cannot do what was asked; the message says why and what to do."""
+
+
+class CredentialsError(ServiceError):
+    """The Relay Server refused our API key (or the SSH key is unusable)."""
+
+
+@dataclass
+class SyncOutcome:
+    lines: list[str] = field(default_factory=list)
+    reports: list[SyncReport] = field(default_factory=list)
+    ok: bool = True
+
+
+def open_engine(settings: Settings, connectors: ConnectorsConfig | None = None) -> Engine:
+    """An engine with its Relay client, for the settings given.
+
+    Raises:
+        ConfigError: the Relay URL/key are missing or git_connectors.toml is invalid.
+    """
+    settings.require_relay()
+    if connectors is None:
+        connectors = load_connectors(settings.connectors_path)
+    relay = RelayClient(
+        settings.relay_server_url or "",
+        settings.relay_server_api_key or "",
+        timeout=settings.relay_timeout,
+        retries=settings.relay_retries,
+        pool_size=max(8, settings.fetch_concurrency * 2),
+    )
+    return Engine(settings, relay, connectors)
+
+
+def sync_once(
+    settings: Settings,
+    *,
+    selection: tuple[str, str] | None = None,
+    confirm_deletions: bool = False,
+    push: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> SyncOutcome:
+    """Sync the selected folder (or every connector), commit once per folder, push.
+
+    A ``selection`` not in git_connectors.toml is synced as a local-only connector.
+
+    Raises:
+        CredentialsError: the Relay Server refused the API key.
+        ServiceError: nothing is configured to sync.
+        ConfigError: settings or git_connectors.toml are invalid.
+    """
+    config = load_connectors(settings.connectors_path)
+    if selection is not None:
+        connector = config.find(*selection) or Connector(relay_id=selection[0], folder_id=selection[1])
+        targets = [connector]
+        config = ConnectorsConfig(
+            tuple(config.connectors) + (() if config.find(*selection) else (connector,)),
+            config.known_hosts,
+            config.path,
+        )
+    else:
+        targets = list(config.connectors)
+        if not targets:
+            raise ServiceError(
+                f"no connectors configured: add [[git_connector]] tables to {settings.connectors_path} "
+                "or pass --relay-id and --folder-id"
+            )
+    engine = open_engine(settings, config)
+    outcome = SyncOutcome()
+    try:
+        for connector in targets:
+            try:
+                report = engine.sync_folder(connector, full=True, confirm_deletions=confirm_deletions,
+                                            progress=progress)
+            except Unauthorized as exc:
+                raise CredentialsError(
+                    f"{exc}; check RELAY_SERVER_API_KEY (or --relay-server-api-key)"
+                ) from None
+            except SyncAborted as exc:
+                outcome.ok = False
+                outcome.lines.append(f"{connector.name}: failed: {exc}")
+                continue
+            report.commit = engine.commit(connector)
+            outcome.reports.append(report)
+            outcome.lines.append(report.summary())
+            for path, reason in report.skipped:
+                outcome.lines.append(f"  skipped {path}: {reason}")
+            for path, reason in report.failed:
+                outcome.lines.append(f"  failed {path}: {reason} (run sync again to retry)")
+            if report.failed:
+                outcome.ok = False
+            if report.held:
+                outcome.lines.append(
+                    f"  held: {report.held}; re-run with --confirm-deletions to apply"
+                )
+            if push and connector.url:
+                line, ok = push_connector(engine, connector)
+                outcome.lines.append(line)
+                outcome.ok = outcome.ok and ok
+    finally:
+        engine.close()
+    return outcome
+
+
+def push_connector(engine: Engine, connector: Connector) -> tuple[str, bool]:
+    """Push the connector's branch to its remote; returns a line for the operator."""
+    raise NotImplementedError  # filled in with the remote support
+
+
+def describe_connectors(settings: Settings, config: ConnectorsConfig) -> list[str]:
+    lines = []
+    for connector in config.connectors:
+        remote = connector.url or "(local only)"
+        prefix = f" prefix={connector.prefix}" if connector.prefix else ""
+        lines.append(f"{connector.name} -> {remote} branch={connector.branch}{prefix}")
+    return lines
+
+
+def check_remotes(settings: Settings, config: ConnectorsConfig):
+    raise ConfigError("--check-remote is not available yet")
+
+
+# --- the long-running service ---------------------------------------------------------
+
+
+class State(StrEnum):
+    STARTING = "starting"
+    INITIAL_SYNC = "initial_sync"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass
+class FolderStatus:
+    """What /api/status shows per connector; errors are redacted before they land here."""
+
+    state: str = "waiting"
+    last_success: float | None = None
+    last_error: str | None = None
+    failures: int = 0
+    last_commit: str | None = None
+    push: dict = field(default_factory=dict)
+
+
+class Service:
+    """Webhooks in, folders synced by a worker pool, commits every interval, pushes.
+
+    Threads (all started by :meth:`start`, never at import or in ``create_app``):
+
+    - ``worker-N``: take a key from the durable queue, sync that document or folder
+      under the folder lock, mark the key done once the result is saved;
+    - ``committer``: every ``commit_interval`` commit each dirty folder and push it;
+    - ``reconciler``: the startup full sync of every connector, then a full sync every
+      ``reconcile_interval`` (webhooks can be lost: the Relay Server never retries).
+
+    A crash loses nothing accepted: keys stay in the journal until their effects are in
+    the saved state, and saved state lists the paths still to commit.
+    """
+
+    def __init__(self, settings: Settings, connectors: ConnectorsConfig | None = None):
+        from .workqueue import WorkQueue
+
+        self.settings = settings
+        self.config = connectors if connectors is not None else self.check(settings)
+        self.engine = open_engine(settings, self.config)
+        self.remotes = Remotes(settings, self.config)
+        self.queue = WorkQueue(settings.queue_dir / "journal.jsonl")
+        self.state = State.STARTING
+        self.initial_sync_done = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._status = {c.key: FolderStatus() for c in self.config.connectors}
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._counts = {"accepted": 0, "merged": 0, "ignored": 0, "processed": 0, "failed": 0,
+                        "commits": 0, "pushes": 0}
+        self._lock = threading.Lock()
+        self._secrets = [s for s in (settings.relay_server_api_key, settings.webhook_secret,
+                                     settings.ssh_private_key) if s]
+        self._relays = {c.relay_id for c in self.config.connectors}
+
+    @staticmethod
+    def check(settings: Settings) -> ConnectorsConfig:
+        """Validate what the service needs before any thread or process starts.
+
+        Raises:
+            ConfigError: git_connectors.toml or SSH_PRIVATE_KEY is invalid.
+        """
+        config = load_connectors(settings.connectors_path)
+        if settings.ssh_private_key:
+            from .ssh import SSHKeyError, load_private_key
+
+            try:
+                load_private_key(settings.ssh_private_key)
+            except SSHKeyError as exc:
+                raise ConfigError(str(exc), key="SSH_PRIVATE_KEY") from None
+        return config
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def start(self) -> None:
+        """Start the threads (idempotent; safe to call again after a fork)."""
+        if self.running:
+            return
+        self._stop.clear()
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"worker-{n}", daemon=True)
+            for n in range(self.settings.workers)
+        ]
+        self._threads.append(threading.Thread(target=self._committer, name="committer", daemon=True))
+        self._threads.append(threading.Thread(target=self._reconciler, name="reconciler", daemon=True))
+        self._set_state(State.INITIAL_SYNC)
+        for thread in self._threads:
+            thread.start()
+        log.info("service started workers=%d connectors=%d commit_interval=%ss",
+                 self.settings.workers, len(self.config.connectors), self.settings.commit_interval)
+
+    def stop(self, timeout: float = 25.0) -> None:
+        """Drain the queue, make the final commits and pushes, then stop every thread.
+
+        Work not finished within ``timeout`` stays in the journal for the next start.
+        """
+        if self.state in (State.STOPPING, State.STOPPED):
+            return
+        deadline = time.monotonic() + timeout
+        self._set_state(State.STOPPING)
+        drained = self.queue.wait_idle(timeout=max(0.0, timeout * 0.6))
+        if not drained:
+            log.warning("stopping with work still queued; it resumes on the next start "
+                        "pending=%d", self.queue.pending_count)
+        self._stop.set()
+        self.queue.close()
+        for thread in self._threads:
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        self._commit_and_push_all(final=True)
+        self.engine.close()
+        self._set_state(State.STOPPED)
+        log.info("service stopped")
+
+    def _set_state(self, state: State) -> None:
+        if self.state != state:
+            log.info("service state changed from=%s to=%s", self.state.value, state.value)
+            self.state = state
+
+    # --- webhooks -------------------------------------------------------------------
+
+    def accept(self, event: dict) -> dict:
+        """Durably queue a validated webhook event; answered 202 by the web layer.
+
+        Raises:
+            ServiceError: the service is shutting down (the web layer answers 503).
+        """
+        relay_id, doc_id = event["relay_id"], event["doc_uuid"]
+        if relay_id not in self._relays:
+            with self._lock:
+                self._counts["ignored"] += 1
+            log.debug("webhook ignored, no connector for relay relay=%s doc=%s", relay_id, doc_id)
+            return {"status": "ignored", "reason": "no connector for this relay", "doc_id": event["doc_id"]}
+        from .workqueue import QueueClosed
+
+        try:
+            created = self.queue.put((relay_id, doc_id))
+        except QueueClosed:
+            raise ServiceError("service is shutting down; the relay will resend on the next edit") from None
+        with self._lock:
+            self._counts["accepted" if created else "merged"] += 1
+        return {"status": "queued" if created else "merged", "doc_id": event["doc_id"]}
+
+    # --- workers --------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            key = self.queue.get(timeout=0.5)
+            if key is None:
+                continue
+            try:
+                retry_in = self._process(key)
+            except Exception:  # a bug must not kill the worker; the key is retried
+                log.exception("unexpected error processing relay=%s doc=%s", *key)
+                retry_in = 30.0
+            try:
+                if retry_in is not None:
+                    self.queue.put_later(key, retry_in)
+                self.queue.done(key)
+            except Exception:  # closed while stopping: the journal keeps the key
+                pass
+
+    def _backoff(self, key: tuple[str, str]) -> float:
+        attempts = self._attempts.get(key, 0) + 1
+        self._attempts[key] = attempts
+        return min(300.0, 2.0 ** min(attempts, 8)) * (0.5 + random.random() / 2)
+
+    def _process(self, key: tuple[str, str]) -> float | None:
+        """Sync what the key names; returns a delay to retry after, or None when done."""
+        relay_id, doc_id = key
+        found = self.engine.locate(relay_id, doc_id)
+        if found is None:
+            return self._unknown_document(key)
+        connector, what = found
+        status = self._status.setdefault(connector.key, FolderStatus())
+        lock = self.engine.lock(connector)
+        if not lock.acquire(blocking=False):
+            return 0.5  # a long sync holds the folder; come back rather than block a worker
+        try:
+            status.state = "syncing"
+            if what == "folder":
+                report = self.engine.sync_folder(connector, full=False)
+            else:
+                report = self.engine.sync_docs(connector, [doc_id])
+        except Unauthorized as exc:
+            self._record_error(connector, f"relay refused the API key: {exc}")
+            return 60.0
+        except SyncAborted as exc:
+            self._record_error(connector, str(exc))
+            return self._backoff(key)
+        finally:
+            lock.release()
+        with self._lock:
+            self._counts["processed"] += 1
+        if report.unknown:
+            return self._unknown_document(key)
+        if report.failed:
+            self._record_error(connector, "; ".join(f"{p}: {r}" for p, r in report.failed[:3]))
+            return self._backoff(key)
+        if report.held:
+            status.state = "held"
+        else:
+            status.state = "idle"
+        self._attempts.pop(key, None)
+        status.last_success = time.time()
+        status.failures = 0
+        status.last_error = None
+        return None
+
+    def _unknown_document(self, key: tuple[str, str]) -> float | None:
+        """A document no folder index lists yet: refresh the relay's folders, retry once or twice."""
+        relay_id, doc_id = key
+        attempts = self._attempts.get(key, 0)
+        if attempts >= 2:
+            self._attempts.pop(key, None)
+            log.debug("document not in any synced folder, dropped relay=%s doc=%s", relay_id, doc_id)
+            return None
+        self._attempts[key] = attempts + 1
+        for connector in self.config.connectors:
+            if connector.relay_id == relay_id:
+                self.queue.put((relay_id, connector.folder_id))
+        return 1.0 + 2 * attempts
+
+    def _record_error(self, connector: Connector, message: str) -> None:
+        status = self._status.setdefault(connector.key, FolderStatus())
+        status.state = "backing_off"
+        status.failures += 1
+        status.last_error = redact(message, self._secrets)
+        with self._lock:
+            self._counts["failed"] += 1
+        log.warning("sync failed, will retry relay=%s folder=%s fails=%d error=%s",
+                    connector.relay_id, connector.folder_id, status.failures, status.last_error)
+
+    # --- commit timer and reconcile -------------------------------------------------
+
+    def _committer(self) -> None:
+        while not self._stop.wait(self.settings.commit_interval):
+            self._commit_and_push_all()
+
+    def _commit_and_push_all(self, *, final: bool = False) -> None:
+        for connector in self.config.connectors:
+            status = self._status.setdefault(connector.key, FolderStatus())
+            try:
+                sha = self.engine.commit(connector)
+            except Exception as exc:
+                log.exception("commit failed relay=%s folder=%s", connector.relay_id, connector.folder_id)
+                status.last_error = redact(f"commit failed: {exc}", self._secrets)
+                continue
+            if sha:
+                status.last_commit = sha
+                with self._lock:
+                    self._counts["commits"] += 1
+            if connector.url and self.remotes.due(connector, force=final):
+                with self.engine.lock(connector):
+                    result = self.remotes.push(self.engine, connector)
+                status.push = result
+                if result.get("ok") and result.get("status") != "up-to-date":
+                    with self._lock:
+                        self._counts["pushes"] += 1
+
+    def _reconciler(self) -> None:
+        for connector in self.config.connectors:
+            if self._stop.is_set():
+                return
+            self._full_sync(connector, initial=True)
+        self.initial_sync_done.set()
+        if self.state == State.INITIAL_SYNC:
+            self._set_state(State.RUNNING)
+        log.info("initial sync complete connectors=%d", len(self.config.connectors))
+        interval = self.settings.reconcile_interval
+        while interval > 0 and not self._stop.wait(interval):
+            for connector in self.config.connectors:
+                if self._stop.is_set():
+                    return
+                self._full_sync(connector)
+
+    def _full_sync(self, connector: Connector, *, initial: bool = False) -> None:
+        status = self._status.setdefault(connector.key, FolderStatus())
+        status.state = "initial_sync" if initial else "reconciling"
+        try:
+            report = self.engine.sync_folder(connector, full=True)
+        except (SyncAborted, Unauthorized) as exc:
+            self._record_error(connector, str(exc))
+            # retried by the work queue with backoff, like a folder webhook
+            self.queue.put_later((connector.relay_id, connector.folder_id), self._backoff(connector.key))
+            return
+        except Exception as exc:
+            log.exception("full sync crashed relay=%s folder=%s", connector.relay_id, connector.folder_id)
+            self._record_error(connector, f"internal error: {exc}")
+            return
+        status.state = "held" if report.held else "idle"
+        status.last_success = time.time()
+        status.failures = 0
+        status.last_error = None
+        if report.failed:
+            self.queue.put_later((connector.relay_id, connector.folder_id), 5.0)
+
+    # --- reporting ------------------------------------------------------------------
+
+    def health(self) -> dict:
+        return {
+            "state": self.state.value,
+            "initial_sync": "done" if self.initial_sync_done.is_set() else "running",
+            "queue": self.queue.pending_count if not self.queue.closed else 0,
+        }
+
+    def status(self) -> dict:
+        folders = []
+        for connector in self.config.connectors:
+            st = self._status.get(connector.key, FolderStatus())
+            fstate = self.engine.folder_state(connector)
+            folders.append({
+                "relay_id": connector.relay_id,
+                "folder_id": connector.folder_id,
+                "remote": redact_url(connector.url) if connector.url else None,
+                "branch": connector.branch,
+                "prefix": connector.prefix,
+                "state": st.state,
+                "last_success": st.last_success,
+                "failures": st.failures,
+                "last_error": st.last_error,
+                "last_commit": st.last_commit,
+                "files": sum(1 for r in fstate.files.values() if r.type != "folder"),
+                "uncommitted_paths": len(fstate.dirty),
+                "held_deletion": ({k: v for k, v in fstate.held.items() if k != "docs"}
+                                  if fstate.held else None),
+                "push": st.push or None,
+            })
+        with self._lock:
+            counts = dict(self._counts)
+        return {
+            "state": self.state.value,
+            "initial_sync": "done" if self.initial_sync_done.is_set() else "running",
+            "queue": self.queue.snapshot() if not self.queue.closed else {},
+            "counts": counts,
+            "folders": folders,
+        }
+
+    def public_key(self) -> tuple[str, str] | None:
+        return self.remotes.public_key()
+
+
+def build_service(settings: Settings) -> Service | None:
+    """The service for ``wsgi.py``: None (webhooks answer 503) when the relay is not configured.
+
+    Raises:
+        ConfigError: git_connectors.toml or the SSH key is invalid.
+    """
+    try:
+        settings.require_relay()
+    except ConfigError as exc:
+        log.error("service not started: %s", exc)
+        return None
+    if not settings.webhook_secret:
+        log.warning("no webhook secret configured: POST /webhooks refuses every request; set WEBHOOK_SECRET")
+    return Service(settings)

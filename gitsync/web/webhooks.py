@@ -1,0 +1,191 @@
+"""``POST /webhooks``: authenticate, validate, hand the event to the service, answer.
+
+The request thread never fetches documents or touches git: it reads at most
+``max_body_bytes``, checks the secret or signature, parses the event and calls
+``service.accept``, which queues it durably before returning. The Relay Server does not
+retry a refused delivery, so the answer must be fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from ..ids import InvalidId, parse_compound_id
+from .auth import AuthError
+
+__all__ = ["EventError", "HANDLED_EVENT", "bp", "parse_event"]
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("webhooks", __name__)
+
+HANDLED_EVENT = "document.updated"
+
+
+class EventError(ValueError):
+    """The webhook body is not a usable event; the message names the field at fault."""
+
+
+def parse_event(body: bytes) -> dict[str, Any] | None:
+    """Turn a raw webhook body into the event dict handed to ``service.accept``.
+
+    Accepts the current form ``{"eventType", "eventId", "payload": {"doc_id", "user",
+    "timestamp", ...}}`` and the older one with ``doc_id`` (and ``timestamp``) at the top
+    level; unknown fields are ignored.
+
+    Returns:
+        ``{"doc_id", "relay_id", "doc_uuid", "event_id", "timestamp", "user"}`` (ids
+        lower-case), or None for an event type other than ``document.updated``.
+
+    Raises:
+        EventError: not UTF-8 JSON, not an object, no string ``doc_id``, or ``doc_id``
+            not a compound id.
+    """
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise EventError("malformed JSON: body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise EventError(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise EventError("malformed event: body must be a JSON object")
+    event_type = data.get("eventType", HANDLED_EVENT)
+    if not isinstance(event_type, str):
+        raise EventError("eventType must be a string")
+    if event_type != HANDLED_EVENT:
+        return None
+    payload = data.get("payload")
+    if payload is not None and not isinstance(payload, dict):
+        raise EventError("payload must be a JSON object")
+    payload = payload or {}
+    source = payload if "doc_id" in payload else data
+    if "doc_id" not in source:
+        raise EventError("payload has no doc_id")
+    doc_id = source["doc_id"]
+    if not isinstance(doc_id, str):
+        raise EventError("payload.doc_id must be a string")
+    try:
+        cid = parse_compound_id(doc_id)
+    except InvalidId as exc:
+        raise EventError(str(exc)) from None
+    event_id = data.get("eventId")
+    timestamp = source.get("timestamp")
+    user = source.get("user")
+    return {
+        "doc_id": str(cid),
+        "relay_id": cid.relay_id,
+        "doc_uuid": cid.doc_id,
+        "event_id": event_id if isinstance(event_id, str) else None,
+        "timestamp": timestamp if isinstance(timestamp, str) else None,
+        "user": user if isinstance(user, str) else None,
+    }
+
+
+def _error(status: int, message: str) -> tuple[Any, int]:
+    return jsonify(error=message), status
+
+
+@bp.post("/webhooks")
+def receive_webhook() -> Any:
+    """Receive a Relay Server document notification.
+    ---
+    post:
+      tags: [webhooks]
+      summary: Relay Server document notification
+      description: >
+        Authenticated with `Authorization: Bearer <WEBHOOK_SECRET>`, or, when the
+        secret starts with `whsec_`, with Standard Webhooks / Svix signature headers
+        (`webhook-id`, `webhook-timestamp`, `webhook-signature`, or the same with
+        `svix-`; 5 minute timestamp tolerance). Without a configured secret every
+        request is refused. The event is queued durably before the 202 answer; the
+        document is fetched and committed in the background. Events other than
+        `document.updated` are acknowledged and ignored.
+      security:
+        - bearerAuth: []
+        - webhookId: []
+          webhookTimestamp: []
+          webhookSignature: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: '#/components/schemas/WebhookEvent'
+      responses:
+        '200':
+          description: Event type not handled; acknowledged and ignored.
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/WebhookResult'
+        '202':
+          description: Event queued durably (or ignored by the service, e.g. no connector).
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/WebhookResult'
+        '400':
+          description: Malformed JSON, no `doc_id`, or `doc_id` is not a compound id.
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
+        '401':
+          description: Missing or wrong secret or signature, stale timestamp, or no secret configured.
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
+        '413':
+          description: Body larger than the limit (64 KiB by default).
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
+        '500':
+          description: The event could not be queued.
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
+        '503':
+          description: The sync service is not running.
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
+    """
+    from . import get_service, get_webhook_auth
+
+    body = request.get_data(cache=False)  # raises 413 above MAX_CONTENT_LENGTH
+    auth = get_webhook_auth()
+    try:
+        auth.verify(request.headers, body, now=current_app.config["WEBHOOK_CLOCK"]())
+    except AuthError as exc:
+        log.warning("webhook refused reason=%s remote=%s", exc, request.remote_addr)
+        return _error(401, str(exc))
+
+    service = get_service()
+    if service is None:
+        return _error(503, "service not running")
+    try:
+        event = parse_event(body)
+    except EventError as exc:
+        log.info("webhook rejected reason=%s", exc)
+        return _error(400, str(exc))
+    if event is None:
+        return jsonify(status="ignored", reason="event type not handled"), 200
+
+    result = service.accept(event)
+    log.debug(
+        "webhook accepted doc=%s status=%s",
+        event["doc_id"],
+        result.get("status") if isinstance(result, dict) else None,
+    )
+    return jsonify(result), 202

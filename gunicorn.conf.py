@@ -1,0 +1,50 @@
+"""gunicorn settings for relay-git-sync (see TECH-NOTES §6 for why each one is here).
+
+One worker process holds the work queue; its threads answer requests while the
+service's own threads (started after the fork) sync, commit and push.
+"""
+
+import os
+
+from gitsync.config import settings_from_env
+from gitsync.logsetup import configure_logging
+
+_settings = settings_from_env(os.environ)
+configure_logging(
+    _settings.log_level,
+    secrets=[s for s in (_settings.relay_server_api_key, _settings.webhook_secret,
+                         _settings.ssh_private_key) if s],
+)
+
+bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{_settings.port}")
+worker_class = "gthread"
+workers = 1  # the queue and the folder locks live in this one process
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# SIGTERM drains the queue and makes the final commit and push before the worker exits;
+# whatever does not fit stays in the on-disk journal for the next start.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "60"))
+timeout = 120
+control_socket_disable = True  # no ~/.gunicorn socket: read-only homes, parallel instances
+accesslog = None
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+
+
+def _service(worker):
+    app = getattr(worker, "wsgi", None)
+    state = getattr(app, "extensions", {}).get("gitsync") if app is not None else None
+    return state.get("service") if state else None
+
+
+def post_worker_init(worker):
+    service = _service(worker)
+    if service is not None:
+        service.start()
+
+
+def worker_exit(server, worker):
+    if os.getpid() != worker.pid:  # gunicorn also calls this in the master
+        return
+    service = _service(worker)
+    if service is not None:
+        service.stop(timeout=max(5.0, graceful_timeout - 10.0))

@@ -1,0 +1,16 @@
+"""WSGI entry point for gunicorn: ``gunicorn -c gunicorn.conf.py wsgi:app``.
+
+Builds the settings from the environment and the service (not yet started: threads do
+not survive a fork, so gunicorn's ``post_worker_init`` hook starts them in the worker).
+"""
+
+from __future__ import annotations
+
+import os
+
+from gitsync.config import settings_from_env
+from gitsync.service import build_service
+from gitsync.web import create_app
+
+settings = settings_from_env(os.environ)
+app = create_app(settings, build_service(settings))
