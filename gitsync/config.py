@@ -45,6 +45,7 @@ ENV_VARS: dict[str, str] = {
     "data_dir": "RELAY_GIT_DATA_DIR",
     "port": "PORT",
     "commit_interval": "RELAY_GIT_COMMIT_INTERVAL",
+    "debounce": "RELAY_GIT_DEBOUNCE",
     "workers": "RELAY_GIT_WORKERS",
     "fetch_concurrency": "RELAY_GIT_FETCH_CONCURRENCY",
     "reconcile_interval": "RELAY_GIT_RECONCILE_INTERVAL",
@@ -108,6 +109,9 @@ class Settings:
     ssh_private_key: str | None = field(default=None, repr=False)
     port: int = 8000
     commit_interval: float = 10.0
+    # Seconds a document's webhooks are gathered before it is fetched: a typing user
+    # sends many per second, and one fetch per window is enough.
+    debounce: float = 1.0
     workers: int = 4
     fetch_concurrency: int = 8
     reconcile_interval: float = 600.0
@@ -208,6 +212,7 @@ _KINDS = {
     "data_dir": Path,
     "port": int,
     "commit_interval": float,
+    "debounce": float,
     "workers": int,
     "fetch_concurrency": int,
     "reconcile_interval": float,
@@ -246,6 +251,8 @@ def validate(settings: Settings) -> Settings:
         raise bad("--port", "must be between 1 and 65535", settings.port)
     if settings.commit_interval < 0.05:
         raise bad("--commit-interval", "must be at least 0.05 seconds", settings.commit_interval)
+    if not 0 <= settings.debounce <= 60:
+        raise bad("--debounce", "must be between 0 and 60 seconds", settings.debounce)
     if settings.workers < 1:
         raise bad("--workers", "must be at least 1", settings.workers)
     if settings.fetch_concurrency < 1:

@@ -25,6 +25,7 @@ import re
 import secrets
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -113,7 +114,11 @@ class _Server(ThreadingHTTPServer):
                 pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("devrelay connection error client=%s", client_address, exc_info=True)
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("devrelay connection closed client=%s error=%r", client_address, exc)
+        else:
+            log.error("devrelay handler failed client=%s", client_address, exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -683,9 +688,11 @@ class FolderHandle:
             self._set_entries({key: entry})
             return new_id
 
-    def set_entry(self, path: str, value: Any) -> None:
-        """Write any raw value at ``path`` in ``filemeta_v0`` (for malformed-entry tests)."""
-        self._set_entries({_norm(path): value})
+    def set_entry(self, key: str, value: Any) -> None:
+        """Write any raw value under ``key`` in ``filemeta_v0``, both taken verbatim (no
+        leading ``/`` added, no checks), for malformed and hostile entry tests."""
+        with self.relay._lock:
+            self._set_entries({key: value})
 
     def rename(self, old: str, new: str) -> None:
         """Move an entry (same doc id); a folder takes its children along."""

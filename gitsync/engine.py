@@ -153,6 +153,7 @@ class Engine:
             max_workers=settings.fetch_concurrency, thread_name_prefix="fetch"
         )
         self._doc_index: dict[tuple[str, str], tuple[str, str]] = {}
+        self._wrote = False
         for connector in connectors.connectors:
             self._index_folder(connector, self._folder_state(connector))
 
@@ -272,37 +273,34 @@ class Engine:
                             connector.relay_id, connector.folder_id, path, reason)
                 report.skipped.append((path, reason))
             ops = self._guard_deletions(connector, state, previous, plan, confirm_deletions, report)
-            safe_ids = self._safe_ids(plan, entries)
-            current = {e.id: e for e in entries.values() if e.id in safe_ids}
+            current = {entry.id: entry for entry in plan.accepted.values()}
 
-            refetch = self._apply_structure(connector, state, ops, report)
-            writes = {op.doc_id: op.entry for op in ops if isinstance(op, Write)}
-            targets: dict[str, ydoc.Entry] = dict(writes)
-            for doc_id in refetch:
-                if doc_id in current:
-                    targets[doc_id] = current[doc_id]
+            # Fetch first (in parallel, nothing written yet), then apply the ops in order.
+            writes = {op.doc_id for op in ops if isinstance(op, Write)}
+            targets = {op.doc_id: op.entry for op in ops if isinstance(op, Write)}
             if full:
                 for doc_id in state.files:
                     entry = current.get(doc_id)
                     if entry is not None and entry.kind != "folder":
                         targets.setdefault(doc_id, entry)
-            self._write_contents(connector, state, targets, report, progress=progress, force=set(writes))
-            for op in ops:
-                if isinstance(op, Rmdir):
-                    self._rmdir(connector, op.path)
+            fetched = self._fetch_all(connector, state, targets, force=writes, progress=progress)
+            refetch = self._apply_ops(connector, state, ops, fetched, report)
+            for doc_id, entry in targets.items():
+                if doc_id not in writes:
+                    self._store(connector, state, entry, fetched[doc_id], report)
+            if refetch:
+                again = {d: current[d] for d in refetch if d in current}
+                for doc_id, result in self._fetch_all(connector, state, again, force=set(again)).items():
+                    self._store(connector, state, again[doc_id], result, report)
             self._track_folders(state, current)
             state.last_sync = time.time()
             state.index_entries = len(entries)
-            self._save(connector)
+            self._flush(connector)
             self._index_folder(connector, state)
-        log.info("folder synced relay=%s folder=%s %s", connector.relay_id, connector.folder_id,
-                 report.summary().split(": ", 1)[1])
+        log.info("folder synced relay=%s folder=%s created=%d updated=%d renamed=%d deleted=%d "
+                 "skipped=%d failed=%d", connector.relay_id, connector.folder_id, report.created,
+                 report.updated, report.renamed, report.deleted, len(report.skipped), len(report.failed))
         return report
-
-    @staticmethod
-    def _safe_ids(plan, entries) -> set[str]:
-        rejected = {path for path, _ in plan.rejected}
-        return {e.id for key, e in entries.items() if key not in rejected}
 
     def _guard_deletions(self, connector, state: FolderState, previous, plan, confirm: bool, report):
         """Hold a sudden mass deletion (DESIGN invariant 6) unless it is confirmed."""
@@ -337,10 +335,11 @@ class Engine:
             "(applied when a later read confirms it, or run: cli.py sync --confirm-deletions)",
             connector.relay_id, connector.folder_id, len(doomed), reason,
         )
-        return [op for op in plan.ops if not isinstance(op, (Delete, Rmdir))]
+        return [op for op in plan.ops if not isinstance(op, Delete | Rmdir)]
 
-    def _apply_structure(self, connector, state: FolderState, ops, report: SyncReport) -> set[str]:
-        """Apply deletes, moves and mkdirs; returns doc ids whose file must be re-fetched."""
+    def _apply_ops(self, connector, state: FolderState, ops, fetched: dict[str, _Fetched],
+                   report: SyncReport) -> set[str]:
+        """Apply the plan in order; returns doc ids whose file vanished and must be re-fetched."""
         root = self._root(connector)
         refetch: set[str] = set()
         origins: dict[str, str] = {}
@@ -373,8 +372,12 @@ class Engine:
                         state.note("rename", original, op.dst)
             elif isinstance(op, Mkdir):
                 full = root / op.path
-                if self._inside(connector, full / "x"):
+                if self._inside(connector, full / "x") and not full.is_file():
                     full.mkdir(parents=True, exist_ok=True)
+            elif isinstance(op, Write):
+                self._store(connector, state, op.entry, fetched[op.doc_id], report, path=op.path)
+            elif isinstance(op, Rmdir):
+                self._rmdir(connector, op.path)
         return refetch
 
     @staticmethod
@@ -407,8 +410,10 @@ class Engine:
                     continue
                 targets[doc_id] = ydoc.Entry(path=rec.path, id=doc_id, type=rec.type, hash=rec.hash)
             if targets:
-                self._write_contents(connector, state, targets, report)
-                self._save(connector)
+                fetched = self._fetch_all(connector, state, targets, force=set())
+                for doc_id, entry in targets.items():
+                    self._store(connector, state, entry, fetched[doc_id], report)
+                self._flush(connector)
         return report
 
     def _fetch_one(self, connector: Connector, entry: ydoc.Entry, rec: FileRecord | None,
@@ -451,49 +456,60 @@ class Engine:
             out.error = str(exc)
         return out
 
-    def _write_contents(self, connector, state: FolderState, targets: dict[str, ydoc.Entry],
-                        report: SyncReport, *, progress: Progress | None = None,
-                        force: set[str] | frozenset[str] = frozenset()) -> None:
+    def _fetch_all(self, connector, state: FolderState, targets: dict[str, ydoc.Entry], *,
+                   force: set[str], progress: Progress | None = None) -> dict[str, _Fetched]:
+        """Fetch and decode the targets on the pool; writes nothing."""
         root = self._root(connector)
         hashes = self.states.relay(connector.relay_id).doc_hashes
         total = len(targets)
         if progress:
             progress(0, total)
-        futures = []
+        futures = {}
         for doc_id, entry in targets.items():
             rec = state.files.get(doc_id)
             path = rec.path if rec is not None and rec.type != "folder" else entry.path
             exists = (root / path).is_file()
             cid = compound_id(connector.relay_id, doc_id)
-            futures.append((entry, self._pool.submit(
+            futures[doc_id] = self._pool.submit(
                 self._fetch_one, connector, entry, rec, hashes.get(cid), exists, doc_id in force
-            )))
-        wrote_any = False
-        for done, (entry, future) in enumerate(futures, start=1):
-            fetched = future.result()
+            )
+        results = {}
+        for done, (doc_id, future) in enumerate(futures.items(), start=1):
+            results[doc_id] = future.result()
             if progress:
                 progress(done, total)
-            rec = state.files.get(entry.id)
-            if fetched.error:
-                where = rec.path if rec else entry.path
-                log.warning("document skipped relay=%s folder=%s doc=%s path=%s reason=%s",
-                            connector.relay_id, connector.folder_id, entry.id, where, fetched.error)
-                (report.skipped if fetched.permanent else report.failed).append((where, fetched.error))
-                continue
-            if fetched.skip:
-                if fetched.skip != "unchanged":
-                    report.skipped.append((rec.path if rec else entry.path, fetched.skip))
-                else:
-                    report.unchanged += 1
-                continue
-            assert fetched.data is not None
+        return results
+
+    def _store(self, connector, state: FolderState, entry: ydoc.Entry, fetched: _Fetched,
+               report: SyncReport, *, path: str | None = None) -> None:
+        """Write one fetched document (or account for why it is not written)."""
+        rec = state.files.get(entry.id)
+        if path is None:
             path = rec.path if rec is not None and rec.type != "folder" else entry.path
-            if self._write_file(connector, state, entry, path, fetched.data, report):
-                wrote_any = True
-            if fetched.update_sha:
-                hashes[compound_id(connector.relay_id, entry.id)] = fetched.update_sha
-        if wrote_any:
+        if fetched.error:
+            log.warning("document skipped relay=%s folder=%s doc=%s path=%s reason=%s",
+                        connector.relay_id, connector.folder_id, entry.id, path, fetched.error)
+            (report.skipped if fetched.permanent else report.failed).append((path, fetched.error))
+            return
+        if fetched.skip:
+            if fetched.skip == "unchanged":
+                report.unchanged += 1
+            else:
+                report.skipped.append((path, fetched.skip))
+            return
+        assert fetched.data is not None
+        if self._write_file(connector, state, entry, path, fetched.data, report):
+            self._wrote = True
+        if fetched.update_sha:
+            hashes = self.states.relay(connector.relay_id).doc_hashes
+            hashes[compound_id(connector.relay_id, entry.id)] = fetched.update_sha
+
+    def _flush(self, connector: Connector) -> None:
+        """Make written files durable, then save the state that describes them."""
+        if self._wrote:
             os.sync()  # the state saved next must not claim files a power cut could lose
+            self._wrote = False
+        self._save(connector)
 
     def _write_file(self, connector, state: FolderState, entry: ydoc.Entry, path: str,
                     data: bytes, report: SyncReport) -> bool:

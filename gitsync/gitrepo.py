@@ -19,11 +19,11 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dulwich.diff_tree import tree_changes
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository, SendPackError
@@ -410,3 +410,418 @@ def pack_if_needed(repo: Repo, *, max_loose: int = 1000, max_packs: int = 50) ->
         log.info("repacked path=%s", repo.path)
         did = True
     return did
+
+
+# ---------------------------------------------------------------------------
+# remotes
+
+HTTPS_USERNAME_ENV = "GIT_HTTPS_USERNAME"
+HTTPS_PASSWORD_ENV = "GIT_HTTPS_PASSWORD"
+
+
+class InvalidRemote(GitError, ValueError):
+    """A remote URL we cannot use; the message shows the URL without credentials."""
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    """Where to push: parsed from a connector's ``url``.
+
+    ``display`` is the URL with any credentials removed: the only form that may be
+    logged or shown. ``password`` never appears in the repr.
+    """
+
+    kind: str  # "ssh" | "https" | "http" | "local"
+    display: str
+    path: str
+    host: str | None = None
+    port: int | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        return self.display
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """Outcome of :func:`push_fast_forward`.
+
+    status: ``"pushed"`` (fast-forward), ``"created"`` (remote branch was absent) or
+    ``"up-to-date"``; remote_head: the remote branch head afterwards (hex) or None;
+    pushed_commits: commits newly on the remote; rebuilt: commits rebuilt on a moved remote.
+    """
+
+    status: str
+    remote_head: str | None
+    pushed_commits: int = 0
+    rebuilt: int = 0
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    user = f"{parts.username}@" if parts.username and parts.password is None else ""
+    return urlunsplit((parts.scheme, user + netloc, parts.path, parts.query, parts.fragment))
+
+
+def parse_remote_url(url: str, *, env: Mapping[str, str] | None = None, base_dir: Path | None = None) -> RemoteSpec:
+    """Parse a connector's remote URL.
+
+    Accepted: ``ssh://[user@]host[:port]/path`` (also ``git+ssh://``), scp-like
+    ``[user@]host:path``, ``https://`` / ``http://`` (credentials from ``env``'s
+    ``GIT_HTTPS_USERNAME`` / ``GIT_HTTPS_PASSWORD``, or embedded in the URL), and local
+    paths or ``file://`` URLs (relative paths resolve against ``base_dir``).
+
+    Raises:
+        InvalidRemote: unsupported scheme or missing host/path.
+    """
+    env = env or {}
+    url = url.strip()
+    if not url:
+        raise InvalidRemote("remote url is empty")
+    if "://" in url:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme in ("ssh", "git+ssh", "ssh+git"):
+            if not parts.hostname or not parts.path or parts.path == "/":
+                raise InvalidRemote(f"ssh remote needs a host and a path: {_redact(url)}")
+            try:
+                port = parts.port
+            except ValueError as exc:
+                raise InvalidRemote(f"bad port in remote url {_redact(url)}") from exc
+            path = unquote(parts.path)
+            if path.startswith("/~"):
+                path = path[1:]
+            user = unquote(parts.username) if parts.username else "git"
+            host = parts.hostname
+            disp_host = f"[{host}]" if ":" in host else host
+            display = f"ssh://{user}@{disp_host}{f':{port}' if port else ''}{parts.path}"
+            return RemoteSpec("ssh", display, path, host=host, port=port, username=user)
+        if scheme in ("https", "http"):
+            if not parts.hostname:
+                raise InvalidRemote(f"{scheme} remote needs a host: {_redact(url)}")
+            username = env.get(HTTPS_USERNAME_ENV) or (unquote(parts.username) if parts.username else None)
+            password = env.get(HTTPS_PASSWORD_ENV) or (unquote(parts.password) if parts.password else None)
+            host = parts.hostname
+            netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+            display = urlunsplit((scheme, netloc, parts.path, parts.query, ""))
+            return RemoteSpec(scheme, display, parts.path or "/", host=host, port=parts.port,
+                              username=username, password=password)
+        if scheme == "file":
+            path = unquote(parts.path)
+            return RemoteSpec("local", f"file://{path}", path)
+        raise InvalidRemote(f"unsupported remote url scheme {scheme!r}: {_redact(url)}")
+    # scp-like: [user@]host:path (a "/" before the first ":" means a local path)
+    colon = url.find(":")
+    slash = url.find("/")
+    if colon > 0 and (slash == -1 or colon < slash) and not (colon == 1 and url[0].isalpha() and os.name == "nt"):
+        userhost, path = url[:colon], url[colon + 1 :]
+        user, _, host = userhost.rpartition("@")
+        if not host or not path:
+            raise InvalidRemote(f"scp-like remote needs host:path, got {url!r}")
+        user = user or "git"
+        return RemoteSpec("ssh", f"{user}@{host}:{path}", path, host=host, port=None, username=user)
+    path = Path(url).expanduser()
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    return RemoteSpec("local", str(path), str(path))
+
+
+def make_client(spec: RemoteSpec, *, vendor: Any = None) -> tuple[Any, str]:
+    """A Dulwich client for the remote, and the path to pass to it.
+
+    Raises:
+        GitError: an SSH remote without a vendor (no SSH_PRIVATE_KEY configured).
+    """
+    from dulwich.client import HttpGitClient, LocalGitClient, SSHGitClient
+
+    if spec.kind == "ssh":
+        if vendor is None:
+            raise GitError(f"remote {spec.display} uses SSH but no SSH key is configured (SSH_PRIVATE_KEY)")
+        return SSHGitClient(spec.host, port=spec.port, username=spec.username, vendor=vendor), spec.path
+    if spec.kind in ("https", "http"):
+        host = f"[{spec.host}]" if spec.host and ":" in spec.host else spec.host
+        base = f"{spec.kind}://{host}{f':{spec.port}' if spec.port else ''}"
+        client = HttpGitClient(base, username=spec.username, password=spec.password, timeout=60)
+        return client, spec.path
+    if spec.kind == "local":
+        return LocalGitClient(), spec.path
+    raise InvalidRemote(f"unsupported remote kind {spec.kind!r}")
+
+
+class _RemoteMoved(Exception):
+    def __init__(self, current: bytes | None):
+        super().__init__("remote branch moved")
+        self.current = current
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    import paramiko
+    from dulwich.client import HTTPProxyUnauthorized, HTTPUnauthorized
+
+    from gitsync.ssh import SSHError
+
+    return (
+        SSHError,
+        paramiko.SSHException,
+        GitProtocolError,
+        HangupException,
+        NotGitRepository,
+        HTTPUnauthorized,
+        HTTPProxyUnauthorized,
+        OSError,
+        EOFError,
+    )
+
+
+def _fetch_branch(repo: Repo, client: Any, path: str, ref: bytes) -> bytes | None:
+    def determine_wants(refs: Mapping[bytes, bytes], depth: int | None = None) -> list[bytes]:
+        sha = refs.get(ref)
+        if sha and sha not in repo.object_store:
+            return [sha]
+        return []
+
+    result = client.fetch(path, repo, determine_wants=determine_wants, ref_prefix=[ref])
+    refs = result.refs or {}
+    sha = refs.get(ref)
+    return sha or None
+
+
+def _pending_chain(repo: Repo, local_head: bytes, remote_head: bytes | None) -> list[Commit]:
+    """Our commits not on the remote, oldest first, along the first-parent chain."""
+    exclude = [remote_head] if remote_head else []
+    not_on_remote = {e.commit.id for e in repo.get_walker(include=[local_head], exclude=exclude)}
+    chain: list[Commit] = []
+    sha: bytes | None = local_head
+    while sha is not None and sha in not_on_remote:
+        commit = repo.object_store[sha]
+        chain.append(commit)
+        sha = commit.parents[0] if commit.parents else None
+    chain.reverse()
+    return chain
+
+
+def _replay(store: Any, base_tree: bytes, parent_tree: bytes | None, tree: bytes) -> bytes:
+    """``base_tree`` + the paths that changed between ``parent_tree`` and ``tree``.
+
+    Ours win on those paths; every other path stays as in ``base_tree``. A deletion of a
+    path the base no longer has (or has as a directory) is dropped; a file of the base
+    in the way of one of our paths is replaced.
+    """
+    view = _TreeView(store, base_tree)
+    changes: dict[bytes, tuple[int | None, bytes | None]] = {}
+    for ch in tree_changes(store, parent_tree, tree):
+        if ch.new is None or ch.new.path is None or ch.type == "delete":
+            old_path = ch.old.path
+            entry = view.lookup(old_path)
+            if entry is not None and not stat.S_ISDIR(entry[0]):
+                changes[old_path] = (None, None)
+            continue
+        if ch.old is not None and ch.old.path is not None and ch.old.path != ch.new.path:
+            entry = view.lookup(ch.old.path)
+            if entry is not None and not stat.S_ISDIR(entry[0]):
+                changes[ch.old.path] = (None, None)
+        new_path = ch.new.path
+        if view.lookup(new_path) == (ch.new.mode, ch.new.sha):
+            continue
+        changes[new_path] = (ch.new.mode, ch.new.sha)
+        blocker = view.blocking_file(new_path)
+        if blocker is not None and blocker not in changes:
+            changes[blocker] = (None, None)
+    if not changes:
+        return base_tree
+    files_set = {p for p, (m, _) in changes.items() if m is not None}
+    change_list = [
+        (p, m, s)
+        for p, (m, s) in changes.items()
+        if not any(anc in files_set for anc in _ancestors(p))
+    ]
+    return commit_tree_changes(store, base_tree, change_list)
+
+
+def _rebuild(repo: Repo, pending: list[Commit], remote_head: bytes) -> tuple[bytes, int]:
+    """Rebuild ``pending`` on ``remote_head`` by construction; returns (new head, commits made)."""
+    store = repo.object_store
+    prev = remote_head
+    prev_tree = store[remote_head].tree
+    made = 0
+    now = int(time.time())
+    for old in pending:
+        parent_tree = store[old.parents[0]].tree if old.parents else None
+        new_tree = _replay(store, prev_tree, parent_tree, old.tree)
+        if new_tree == prev_tree:
+            log.debug("dropping commit already on remote commit=%s", old.id[:12].decode())
+            continue
+        commit = Commit()
+        commit.tree = new_tree
+        commit.parents = [prev]
+        commit.author = old.author
+        commit.author_time = old.author_time
+        commit.author_timezone = old.author_timezone
+        commit.committer = old.committer
+        commit.commit_time = max(now, old.commit_time)
+        commit.commit_timezone = old.commit_timezone
+        commit.encoding = old.encoding
+        commit.message = old.message
+        store.add_object(commit)
+        prev, prev_tree = commit.id, new_tree
+        made += 1
+    return prev, made
+
+
+def _checkout_change(repo: Repo, old_commit: bytes | None, new_commit: bytes) -> None:
+    """Bring working tree and index from ``old_commit``'s tree to ``new_commit``'s."""
+    store = repo.object_store
+    old_tree = store[old_commit].tree if old_commit else None
+    new_tree = store[new_commit].tree
+    if old_tree == new_tree:
+        return
+    update_working_tree(
+        repo,
+        old_tree,
+        new_tree,
+        change_iterator=tree_changes(store, old_tree, new_tree),
+        allow_overwrite_modified=True,
+    )
+
+
+def _count(repo: Repo, head: bytes, exclude: bytes | None) -> int:
+    return sum(1 for _ in repo.get_walker(include=[head], exclude=[exclude] if exclude else []))
+
+
+def push_fast_forward(
+    repo: Repo,
+    spec: RemoteSpec,
+    *,
+    branch: str,
+    remote_name: str = "origin",
+    vendor: Any = None,
+    attempts: int = 3,
+) -> PushResult:
+    """Publish our branch on the remote without ever forcing.
+
+    Fetches only the branch (stored as ``refs/remotes/<remote_name>/<branch>``). If the
+    remote branch is absent it is created; if its head is already in our history we
+    fast-forward; if it moved, our unpushed commits are rebuilt on the remote head by
+    construction (remote tree + the paths each of our commits changed; messages and
+    authors kept), the local branch, working tree and index move to the rebuilt head,
+    then we fast-forward. ``update_refs`` refuses unless the remote still points at the
+    head we built on; a race is retried up to ``attempts`` times.
+
+    When our branch has no commit yet and the remote has one, the remote branch is
+    adopted (checked out) and nothing is pushed.
+
+    The caller holds the folder lock.
+
+    Raises:
+        RemoteUnavailable: the remote could not be reached or read (commits stay local).
+        PushRejected: the remote refused the update (commits stay local).
+    """
+    ref = _ref(branch)
+    tracking = f"refs/remotes/{remote_name}/{branch}".encode()
+    where = spec.display
+    net_errors = _network_errors()
+    last_reject: PushRejected | None = None
+    for attempt in range(1, attempts + 1):
+        client, path = make_client(spec, vendor=vendor)
+        try:
+            try:
+                remote_head = _fetch_branch(repo, client, path, ref)
+            except net_errors as exc:
+                raise RemoteUnavailable(
+                    f"fetching {branch} from {where} failed: {_describe(exc)}; commits stay local "
+                    "and the push is retried"
+                ) from exc
+            if remote_head:
+                repo.refs[tracking] = remote_head
+            local_head = _get_ref(repo, ref)
+            remote_hex = remote_head.decode("ascii") if remote_head else None
+            if local_head is None:
+                if remote_head:
+                    if not repo.refs.add_if_new(ref, remote_head):
+                        raise GitError(f"branch {branch} appeared while adopting {where}")
+                    _checkout_change(repo, None, remote_head)
+                    log.info("adopted remote branch remote=%s branch=%s", where, branch)
+                return PushResult("up-to-date", remote_hex)
+            if local_head == remote_head:
+                return PushResult("up-to-date", remote_hex)
+            rebuilt = 0
+            if remote_head is not None:
+                from dulwich.graph import can_fast_forward
+
+                if not can_fast_forward(repo, remote_head, local_head):
+                    pending = _pending_chain(repo, local_head, remote_head)
+                    new_head, rebuilt = _rebuild(repo, pending, remote_head)
+                    if not repo.refs.set_if_equals(ref, local_head, new_head):
+                        raise GitError(f"branch {branch} moved while rebuilding on {where}")
+                    _checkout_change(repo, local_head, new_head)
+                    log.info(
+                        "rebuilt commits on moved remote remote=%s branch=%s rebuilt=%d",
+                        where, branch, rebuilt,
+                    )
+                    local_head = new_head
+                    if local_head == remote_head:
+                        return PushResult("up-to-date", remote_hex, 0, 0)
+            count = _count(repo, local_head, remote_head)
+            new_head_sha = local_head
+
+            def update_refs(
+                refs: dict[bytes, bytes], _built_on: bytes | None = remote_head, _new: bytes = new_head_sha
+            ) -> dict[bytes, bytes]:
+                # our fast-forward check: send_pack itself would happily force-push
+                current = refs.get(ref)
+                if current != _built_on:
+                    raise _RemoteMoved(current)
+                return {ref: _new}
+
+            def generate_pack_data(have: Any, want: Any, ofs_delta: bool = False, progress: Any = None) -> Any:
+                return repo.generate_pack_data(have, want, ofs_delta=ofs_delta, progress=progress)
+
+            try:
+                result = client.send_pack(path, update_refs, generate_pack_data)
+            except _RemoteMoved:
+                last_reject = PushRejected(
+                    f"{branch} on {where} moved during the push; commits stay local",
+                    remote_head=remote_hex, our_head=local_head.decode("ascii"),
+                )
+                log.info("remote moved during push, retrying remote=%s attempt=%d", where, attempt)
+                continue
+            except SendPackError as exc:
+                raise PushRejected(
+                    f"{where} rejected the pack for {branch}: {_describe(exc)}; commits stay local "
+                    "and the push is retried",
+                    remote_head=remote_hex, our_head=local_head.decode("ascii"),
+                ) from exc
+            except net_errors as exc:
+                raise RemoteUnavailable(
+                    f"pushing {branch} to {where} failed: {_describe(exc)}; commits stay local "
+                    "and the push is retried"
+                ) from exc
+            status = (result.ref_status or {}).get(ref)
+            if status is not None:
+                raise PushRejected(
+                    f"{where} refused the update of {branch}: {status}; commits stay local and "
+                    "the push is retried",
+                    remote_head=remote_hex, our_head=local_head.decode("ascii"),
+                )
+            repo.refs[tracking] = local_head
+            pushed = "created" if remote_head is None else "pushed"
+            log.info("pushed remote=%s branch=%s commits=%d status=%s", where, branch, count, pushed)
+            return PushResult(pushed, local_head.decode("ascii"), count, rebuilt)
+        finally:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+    assert last_reject is not None
+    raise last_reject
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().replace("\n", " ")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

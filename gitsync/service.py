@@ -77,6 +77,7 @@ def sync_once(
         ServiceError: nothing is configured to sync.
         ConfigError: settings or git_connectors.toml are invalid.
     """
+    settings.require_relay()
     config = load_connectors(settings.connectors_path)
     if selection is not None:
         connector = config.find(*selection) or Connector(relay_id=selection[0], folder_id=selection[1])
@@ -291,7 +292,8 @@ class Service:
         from .workqueue import QueueClosed
 
         try:
-            created = self.queue.put((relay_id, doc_id))
+            # Durable like put(); webhooks for the key within the window merge into one run.
+            created = self.queue.put_later((relay_id, doc_id), self.settings.debounce)
         except QueueClosed:
             raise ServiceError("service is shutting down; the relay will resend on the next edit") from None
         with self._lock:

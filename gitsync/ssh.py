@@ -19,7 +19,6 @@ import base64
 import hashlib
 import io
 import logging
-import socket
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -430,7 +429,7 @@ class ParamikoVendor:
                 f"{fingerprint(self._pkey)}; is its public key added to the repository as a "
                 "deploy key with write access?"
             ) from exc
-        except (paramiko.SSHException, OSError, socket.timeout, EOFError) as exc:
+        except (paramiko.SSHException, OSError, EOFError) as exc:
             client.close()
             raise SSHConnectFailed(f"SSH connection to {where} failed: {_describe(exc)}") from exc
         except BaseException:

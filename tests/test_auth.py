@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -34,7 +34,7 @@ def headers(sig: str = VECTOR_SIG, *, ts: int | str = VECTOR_TS, prefix: str = "
 
 
 def lib_sign(secret: str, msg_id: str, ts: int, body: bytes) -> str:
-    when = datetime.fromtimestamp(ts, tz=timezone.utc)
+    when = datetime.fromtimestamp(ts, tz=UTC)
     return Webhook(secret).sign(msg_id, when, body.decode("utf-8"))
 
 
@@ -52,7 +52,7 @@ def test_verify_accepts_test_vector():
 
 def test_library_verifies_our_signature():
     secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
-    now = int(datetime.now(tz=timezone.utc).timestamp())
+    now = int(datetime.now(tz=UTC).timestamp())
     body = b'{"eventType": "document.updated"}'
     sig = sign(decode_signing_secret(secret), "msg_1", now, body)
     Webhook(secret).verify(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 from standardwebhooks.webhooks import Webhook
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Response
 
 from gitsync.config import ConfigError, Settings
 from gitsync.web import attach_service, create_app, get_service
@@ -110,7 +113,7 @@ def post(client, body: Any, headers: dict[str, str] | None = None):
 def signed_headers(
     body: bytes, *, ts: int = NOW, prefix: str = "webhook", msg_id: str = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"
 ) -> dict[str, str]:
-    when = datetime.fromtimestamp(ts, tz=timezone.utc)
+    when = datetime.fromtimestamp(ts, tz=UTC)
     sig = Webhook(SIGNING_SECRET).sign(msg_id, when, body.decode("utf-8"))
     return {f"{prefix}-id": msg_id, f"{prefix}-timestamp": str(ts), f"{prefix}-signature": sig}
 
@@ -227,6 +230,24 @@ def test_body_at_the_limit_is_read(service):
     body = json.dumps(event()).encode()
     client = make_app(BEARER_SECRET, service, max_body_bytes=len(body)).test_client()
     assert post(client, body, bearer()).status_code == 202
+
+
+def test_oversize_chunked_body_is_413(service):
+    # A streamed body has no Content-Length; gunicorn marks the stream as terminated.
+    app = make_app(BEARER_SECRET, service, max_body_bytes=1024)
+    body = json.dumps(event(padding="x" * 2000)).encode()
+    environ = EnvironBuilder(
+        path="/webhooks",
+        method="POST",
+        headers={**bearer(), "Transfer-Encoding": "chunked", "Content-Type": "application/json"},
+        input_stream=io.BytesIO(body),
+    ).get_environ()
+    del environ["CONTENT_LENGTH"]
+    environ["wsgi.input_terminated"] = True
+    response = Response.from_app(app, environ)
+    assert response.status_code == 413
+    assert json.loads(response.get_data()) == {"error": "request body too large (limit 1024 bytes)"}
+    assert service.accepted == []
 
 
 def test_default_body_limit_is_64_kib(client, service):

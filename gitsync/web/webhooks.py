@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..ids import InvalidId, parse_compound_id
 from .auth import AuthError
@@ -85,6 +86,21 @@ def parse_event(body: bytes) -> dict[str, Any] | None:
         "timestamp": timestamp if isinstance(timestamp, str) else None,
         "user": user if isinstance(user, str) else None,
     }
+
+
+def _read_body() -> bytes:
+    """The raw body, at most ``MAX_CONTENT_LENGTH`` bytes.
+
+    Raises:
+        RequestEntityTooLarge: the body is longer than the limit (answered as JSON 413).
+    """
+    body = request.get_data(cache=False)  # 413 when Content-Length exceeds the limit
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    # A chunked body (no Content-Length) is cut at the limit by Werkzeug instead of
+    # refused; one that fills the limit may have been longer, so refuse it too.
+    if request.content_length is None and limit is not None and len(body) >= limit:
+        raise RequestEntityTooLarge()
+    return body
 
 
 def _error(status: int, message: str) -> tuple[Any, int]:
@@ -163,7 +179,7 @@ def receive_webhook() -> Any:
     """
     from . import get_service, get_webhook_auth
 
-    body = request.get_data(cache=False)  # raises 413 above MAX_CONTENT_LENGTH
+    body = _read_body()
     auth = get_webhook_auth()
     try:
         auth.verify(request.headers, body, now=current_app.config["WEBHOOK_CLOCK"]())

@@ -1,0 +1,152 @@
+"""The always-on service end to end: webhooks in, commits out, crashes and shutdowns."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gitsync.devrelay import DevRelay
+from gitsync.engine import Engine
+
+from .harness import GunicornService, InProcessService, head_files, wait_for, write_connectors
+
+pytestmark = pytest.mark.slow
+
+
+def test_webhook_edit_reaches_a_commit(relay_server: DevRelay, tmp_path):
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "one\n")
+    write_connectors(tmp_path, [folder])
+    with InProcessService(relay_server, tmp_path) as svc:
+        wait_for(lambda: head_files(tmp_path, folder) == {"a.md": b"one\n"}, "the startup sync commit")
+        folder.edit_markdown("a.md", "two\n")
+        reply = svc.post(relay_server, folder.doc_compound_id("a.md"))
+        assert reply.status_code == 202 and reply.json()["status"] in ("queued", "merged")
+        wait_for(lambda: head_files(tmp_path, folder) == {"a.md": b"two\n"}, "the edit commit")
+        # A new file: its content webhook may arrive before the folder's.
+        folder.put_markdown("new.md", "fresh\n")
+        assert svc.post(relay_server, folder.doc_compound_id("new.md")).status_code == 202
+        wait_for(lambda: head_files(tmp_path, folder).get("new.md") == b"fresh\n", "the new file")
+        status = svc.service.status()
+        assert status["initial_sync"] == "done"
+        assert status["folders"][0]["last_error"] is None
+
+
+def test_unknown_relay_is_acknowledged_and_ignored(relay_server, tmp_path):
+    folder = relay_server.add_folder()
+    other = relay_server.add_folder()
+    other.put_markdown("x.md", "x")
+    write_connectors(tmp_path, [folder])
+    with InProcessService(relay_server, tmp_path) as svc:
+        reply = svc.post(relay_server, other.doc_compound_id("x.md"))
+        assert reply.status_code == 202 and reply.json()["status"] == "ignored"
+        assert svc.service.status()["counts"]["ignored"] == 1
+
+
+def test_burst_of_200_webhooks_costs_at_most_3_fetches(relay_server, tmp_path):
+    folder = relay_server.add_folder()
+    folder.put_markdown("busy.md", "start\n")
+    write_connectors(tmp_path, [folder])
+    with InProcessService(relay_server, tmp_path, commit_interval=0.5, debounce=2.0) as svc:
+        wait_for(lambda: head_files(tmp_path, folder) == {"busy.md": b"start\n"}, "startup sync")
+        cid = folder.doc_compound_id("busy.md")
+        folder.edit_markdown("busy.md", "final text\n")
+        relay_server.reset_counters()
+        for _ in range(200):
+            assert svc.post(relay_server, cid).status_code == 202
+        wait_for(lambda: head_files(tmp_path, folder) == {"busy.md": b"final text\n"}, "the burst commit")
+        assert svc.service.queue.wait_idle(timeout=30)
+        assert 1 <= relay_server.fetch_count(cid) <= 3
+
+
+class _OverlapDetectingEngine(Engine):
+    """Records when two threads write into one folder at once (the folder lock forbids it)."""
+
+    overlaps = 0
+    active: dict = {}
+    guard = threading.Lock()
+
+    def _write_file(self, connector, *args, **kwargs):
+        cls = type(self)
+        with cls.guard:
+            cls.active[connector.key] = cls.active.get(connector.key, 0) + 1
+            if cls.active[connector.key] > 1:
+                cls.overlaps += 1
+        try:
+            threading.Event().wait(0.002)  # widen the window a little
+            return super()._write_file(connector, *args, **kwargs)
+        finally:
+            with cls.guard:
+                cls.active[connector.key] -= 1
+
+
+def test_five_folders_in_parallel_without_interleaving(relay_server, tmp_path, monkeypatch):
+    folders = [relay_server.add_folder() for _ in range(5)]
+    for n, folder in enumerate(folders):
+        for i in range(8):
+            folder.put_markdown(f"f{n}/doc{i}.md", f"v0 {n} {i}\n")
+    write_connectors(tmp_path, folders)
+    monkeypatch.setattr("gitsync.service.Engine", _OverlapDetectingEngine)
+    with InProcessService(relay_server, tmp_path, workers=6) as svc:
+        wait_for(lambda: svc.service.initial_sync_done.is_set(), "startup sync")
+        for n, folder in enumerate(folders):
+            for i in range(8):
+                folder.edit_markdown(f"f{n}/doc{i}.md", f"v1 {n} {i}\n")
+
+        def send(folder):
+            for i in range(8):
+                assert svc.post(relay_server, folder.doc_compound_id(f"f{folders.index(folder)}/doc{i}.md")).status_code == 202
+
+        threads = [threading.Thread(target=send, args=(f,)) for f in folders]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for n, folder in enumerate(folders):
+            want = {f"f{n}/doc{i}.md": f"v1 {n} {i}\n".encode() for i in range(8)}
+            wait_for(lambda folder=folder, want=want: head_files(tmp_path, folder) == want, f"folder {n}")
+    assert _OverlapDetectingEngine.overlaps == 0
+
+
+def test_gunicorn_serves_webhooks_and_sigterm_drains(relay_server, tmp_path):
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "one\n")
+    data_dir = tmp_path / "data"
+    write_connectors(data_dir, [folder])
+    svc = GunicornService(relay_server, data_dir, commit_interval=30)
+    try:
+        health = svc.wait_healthy()
+        assert "initial_sync" in health
+        wait_for(lambda: svc.status()["initial_sync"] == "done", "startup sync")
+        folder.edit_markdown("a.md", "edited under gunicorn\n")
+        assert svc.post(relay_server, folder.doc_compound_id("a.md")).status_code == 202
+        # The commit interval is 30 s: only the SIGTERM drain can commit this in time.
+        assert svc.terminate() == 0, svc.output()
+        assert head_files(data_dir, folder) == {"a.md": b"edited under gunicorn\n"}
+    finally:
+        svc.close()
+
+
+def test_kill_9_after_202_loses_nothing(relay_server, tmp_path):
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "one\n")
+    data_dir = tmp_path / "data"
+    write_connectors(data_dir, [folder])
+    svc = GunicornService(relay_server, data_dir, use_cli=True, commit_interval=30)
+    try:
+        svc.wait_healthy()
+        wait_for(lambda: svc.status()["initial_sync"] == "done", "startup sync")
+        folder.edit_markdown("a.md", "accepted then killed\n")
+        assert svc.post(relay_server, folder.doc_compound_id("a.md")).status_code == 202
+        svc.kill()
+    finally:
+        svc.close()
+    assert head_files(data_dir, folder) != {"a.md": b"accepted then killed\n"}
+    again = GunicornService(relay_server, data_dir, use_cli=True, commit_interval=0.3)
+    try:
+        again.wait_healthy()
+        wait_for(lambda: head_files(data_dir, folder) == {"a.md": b"accepted then killed\n"},
+                 "the accepted change after restart")
+    finally:
+        again.close()

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gitsync.config import ConfigError, Settings, load_connectors, normalize_prefix, settings_from_env
+from gitsync.ids import InvalidId, parse_compound_id, parse_uuid
+
+RELAY = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+FOLDER = "f47ac10b-58cc-4372-a567-0e02b2c3d479"
+DOC = "0b1f3c9e-8f43-4d6b-9a57-1f0d4c2b7a11"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "git_connectors.toml"
+    path.write_text(text)
+    return path
+
+
+def test_compound_ids_two_and_three_uuid_forms():
+    two = parse_compound_id(f"{RELAY}-{DOC}")
+    assert (two.relay_id, two.doc_id, two.middle_id) == (RELAY, DOC, None)
+    three = parse_compound_id(f"{RELAY.upper()}-{FOLDER}-{DOC}")
+    assert (three.relay_id, three.middle_id, three.doc_id) == (RELAY, FOLDER, DOC)
+    assert str(three) == f"{RELAY}-{FOLDER}-{DOC}"
+
+
+@pytest.mark.parametrize("bad", ["", RELAY, f"{RELAY}-", f"{RELAY}-{DOC}-x", "x" * 500, None, 42])
+def test_bad_compound_ids_are_rejected(bad):
+    with pytest.raises(InvalidId, match="doc_id must be"):
+        parse_compound_id(bad)
+
+
+def test_parse_uuid_names_the_field():
+    with pytest.raises(InvalidId, match="relay_id must be a UUID"):
+        parse_uuid("nope", what="relay_id")
+
+
+def test_connectors_file_example_from_the_spec(tmp_path):
+    path = write(tmp_path, f'''
+[[git_connector]]
+shared_folder_id = "{FOLDER}"
+relay_id = "{RELAY}"
+url = "https://github.com/example/repository.git"
+branch = "main"
+remote_name = "origin"
+prefix = ""  # Optional: subdirectory within repo
+''')
+    config = load_connectors(path)
+    (connector,) = config.connectors
+    assert connector.folder_id == FOLDER and connector.relay_id == RELAY
+    assert connector.url == "https://github.com/example/repository.git"
+    assert connector.prefix == "" and connector.branch == "main"
+
+
+def test_missing_file_means_no_connectors(tmp_path):
+    assert load_connectors(tmp_path / "absent.toml").connectors == ()
+
+
+def test_url_is_optional_and_defaults_apply(tmp_path):
+    path = write(tmp_path, f'[[git_connector]]\nshared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\nprefix = "/vault/notes/"\n')
+    (connector,) = load_connectors(path).connectors
+    assert connector.url is None
+    assert (connector.branch, connector.remote_name, connector.prefix) == ("main", "origin", "vault/notes")
+
+
+def test_known_hosts_are_read(tmp_path):
+    path = write(tmp_path, 'known_hosts = ["[127.0.0.1]:2222 ssh-ed25519 AAAAC3Nza"]\n')
+    assert load_connectors(path).known_hosts == ("[127.0.0.1]:2222 ssh-ed25519 AAAAC3Nza",)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (f'relay_id = "{RELAY}"\n', r"line 2: git_connector\[1\]\.shared_folder_id is required"),
+        (f'shared_folder_id = "nope"\nrelay_id = "{RELAY}"\n',
+         r"line 3: git_connector\[1\]\.shared_folder_id must be a UUID"),
+        (f'shared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\nbranchh = "main"\n',
+         r"line 5: git_connector\[1\]: unknown key 'branchh'"),
+        (f'shared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\nbranch = "a..b"\n',
+         r"git_connector\[1\]\.branch must be a valid branch name"),
+        (f'shared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\nprefix = "../escape"\n',
+         r"line 5: git_connector\[1\]\.prefix must be a relative directory"),
+        (f'shared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\nurl = 5\n',
+         r"git_connector\[1\]\.url must be a string"),
+        (f'shared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\nremote_name = "a b"\n',
+         r"remote_name must be a simple name"),
+    ],
+)
+def test_connector_errors_name_file_line_and_key(tmp_path, body, message):
+    path = write(tmp_path, "# connectors\n[[git_connector]]\n" + body)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_connectors(path)
+    assert "git_connectors.toml" in str(info.value)
+
+
+def test_duplicate_folder_is_rejected(tmp_path):
+    table = f'[[git_connector]]\nshared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\n'
+    path = write(tmp_path, table + "\n" + table)
+    with pytest.raises(ConfigError, match=r"line 6: git_connector\[2\]: duplicate shared_folder_id"):
+        load_connectors(path)
+
+
+def test_invalid_toml_and_unknown_top_level_key(tmp_path):
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_connectors(write(tmp_path, "[[git_connector]\n"))
+    with pytest.raises(ConfigError, match="unknown top-level key 'connector'"):
+        load_connectors(write(tmp_path, "[[connector]]\n"))
+
+
+def test_settings_precedence_flag_over_env_over_default(tmp_path):
+    env = {"RELAY_SERVER_URL": "http://relay.example/", "RELAY_GIT_COMMIT_INTERVAL": "3",
+           "RELAY_GIT_DATA_DIR": str(tmp_path)}
+    settings = settings_from_env(env, commit_interval=7)
+    assert settings.commit_interval == 7.0
+    assert settings.relay_server_url == "http://relay.example"
+    assert settings.data_dir == tmp_path
+    assert settings_from_env({}).port == 8000
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"PORT": "abc"}, "PORT must be a int"),
+        ({"PORT": "0"}, "--port must be between 1 and 65535"),
+        ({"RELAY_GIT_COMMIT_INTERVAL": "0"}, "--commit-interval must be at least"),
+        ({"RELAY_SERVER_URL": "relay.example"}, "--relay-server-url must be an http"),
+        ({"RELAY_GIT_WORKERS": "0"}, "--workers must be at least 1"),
+    ],
+)
+def test_bad_settings_name_the_setting(env, message):
+    with pytest.raises(ConfigError, match=message):
+        settings_from_env(env)
+
+
+def test_secrets_are_redacted_in_repr_and_log_safe():
+    settings = Settings(relay_server_api_key="KEY-MARKER-1", webhook_secret="SECRET-MARKER-2",
+                        ssh_private_key="PRIVATE-MARKER-3")
+    text = repr(settings) + str(settings.log_safe())
+    for marker in ("KEY-MARKER-1", "SECRET-MARKER-2", "PRIVATE-MARKER-3"):
+        assert marker not in text
+    assert settings.log_safe()["relay_server_api_key"] == "REDACTED"
+
+
+def test_require_relay_names_the_variable():
+    with pytest.raises(ConfigError, match="RELAY_SERVER_URL"):
+        Settings().require_relay()
+
+
+@pytest.mark.parametrize("bad", ["..", "a/../..", ".git", "x/.GIT/y", "a\x00b"])
+def test_prefix_must_stay_inside_the_repository(bad):
+    with pytest.raises(ValueError):
+        normalize_prefix(bad)
