@@ -77,20 +77,22 @@ def cli() -> None:
 @click.option("--webhook-secret", envvar="WEBHOOK_SECRET", show_envvar=True,
               help="Shared secret (Bearer token) or whsec_ signing secret for POST /webhooks "
               "(prefer the environment variable).")
+@click.option("--debounce", type=float, envvar="RELAY_GIT_DEBOUNCE", show_envvar=True, default=1.0,
+              show_default=True, help="Seconds a document's webhooks are gathered into one fetch.")
 @click.option("--workers", type=int, envvar="RELAY_GIT_WORKERS", show_envvar=True, default=4,
               show_default=True, help="Background sync threads.")
 @click.option("--reconcile-interval", type=float, envvar="RELAY_GIT_RECONCILE_INTERVAL",
               show_envvar=True, default=600.0, show_default=True,
               help="Seconds between full re-syncs that heal lost webhooks (0 = only at startup).")
 def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, commit_interval,
-          webhook_secret, workers, reconcile_interval) -> None:
+          webhook_secret, debounce, workers, reconcile_interval) -> None:
     """Run the webhook service under gunicorn (the same app as gunicorn -c gunicorn.conf.py wsgi:app)."""
     from gitsync.service import Service
 
     settings = _settings(data_dir=data_dir, log_level=log_level, relay_server_url=relay_server_url,
                          relay_server_api_key=relay_server_api_key, port=port,
                          commit_interval=commit_interval, webhook_secret=webhook_secret,
-                         workers=workers, reconcile_interval=reconcile_interval)
+                         workers=workers, reconcile_interval=reconcile_interval, debounce=debounce)
     try:
         settings.require_relay()
         Service.check(settings)
@@ -103,6 +105,7 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, com
         "PORT": str(settings.port), "RELAY_GIT_COMMIT_INTERVAL": str(settings.commit_interval),
         "WEBHOOK_SECRET": settings.webhook_secret, "RELAY_GIT_WORKERS": str(settings.workers),
         "RELAY_GIT_RECONCILE_INTERVAL": str(settings.reconcile_interval),
+        "RELAY_GIT_DEBOUNCE": str(settings.debounce),
     }
     env.update({k: v for k, v in values.items() if v})
     root = Path(__file__).resolve().parent
@@ -149,7 +152,9 @@ def sync(data_dir, log_level, relay_server_url, relay_server_api_key, relay_id, 
     except service.CredentialsError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except (service.ServiceError, ConfigError) as exc:
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except service.ServiceError as exc:
         raise click.ClickException(str(exc)) from None
     for line in outcome.lines:
         click.echo(line)

@@ -10,6 +10,7 @@ history read with Dulwich.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shutil
 import tempfile
@@ -68,6 +69,7 @@ def remote_log(bare: Path, branch: str = "main", limit: int = 20) -> list[str]:
 
 def run_demo(echo: Echo = print, *, keep: Path | None = None) -> int:
     """Run the demo; returns a process exit code. ``keep`` keeps the data there."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request lines in the demo
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="relay-git-sync-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     data_dir, bare = work / "data", work / "remote.git"

@@ -362,7 +362,13 @@ def _refresh_index(repo: Repo, updates: Mapping[bytes, tuple[os.stat_result, byt
                 changed = True
         else:
             st, sha, mode = info
-            idx[bpath] = index_entry_from_stat(st, sha, mode)
+            entry = index_entry_from_stat(st, sha, mode)
+            try:
+                if idx[bpath] == entry:
+                    continue
+            except KeyError:
+                pass
+            idx[bpath] = entry
             changed = True
     if changed:
         idx.write()

@@ -125,6 +125,10 @@ def _depth_key(path: str) -> tuple[int, str]:
     return (path.count("/"), path)
 
 
+def _deepest_first(path: str) -> tuple[int, str]:
+    return (-path.count("/"), path)
+
+
 def _is_reserved(path: str) -> bool:
     return any(seg.lower().startswith(TMP_PREFIX) for seg in path.split("/"))
 
@@ -412,7 +416,7 @@ class _Tree:
                 found.add(self.doc_at[self.files[key]])  # a file where a folder must be
             spelled = self.dirs.get(key)
             if spelled is not None and spelled != prefix:
-                found |= self.docs_under(key)  # folder in another letter case: empty it
+                pass
                 break
         key = _fold(target)
         if key in self.files:
@@ -444,7 +448,7 @@ class _Tree:
         gone = [d for k, d in self.dirs.items() if k == root or k.startswith(root + "/")]
         for d in gone:
             del self.dirs[_fold(d)]
-        return sorted(gone, key=_depth_key, reverse=True)
+        return sorted(gone, key=_deepest_first)
 
 
 def diff_folders(previous: Mapping[str, Tracked], current: Mapping[str, Entry]) -> Plan:
@@ -526,7 +530,7 @@ class _Planner:
             self.ops.append(op)
         needed = {spelled for spelled, is_file in self.layout.seen.values() if not is_file}
         self._rmdirs(sorted((d for d in self.tree.dirs.values() if d not in needed),
-                            key=_depth_key, reverse=True))
+                            key=_deepest_first))
         return Plan(self.ops, rejected, self.accepted)
 
     def _rmdirs(self, paths: list[str]) -> None:

@@ -74,6 +74,11 @@ class Remotes:
         """A Paramiko vendor holding our key and the trusted host keys (None without a key)."""
         from .ssh import ParamikoVendor
 
+        if self._pkey is None:
+            raise gitrepo.GitError(
+                "no SSH key configured for an ssh:// remote: set SSH_PRIVATE_KEY to the private key "
+                "text and add its public key (cli.py ssh show-pubkey) as a deploy key with write access"
+            )
         return ParamikoVendor(
             self._pkey,
             list(self.config.known_hosts),

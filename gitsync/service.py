@@ -131,22 +131,61 @@ def sync_once(
     return outcome
 
 
-def push_connector(engine: Engine, connector: Connector) -> tuple[str, bool]:
+def push_connector(engine: Engine, connector: Connector, remotes: Remotes | None = None) -> tuple[str, bool]:
     """Push the connector's branch to its remote; returns a line for the operator."""
-    raise NotImplementedError  # filled in with the remote support
+    remotes = remotes or Remotes(engine.settings, engine.connectors)
+    with engine.lock(connector):
+        result = remotes.push(engine, connector)
+    where = redact_url(connector.url)
+    if result["ok"]:
+        return f"  push to {where} ({connector.branch}): {result['status']}", True
+    return f"  push to {where} ({connector.branch}) failed: {result['error']}", False
 
 
 def describe_connectors(settings: Settings, config: ConnectorsConfig) -> list[str]:
+    """One line per connector: folder, remote, branch, prefix and host-key trust."""
+    from . import gitrepo
+    from .ssh import host_key_name, parse_known_hosts
+
+    known = parse_known_hosts(config.known_hosts)
     lines = []
     for connector in config.connectors:
-        remote = connector.url or "(local only)"
         prefix = f" prefix={connector.prefix}" if connector.prefix else ""
-        lines.append(f"{connector.name} -> {remote} branch={connector.branch}{prefix}")
+        line = f"{connector.name} branch={connector.branch}{prefix} remote="
+        if not connector.url:
+            lines.append(line + "(local only)")
+            continue
+        try:
+            spec = gitrepo.parse_remote_url(connector.url)
+        except gitrepo.GitError as exc:
+            lines.append(line + f"invalid: {exc}")
+            continue
+        trust = ""
+        if spec.kind == "ssh":
+            name = host_key_name(spec.host or "", spec.port)
+            trusted = known.lookup(name) is not None
+            trust = " host-key=" + ("trusted" if trusted else "UNKNOWN (add it to known_hosts)")
+        lines.append(line + spec.display + trust)
     return lines
 
 
 def check_remotes(settings: Settings, config: ConnectorsConfig):
-    raise ConfigError("--check-remote is not available yet")
+    """Connect to each remote and read its branch; yields ``(line, ok)``."""
+    from . import gitrepo
+
+    remotes = Remotes(settings, config)
+    for connector in config.connectors:
+        if not connector.url:
+            continue
+        try:
+            spec = gitrepo.parse_remote_url(connector.url)
+            vendor = remotes.vendor() if spec.kind == "ssh" else None
+            head = gitrepo.remote_head(spec, branch=connector.branch, vendor=vendor)
+        except Exception as exc:
+            yield f"{connector.name}: {redact_url(connector.url)}: {redact(str(exc), remotes._secrets)}", False
+            continue
+        state = f"{connector.branch} at {head[:10]}" if head else f"{connector.branch} absent (will be created)"
+        yield f"{connector.name}: {spec.display}: reachable, {state}", True
 
 
 # --- the long-running service ---------------------------------------------------------

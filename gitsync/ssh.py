@@ -245,7 +245,7 @@ def parse_known_hosts(lines: Iterable[str], *, include_builtin: bool = True) -> 
                 continue
             try:
                 entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-            except (paramiko.SSHException, ValueError, TypeError, IndexError):
+            except Exception:  # noqa: BLE001 - paramiko raises several types for bad lines
                 entry = None
             if entry is None or entry.key is None:
                 log.warning("skipping unreadable known_hosts line line=%d", number)

@@ -255,7 +255,12 @@ class GitRemote:
     bare: Path
     git_binary: str
     branch: str = "main"
-    home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gitsync-ext-home-")))
+    home: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        # the external person's HOME lives with the server, removed with it
+        self.home = self.server.base / f"home-{self.bare.name}"
+        self.home.mkdir(exist_ok=True)
 
     @property
     def url(self) -> str:

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from gitsync.config import ConfigError, Settings, load_connectors, normalize_prefix, settings_from_env
+from gitsync.config import (
+    ConfigError,
+    Settings,
+    load_connectors,
+    normalize_prefix,
+    settings_from_env,
+)
 from gitsync.ids import InvalidId, parse_compound_id, parse_uuid
 
 RELAY = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"

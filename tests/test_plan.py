@@ -555,14 +555,13 @@ def test_leftover_temporary_file_is_moved_home():
 
 
 def test_temporary_name_avoids_a_leftover_one():
-    previous = {**tracked(A, B), "d9": Tracked(tmp("d1"), "markdown")}
-    current = index(entry("b.md", "d1"), entry("a.md", "d2"))
-    result = diff_folders(previous, current)
-    assert result.ops[:2] == [Delete("d9", tmp("d1")), Move("d1", "a.md", tmp("d1"))]
-    previous = {**tracked(A, B), "d9": Tracked(tmp("d1"), "markdown")}
-    current = {**current, "/c.md": entry("c.md", "d9")}
-    result = diff_folders(previous, current)
-    assert Move("d1", "a.md", tmp("d1") + "-2") in result.ops
+    previous = {"d1": Tracked("A.md", "markdown"), "d9": Tracked(tmp("d1"), "markdown")}
+    result = diff_folders(previous, index(entry("a.md", "d1"), entry("b.md", "d9")))
+    assert result.ops == [
+        Move("d1", "A.md", tmp("d1") + "-2"),
+        Move("d1", tmp("d1") + "-2", "a.md"),
+        Move("d9", tmp("d1"), "b.md"),
+    ]
     check_applies(previous, result)
 
 
@@ -655,12 +654,28 @@ def to_index(raw: Mapping[str, tuple[str, tuple[str, str | None]]]) -> dict[str,
 
 @st.composite
 def old_and_new(draw):
-    old = draw(raw_snapshot_st)
-    if old and draw(st.booleans()):
-        # same documents, paths shuffled: swaps, cycles, chains, case variants
+    """Two raw folder indexes; often the same documents at shuffled, re-cased paths."""
+    if draw(st.booleans()):
+        old = draw(raw_snapshot_st)
+    else:
+        paths = draw(st.lists(paths_st, unique=True, max_size=7))
+        old = {p: (DOCS[i], draw(st.sampled_from(KINDS))) for i, p in enumerate(paths)}
+    if old and draw(st.integers(0, 3)):
+        # same documents, paths shuffled: swaps, cycles, chains, file <-> folder trades
         paths = list(old)
         shuffled = draw(st.permutations(paths))
-        new = {shuffled[i]: old[p] for i, p in enumerate(paths)}
+        new = {}
+        for i, p in enumerate(paths):
+            target = shuffled[i]
+            if draw(st.integers(0, 3)) == 0:  # change the letter case of one segment
+                parts = target.split("/")
+                k = draw(st.integers(0, len(parts) - 1))
+                parts[k] = parts[k].swapcase()
+                target = "/".join(parts)
+            doc_id, kind = old[p]
+            if kind[0] == "image" and draw(st.booleans()):
+                kind = ("image", H2 if kind[1] == H1 else H1)  # rename + edit
+            new[target] = (doc_id, kind)
         new.update(draw(st.dictionaries(paths_st, value_st, max_size=2)))
         for p in draw(st.lists(st.sampled_from(sorted(new)), max_size=2)):
             new.pop(p, None)
