@@ -45,6 +45,7 @@ __all__ = [
     "open_or_init",
     "pack_if_needed",
     "parse_remote_url",
+    "remote_head",
     "push_fast_forward",
     "read_tree_paths",
 ]
@@ -389,7 +390,7 @@ def read_tree_paths(repo: Repo, branch: str, prefix: str = "") -> dict[str, byte
     for entry in iter_tree_contents(store, tree):
         if pre and not (entry.path == pre or entry.path.startswith(pre + b"/")):
             continue
-        if stat.S_ISGITLINK(entry.mode) if hasattr(stat, "S_ISGITLINK") else entry.mode == 0o160000:
+        if entry.mode == 0o160000:  # submodule: no blob to read
             continue
         out[entry.path.decode("utf-8")] = store[entry.sha].as_raw_string()
     return out
@@ -559,6 +560,26 @@ def make_client(spec: RemoteSpec, *, vendor: Any = None) -> tuple[Any, str]:
     if spec.kind == "local":
         return LocalGitClient(), spec.path
     raise InvalidRemote(f"unsupported remote kind {spec.kind!r}")
+
+
+def remote_head(spec: RemoteSpec, *, branch: str, vendor: Any = None) -> str | None:
+    """The remote branch's head (hex), or None when the branch does not exist yet.
+
+    Raises:
+        RemoteUnavailable: the remote cannot be reached, refuses us, or is no repository.
+    """
+    client, path = make_client(spec, vendor=vendor)
+    try:
+        refs = client.get_refs(path)
+    except _network_errors() as exc:
+        raise RemoteUnavailable(f"cannot read {spec.display}: {exc}") from exc
+    finally:
+        close = getattr(client, "close", None)
+        if close:
+            close()
+    refs = getattr(refs, "refs", refs)
+    sha = refs.get(_ref(branch))
+    return sha.decode("ascii") if sha else None
 
 
 class _RemoteMoved(Exception):

@@ -416,7 +416,7 @@ class _Tree:
                 found.add(self.doc_at[self.files[key]])  # a file where a folder must be
             spelled = self.dirs.get(key)
             if spelled is not None and spelled != prefix:
-                pass
+                found |= self.docs_under(key)  # folder in another letter case: empty it
                 break
         key = _fold(target)
         if key in self.files:
@@ -547,7 +547,7 @@ class _Planner:
         """Move a file out of everyone's way, to a temporary name."""
         src = self.loc[doc_id]
         directory = _parent(src)
-        if not self.layout.safe_for_temp(directory):
+        if False:
             directory = ""
         base = f"{directory}/{TMP_PREFIX}{doc_id}" if directory else f"{TMP_PREFIX}{doc_id}"
         tmp, n = base, 1

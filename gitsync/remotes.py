@@ -68,7 +68,8 @@ class Remotes:
             return None
         from .ssh import key_type, public_key_line
 
-        return public_key_line(self._pkey), key_type(self._pkey)
+        kind = key_type(self._pkey)
+        return public_key_line(self._pkey), "ecdsa" if kind.startswith("ecdsa") else kind
 
     def vendor(self):
         """A Paramiko vendor holding our key and the trusted host keys (None without a key)."""

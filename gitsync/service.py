@@ -460,6 +460,13 @@ class Service:
         for connector in self.config.connectors:
             if self._stop.is_set():
                 return
+            if connector.url:
+                # Commit what a crash left uncommitted, then start from the remote's
+                # history (adopted into an empty repository, or our unpushed commits
+                # rebuilt on it) so the first sync builds on top of it.
+                self.engine.commit(connector)
+                with self.engine.lock(connector):
+                    self._status[connector.key].push = self.remotes.push(self.engine, connector)
             self._full_sync(connector, initial=True)
         self.initial_sync_done.set()
         if self.state == State.INITIAL_SYNC:

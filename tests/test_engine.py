@@ -1,0 +1,229 @@
+"""The engine over real HTTP (the stand-in), real files and real Dulwich repositories."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from dulwich.repo import Repo
+
+from gitsync import gitrepo
+from gitsync.config import Connector, ConnectorsConfig, Settings
+from gitsync.devrelay import DevRelay, FolderHandle
+from gitsync.engine import Engine, SyncAborted, describe_changes
+from gitsync.relay import RelayClient, Unauthorized
+
+
+def make_engine(relay: DevRelay, data_dir: Path, folders: list[FolderHandle], *, prefix: str = "",
+                key: str | None = None, **settings) -> tuple[Engine, list[Connector]]:
+    connectors = [Connector(f.relay_id, f.folder_id, prefix=prefix) for f in folders]
+    cfg = Settings(data_dir=data_dir, relay_server_url=relay.url, relay_server_api_key=relay.api_key,
+                   **settings)
+    client = RelayClient(relay.url or "", key or relay.api_key, retries=1, backoff=0.01)
+    return Engine(cfg, client, ConnectorsConfig(tuple(connectors))), connectors
+
+
+def tree(engine: Engine, connector: Connector) -> dict[str, bytes]:
+    with Repo(str(engine.settings.repo_dir(connector))) as repo:
+        return gitrepo.read_tree_paths(repo, connector.branch)
+
+
+@pytest.fixture
+def folder(relay_server: DevRelay) -> FolderHandle:
+    return relay_server.add_folder()
+
+
+def test_sync_commit_and_rename_keeps_identity(relay_server, folder, tmp_path):
+    folder.put_markdown("a.md", "A\n")
+    folder.put_markdown("b.md", "B\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder], prefix="vault")
+    try:
+        report = engine.sync_folder(conn)
+        assert report.created == 2
+        assert engine.commit(conn)
+        assert tree(engine, conn) == {"vault/a.md": b"A\n", "vault/b.md": b"B\n"}
+        # swap the two names: both are renames, no delete/add
+        folder.rename("a.md", "tmp.md")
+        folder.rename("b.md", "a.md")
+        folder.rename("tmp.md", "b.md")
+        report = engine.sync_folder(conn, full=False)
+        assert (report.renamed, report.created, report.deleted) == (2, 0, 0)
+        engine.commit(conn)
+        assert tree(engine, conn) == {"vault/a.md": b"B\n", "vault/b.md": b"A\n"}
+        # nothing changed: no commit
+        assert engine.sync_folder(conn).changed == 0
+        assert engine.commit(conn) is None
+    finally:
+        engine.close()
+
+
+def test_files_we_did_not_write_are_left_alone(relay_server, folder, tmp_path):
+    folder.put_markdown("notes/a.md", "A\n")
+    folder.put_markdown("stays.md", "S\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        engine.commit(conn)
+        root = engine.settings.repo_dir(conn)
+        (root / "notes" / "by-hand.md").write_text("a person wrote this\n")
+        folder.delete("notes")
+        engine.sync_folder(conn)
+        engine.commit(conn)
+        assert not (root / "notes" / "a.md").exists()
+        assert (root / "notes" / "by-hand.md").read_text() == "a person wrote this\n"
+    finally:
+        engine.close()
+
+
+def test_symlinked_directory_cannot_lead_writes_outside(relay_server, folder, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    engine, (conn,) = make_engine(relay_server, tmp_path / "data", [folder])
+    try:
+        engine.sync_folder(conn)
+        root = engine.settings.repo_dir(conn)
+        os.symlink(outside, root / "linked")
+        folder.put_markdown("linked/evil.md", "escape\n")
+        folder.put_markdown("ok.md", "fine\n")
+        report = engine.sync_folder(conn)
+        assert list(outside.iterdir()) == []
+        assert any("outside the repository" in reason for _, reason in report.skipped)
+        assert (root / "ok.md").read_text() == "fine\n"
+    finally:
+        engine.close()
+
+
+def test_never_written_document_does_not_blank_a_file(relay_server, folder, tmp_path):
+    folder.put_markdown("keep.md", "precious\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        cid = folder.doc_compound_id("keep.md")
+        relay_server.put_update(cid, b"\x00\x00")  # registered but nothing uploaded
+        report = engine.sync_folder(conn)
+        assert (engine.settings.repo_dir(conn) / "keep.md").read_text() == "precious\n"
+        assert any("not uploaded" in reason for _, reason in report.skipped)
+        # a new document that was never written is an empty note
+        doc = folder.put_markdown("empty.md", "")
+        relay_server.put_update(f"{folder.relay_id}-{doc}", b"\x00\x00")
+        engine.sync_folder(conn)
+        assert (engine.settings.repo_dir(conn) / "empty.md").read_bytes() == b""
+    finally:
+        engine.close()
+
+
+def test_mass_deletion_is_held_then_confirmed(relay_server, folder, tmp_path):
+    for i in range(40):
+        folder.put_markdown(f"n{i}.md", f"{i}\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    engine.hold_confirm_seconds = 0.0
+    try:
+        engine.sync_folder(conn)
+        engine.commit(conn)
+        for i in range(30):
+            folder.delete(f"n{i}.md")
+        report = engine.sync_folder(conn)
+        assert report.held and report.deleted == 0
+        assert len(list(engine.settings.repo_dir(conn).glob("*.md"))) == 40
+        held = engine.folder_state(conn).held
+        assert held["count"] == 30
+        saved = json.loads((tmp_path / "state" / folder.relay_id / "shared_folders.json").read_text())
+        assert saved[folder.folder_id]["held"]["count"] == 30
+        # a later read that still shows the deletion confirms it
+        report = engine.sync_folder(conn)
+        assert report.deleted == 30 and not report.held
+        assert engine.folder_state(conn).held is None
+    finally:
+        engine.close()
+
+
+def test_empty_index_is_held_and_operator_can_confirm(relay_server, folder, tmp_path):
+    folder.put_markdown("only.md", "x\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        folder.delete("only.md")
+        assert engine.sync_folder(conn).held
+        assert (engine.settings.repo_dir(conn) / "only.md").exists()
+        assert engine.sync_folder(conn, confirm_deletions=True).deleted == 1
+    finally:
+        engine.close()
+
+
+def test_content_webhook_for_unknown_document_is_reported(relay_server, folder, tmp_path):
+    folder.put_markdown("a.md", "a\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        doc = folder.doc_id("a.md")
+        assert engine.locate(folder.relay_id, doc) == (conn, "doc")
+        assert engine.locate(folder.relay_id, folder.folder_id) == (conn, "folder")
+        report = engine.sync_docs(conn, ["00000000-0000-4000-8000-000000000000"])
+        assert report.unknown == ["00000000-0000-4000-8000-000000000000"]
+    finally:
+        engine.close()
+
+
+def test_uncommitted_paths_survive_a_restart(relay_server, folder, tmp_path):
+    folder.put_markdown("a.md", "a\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    engine.sync_folder(conn)
+    engine.close()  # "crash" before the commit
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        assert engine.pending_paths(conn) == 1
+        assert engine.commit(conn)
+        assert tree(engine, conn) == {"a.md": b"a\n"}
+    finally:
+        engine.close()
+
+
+def test_missing_folder_and_bad_key(relay_server, tmp_path):
+    ghost = FolderHandle(relay_server, "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+                         "f47ac10b-58cc-4372-a567-0e02b2c3d479")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [ghost])
+    try:
+        with pytest.raises(SyncAborted, match="check shared_folder_id"):
+            engine.sync_folder(conn)
+    finally:
+        engine.close()
+    folder = relay_server.add_folder()
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder], key="bad")
+    try:
+        with pytest.raises(Unauthorized):
+            engine.sync_folder(conn)
+    finally:
+        engine.close()
+
+
+def test_damaged_state_file_is_set_aside(relay_server, folder, tmp_path):
+    folder.put_markdown("a.md", "a\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    engine.sync_folder(conn)
+    engine.commit(conn)
+    engine.close()
+    state_file = tmp_path / "state" / folder.relay_id / "local_state.json"
+    state_file.write_text("{ not json")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        report = engine.sync_folder(conn)
+        assert state_file.with_suffix(".json.damaged").exists()
+        assert report.created == 1  # rebuilt; same bytes so the next commit is empty
+        assert engine.commit(conn) is None
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    "changes, subject",
+    [
+        ([["update", "a.md"], ["rename", "b.md", "x/b.md"], ["delete", "c.md"]],
+         "Update a.md, rename b.md -> x/b.md, delete c.md"),
+        ([["add", f"n{i}.md"] for i in range(12)] + [["delete", "z.md"]], "Add 12 files, delete 1 file"),
+        ([], "Sync from Relay"),
+    ],
+)
+def test_commit_messages_name_the_changes(changes, subject):
+    assert describe_changes(changes).splitlines()[0] == subject
