@@ -547,7 +547,7 @@ class _Planner:
         """Move a file out of everyone's way, to a temporary name."""
         src = self.loc[doc_id]
         directory = _parent(src)
-        if False:
+        if not self.layout.safe_for_temp(directory):
             directory = ""
         base = f"{directory}/{TMP_PREFIX}{doc_id}" if directory else f"{TMP_PREFIX}{doc_id}"
         tmp, n = base, 1

@@ -693,7 +693,7 @@ def assert_consistent(accepted: Mapping[str, Entry]) -> None:
     ids = [e.id for e in accepted.values()]
     assert len(ids) == len(set(ids))
     spelled: dict[str, str] = {}
-    for p, e in accepted.items():
+    for p in accepted:
         for prefix in [*parents(p), p]:
             assert spelled.setdefault(fold(prefix), prefix) == prefix, (prefix, spelled)
     for p, e in accepted.items():
