@@ -335,7 +335,14 @@ class Engine:
             "(applied when a later read confirms it, or run: cli.py sync --confirm-deletions)",
             connector.relay_id, connector.folder_id, len(doomed), reason,
         )
-        return [op for op in plan.ops if not isinstance(op, Delete | Rmdir)]
+        # Keep the held files intact: nothing else may land on their paths meanwhile.
+        kept = {op.path for op in plan.ops if isinstance(op, Delete)}
+        return [
+            op for op in plan.ops
+            if not isinstance(op, Delete | Rmdir)
+            and not (isinstance(op, Write) and op.path in kept)
+            and not (isinstance(op, Move) and op.dst in kept)
+        ]
 
     def _apply_ops(self, connector, state: FolderState, ops, fetched: dict[str, _Fetched],
                    report: SyncReport) -> set[str]:

@@ -227,3 +227,21 @@ def test_damaged_state_file_is_set_aside(relay_server, folder, tmp_path):
 )
 def test_commit_messages_name_the_changes(changes, subject):
     assert describe_changes(changes).splitlines()[0] == subject
+
+
+def test_held_deletion_is_not_overwritten_by_a_new_file_at_its_path(relay_server, folder, tmp_path):
+    for i in range(40):
+        folder.put_markdown(f"n{i}.md", f"{i}\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        for i in range(30):
+            folder.delete(f"n{i}.md")
+        folder.put_markdown("n0.md", "a different document at a held path\n")
+        report = engine.sync_folder(conn)
+        assert report.held
+        assert (engine.settings.repo_dir(conn) / "n0.md").read_text() == "0\n"
+        assert engine.sync_folder(conn, confirm_deletions=True).deleted == 30
+        assert (engine.settings.repo_dir(conn) / "n0.md").read_text() == "a different document at a held path\n"
+    finally:
+        engine.close()

@@ -11,7 +11,7 @@ import requests
 from gitsync.devrelay import DevRelay
 from tests.fixtures_ssh import GitRemote, make_bare_repo
 
-from .harness import InProcessService, wait_for, write_connectors
+from .harness import InProcessService, head_files, wait_for, write_connectors
 
 pytestmark = [pytest.mark.slow, pytest.mark.ssh]
 
@@ -65,9 +65,7 @@ def test_commits_accumulate_while_the_remote_is_down(relay_server, sshd_private,
         for i in range(1, 4):
             folder.edit_markdown("n.md", f"{i}\n")
             svc.post(relay_server, folder.doc_compound_id("n.md"))
-            wait_for(lambda i=i: svc.service.status()["folders"][0]["last_commit"] is not None
-                     and (data_dir / "repos" / folder.relay_id / folder.folder_id / "n.md").read_text() == f"{i}\n"
-                     and svc.service.engine.pending_paths(svc.service.config.connectors[0]) == 0,
+            wait_for(lambda i=i: head_files(data_dir, folder).get("n.md") == f"{i}\n".encode(),
                      f"local commit {i}")
         wait_for(lambda: (svc.service.status()["folders"][0]["push"] or {}).get("ok") is False,
                  "a failed push to be reported")
