@@ -123,6 +123,10 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Send each response in one write with Nagle off: headers and body written apart
+    # meet the client's delayed ACK and cost ~40 ms per keep-alive request.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
     server_version = "devrelay"
     timeout = 30
     server: _Server
@@ -155,6 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
         match = _ROUTE.match(path)
         if match and match.group(3) == "as-update":
             relay._count(match.group(2))
+            relay._open.wait(timeout=60)  # paused: hold document reads (see pause())
         fault = relay._take_fault(path)
         if fault is not None:
             return self._error(fault, "injected failure")
@@ -274,6 +279,8 @@ class DevRelay:
         self._fetches: dict[str, int] = {}
         self._blob_fetches: dict[str, int] = {}
         self._faults: list[tuple[int, str | None]] = []
+        self._open = threading.Event()
+        self._open.set()
         self._secret = secrets.token_bytes(32)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -314,6 +321,7 @@ class DevRelay:
 
     def stop(self) -> None:
         """Shut down, join the serving thread and close the socket (idempotent)."""
+        self._open.set()
         server, thread = self._server, self._thread
         if server is None:
             return
@@ -435,6 +443,13 @@ class DevRelay:
     def total_fetches(self) -> int:
         with self._lock:
             return sum(self._fetches.values())
+
+    def pause(self) -> None:
+        """Hold every document read until :meth:`resume` (a slow or stuck server)."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
 
     def reset_counters(self) -> None:
         with self._lock:

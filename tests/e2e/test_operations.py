@@ -1,0 +1,54 @@
+"""What an operator relies on: answers during a long startup sync, no secret anywhere,
+status that says what is wrong."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import requests
+
+from gitsync.devrelay import DevRelay
+
+from .harness import SECRET, InProcessService, wait_for, write_connectors
+
+pytestmark = pytest.mark.slow
+
+
+def test_webhooks_are_accepted_while_the_startup_sync_runs(relay_server: DevRelay, tmp_path):
+    folder = relay_server.add_folder()
+    for i in range(20):
+        folder.put_markdown(f"bulk/n{i}.md", f"{i}\n")
+    write_connectors(tmp_path, [folder])
+    relay_server.pause()  # the startup sync cannot finish until we say so
+    with InProcessService(relay_server, tmp_path) as svc:
+        health = requests.get(f"{svc.url}/health", timeout=5)
+        assert health.status_code == 200
+        assert health.json()["initial_sync"] == "running"
+        reply = svc.post(relay_server, folder.doc_compound_id("bulk/n1.md"))
+        assert reply.status_code == 202
+        assert svc.service.status()["initial_sync"] == "running"
+        relay_server.resume()
+        wait_for(lambda: svc.service.initial_sync_done.is_set(), "the startup sync")
+        assert requests.get(f"{svc.url}/health", timeout=5).json()["initial_sync"] == "done"
+
+
+def test_no_secret_in_logs_status_or_errors(relay_server, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "a\n")
+    write_connectors(tmp_path, [folder], url="ssh://git@127.0.0.1:1/nowhere.git")
+    api_key = "API-KEY-MARKER-7f3a"
+    markers = [api_key, SECRET]
+    # A relay that refuses our key, and a remote that cannot be reached: both fail.
+    with InProcessService(relay_server, tmp_path, relay_server_api_key=api_key) as svc:
+        wait_for(lambda: svc.service.status()["folders"][0]["failures"] > 0, "a failing sync")
+        wrong = requests.post(f"{svc.url}/webhooks", json={}, headers={"Authorization": "Bearer nope"}, timeout=5)
+        assert wrong.status_code == 401
+        bodies = [requests.get(f"{svc.url}{path}", timeout=5).text
+                  for path in ("/api/status", "/health", "/api/pubkey")]
+        status = svc.service.status()
+    assert "API key" in str(status["folders"][0]["last_error"]) or "RELAY_SERVER_API_KEY" in str(status)
+    text = caplog.text + "".join(bodies) + wrong.text + str(status)
+    for marker in markers:
+        assert marker not in text
