@@ -41,6 +41,7 @@ TMP_MARK = ".gitsync-tmp-"
 # one still shows it (or at once when the operator confirms).
 HOLD_CONFIRM_SECONDS = 60.0
 SUBJECT_MAX_ITEMS = 10
+PACK_CHECK_EVERY = 50  # commits per folder between checks for loose objects to pack
 
 
 class SyncAborted(Exception):
@@ -154,6 +155,7 @@ class Engine:
         )
         self._doc_index: dict[tuple[str, str], tuple[str, str]] = {}
         self._wrote = False
+        self._commits_since_pack: dict[tuple[str, str], int] = {}
         for connector in connectors.connectors:
             self._index_folder(connector, self._folder_state(connector))
 
@@ -180,6 +182,11 @@ class Engine:
             repo = self._repos.get(connector.key)
             if repo is None:
                 repo = gitrepo.open_or_init(self.settings.repo_dir(connector), branch=connector.branch)
+                if connector.url:
+                    spec = gitrepo.parse_remote_url(connector.url)
+                    if gitrepo.set_remote(repo, connector.remote_name, spec.display, branch=connector.branch):
+                        log.info("remote configured relay=%s folder=%s remote=%s url=%s",
+                                 connector.relay_id, connector.folder_id, connector.remote_name, spec.display)
                 self._repos[connector.key] = repo
             return repo
 
@@ -582,6 +589,13 @@ class Engine:
             state.clear_pending(paths)
             state.changes = []
             self._save(connector)
+            if sha:
+                # Counting loose objects lists 256 directories: do it now and then only.
+                made = self._commits_since_pack.get(connector.key, 0) + 1
+                self._commits_since_pack[connector.key] = made
+                if made >= PACK_CHECK_EVERY:
+                    self._commits_since_pack[connector.key] = 0
+                    gitrepo.pack_if_needed(repo)
         if sha:
             log.info("commit made relay=%s folder=%s commit=%s paths=%d", connector.relay_id,
                      connector.folder_id, sha[:10], len(paths))

@@ -46,6 +46,7 @@ __all__ = [
     "pack_if_needed",
     "parse_remote_url",
     "remote_head",
+    "set_remote",
     "push_fast_forward",
     "read_tree_paths",
 ]
@@ -560,6 +561,40 @@ def make_client(spec: RemoteSpec, *, vendor: Any = None) -> tuple[Any, str]:
     if spec.kind == "local":
         return LocalGitClient(), spec.path
     raise InvalidRemote(f"unsupported remote kind {spec.kind!r}")
+
+
+def set_remote(repo: Repo, name: str, url: str, *, branch: str) -> bool:
+    """Record the remote in ``.git/config`` so people browsing the checkout see it.
+
+    ``url`` must already be free of credentials. Returns True when the config changed.
+    """
+    config = repo.get_config()
+    section = (b"remote", name.encode())
+    wanted = {
+        b"url": url.encode(),
+        b"fetch": f"+refs/heads/*:refs/remotes/{name}/*".encode(),
+    }
+    changed = False
+    for key, value in wanted.items():
+        try:
+            current = config.get(section, key)
+        except KeyError:
+            current = None
+        if current != value:
+            config.set(section, key, value)
+            changed = True
+    branch_section = (b"branch", branch.encode())
+    for key, value in ((b"remote", name.encode()), (b"merge", _ref(branch))):
+        try:
+            current = config.get(branch_section, key)
+        except KeyError:
+            current = None
+        if current != value:
+            config.set(branch_section, key, value)
+            changed = True
+    if changed:
+        config.write_to_path()
+    return changed
 
 
 def remote_head(spec: RemoteSpec, *, branch: str, vendor: Any = None) -> str | None:

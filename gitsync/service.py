@@ -20,18 +20,21 @@ from .engine import Engine, SyncAborted, SyncReport
 from .logsetup import redact
 from .relay import RelayClient, Unauthorized
 from .remotes import Remotes, redact_url
+from .service_errors import CredentialsError, ServiceError, ServiceUnavailable
 
-__all__ = ["ServiceError", "CredentialsError", "SyncOutcome", "Service", "State", "sync_once", "open_engine"]
+__all__ = [
+    "CredentialsError",
+    "Service",
+    "ServiceError",
+    "ServiceUnavailable",
+    "State",
+    "SyncOutcome",
+    "build_service",
+    "open_engine",
+    "sync_once",
+]
 
 log = logging.getLogger(__name__)
-
-
-class ServiceError(Exception):
-    """The service cannot do what was asked; the message says why and what to do."""
-
-
-class CredentialsError(ServiceError):
-    """The Relay Server refused our API key (or the SSH key is unusable)."""
 
 
 @dataclass
@@ -320,7 +323,7 @@ class Service:
         """Durably queue a validated webhook event; answered 202 by the web layer.
 
         Raises:
-            ServiceError: the service is shutting down (the web layer answers 503).
+            ServiceUnavailable: shutting down or the journal is unwritable (answered 503).
         """
         relay_id, doc_id = event["relay_id"], event["doc_uuid"]
         if relay_id not in self._relays:
@@ -328,13 +331,20 @@ class Service:
                 self._counts["ignored"] += 1
             log.debug("webhook ignored, no connector for relay relay=%s doc=%s", relay_id, doc_id)
             return {"status": "ignored", "reason": "no connector for this relay", "doc_id": event["doc_id"]}
-        from .workqueue import QueueClosed
+        from .workqueue import JournalError, QueueClosed
 
+        if self.state in (State.STOPPING, State.STOPPED):
+            raise ServiceUnavailable("service is shutting down; not accepted")
         try:
             # Durable like put(); webhooks for the key within the window merge into one run.
             created = self.queue.put_later((relay_id, doc_id), self.settings.debounce)
         except QueueClosed:
-            raise ServiceError("service is shutting down; the relay will resend on the next edit") from None
+            raise ServiceUnavailable("service is shutting down; not accepted") from None
+        except JournalError as exc:
+            log.error("cannot journal a webhook, answering 503 doc=%s error=%s", doc_id, exc)
+            raise ServiceUnavailable(
+                "cannot store the event durably (is the data directory writable and not full?)"
+            ) from None
         with self._lock:
             self._counts["accepted" if created else "merged"] += 1
         return {"status": "queued" if created else "merged", "doc_id": event["doc_id"]}

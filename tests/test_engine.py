@@ -245,3 +245,20 @@ def test_held_deletion_is_not_overwritten_by_a_new_file_at_its_path(relay_server
         assert (engine.settings.repo_dir(conn) / "n0.md").read_text() == "a different document at a held path\n"
     finally:
         engine.close()
+
+
+def test_remote_is_recorded_in_git_config_without_credentials(relay_server, folder, tmp_path):
+    from dulwich.repo import Repo as DRepo
+
+    folder.put_markdown("a.md", "a\n")
+    settings = Settings(data_dir=tmp_path, relay_server_url=relay_server.url, relay_server_api_key="k")
+    for url in ("https://me:TOKEN-MARKER@git.example.com/team/vault.git", "git@example.org:team/moved.git"):
+        conn = Connector(folder.relay_id, folder.folder_id, url=url, remote_name="backup")
+        engine = Engine(settings, RelayClient(relay_server.url, relay_server.api_key), ConnectorsConfig((conn,)))
+        engine.repo(conn)
+        engine.close()
+    with DRepo(str(settings.repo_dir(conn))) as repo:
+        config = repo.get_config()
+        assert config.get((b"remote", b"backup"), b"url") == b"git@example.org:team/moved.git"
+        assert config.get((b"branch", b"main"), b"remote") == b"backup"
+    assert b"TOKEN-MARKER" not in (settings.repo_dir(conn) / ".git" / "config").read_bytes()

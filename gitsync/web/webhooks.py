@@ -16,6 +16,7 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..ids import InvalidId, parse_compound_id
+from ..service_errors import ServiceUnavailable
 from .auth import AuthError
 
 __all__ = ["EventError", "HANDLED_EVENT", "bp", "parse_event"]
@@ -198,7 +199,13 @@ def receive_webhook() -> Any:
     if event is None:
         return jsonify(status="ignored", reason="event type not handled"), 200
 
-    result = service.accept(event)
+    try:
+        result = service.accept(event)
+    except ServiceUnavailable as exc:
+        # Not accepted, so not acknowledged: the Relay Server logs the failure and the
+        # next edit (or our reconcile) brings the change.
+        log.warning("webhook not queued doc=%s reason=%s", event["doc_id"], exc)
+        return _error(503, str(exc))
     log.debug(
         "webhook accepted doc=%s status=%s",
         event["doc_id"],

@@ -52,3 +52,15 @@ def test_no_secret_in_logs_status_or_errors(relay_server, tmp_path, caplog):
     text = caplog.text + "".join(bodies) + wrong.text + str(status)
     for marker in markers:
         assert marker not in text
+
+
+def test_webhook_during_shutdown_is_refused_not_acknowledged(relay_server, tmp_path):
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "a\n")
+    write_connectors(tmp_path, [folder])
+    svc = InProcessService(relay_server, tmp_path)
+    with svc:
+        svc.service.stop(timeout=5)
+        reply = svc.post(relay_server, folder.doc_compound_id("a.md"))
+        assert reply.status_code == 503
+        assert "shutting down" in reply.json()["error"]
