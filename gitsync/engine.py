@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +28,7 @@ from .config import Connector, ConnectorsConfig, Settings
 from .ids import compound_id
 from .plan import Delete, Mkdir, Move, Rmdir, Tracked, Write, diff_folders, mass_deletion
 from .relay import NotFound, RelayClient, RelayError, Unauthorized
-from .state import FileRecord, FolderState, StateRegistry
+from .state import FileRecord, FolderState, StateRegistry, write_atomic
 
 __all__ = ["Engine", "SyncReport", "SyncAborted", "describe_changes"]
 
@@ -543,19 +542,8 @@ class Engine:
         if full.is_dir():
             report.skipped.append((path, "a directory is in the way"))
             return False
-        full.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_MARK, dir=full.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, full)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        # No fsync per file: one os.sync() before the state is saved covers the batch.
+        write_atomic(full, data, fsync=False, tmp_prefix=TMP_MARK, mode=0o644)
         state.files[entry.id] = FileRecord(path=path, type=entry.type, hash=entry.hash,
                                            sha256=sha, size=len(data))
         verb = "add" if new else "update"

@@ -569,28 +569,21 @@ def set_remote(repo: Repo, name: str, url: str, *, branch: str) -> bool:
     ``url`` must already be free of credentials. Returns True when the config changed.
     """
     config = repo.get_config()
-    section = (b"remote", name.encode())
-    wanted = {
-        b"url": url.encode(),
-        b"fetch": f"+refs/heads/*:refs/remotes/{name}/*".encode(),
-    }
+    remote, tracking = (b"remote", name.encode()), (b"branch", branch.encode())
+    wanted = [
+        (remote, b"url", url.encode()),
+        (remote, b"fetch", f"+refs/heads/*:refs/remotes/{name}/*".encode()),
+        (tracking, b"remote", name.encode()),
+        (tracking, b"merge", _ref(branch)),
+    ]
     changed = False
-    for key, value in wanted.items():
+    for section, key, value in wanted:
         try:
             current = config.get(section, key)
         except KeyError:
             current = None
         if current != value:
             config.set(section, key, value)
-            changed = True
-    branch_section = (b"branch", branch.encode())
-    for key, value in ((b"remote", name.encode()), (b"merge", _ref(branch))):
-        try:
-            current = config.get(branch_section, key)
-        except KeyError:
-            current = None
-        if current != value:
-            config.set(branch_section, key, value)
             changed = True
     if changed:
         config.write_to_path()

@@ -33,16 +33,25 @@ FOLDERS_FILE = "shared_folders.json"
 LOCAL_FILE = "local_state.json"
 
 
-def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new bytes, never half."""
+def write_atomic(path: Path, data: bytes, *, fsync: bool = True, tmp_prefix: str | None = None,
+                 mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` so readers see the old or the new bytes, never half.
+
+    Args:
+        fsync: flush the file and its directory to disk before returning.
+        tmp_prefix: name prefix of the temporary file beside ``path``.
+        mode: permissions of the result (``mkstemp`` makes 0600 files).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix or f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             if fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -172,7 +172,9 @@ def receive_webhook() -> Any:
               schema:
                 $ref: '#/components/schemas/Error'
         '503':
-          description: The sync service is not running.
+          description: >
+            Not accepted: the sync service is not running or is shutting down, or the
+            event could not be stored durably. Nothing was queued.
           content:
             application/json:
               schema:
