@@ -45,6 +45,7 @@ __all__ = [
     "open_or_init",
     "pack_if_needed",
     "parse_remote_url",
+    "has_unpushed",
     "remote_head",
     "set_remote",
     "push_fast_forward",
@@ -561,6 +562,17 @@ def make_client(spec: RemoteSpec, *, vendor: Any = None) -> tuple[Any, str]:
     if spec.kind == "local":
         return LocalGitClient(), spec.path
     raise InvalidRemote(f"unsupported remote kind {spec.kind!r}")
+
+
+def has_unpushed(repo: Repo, *, branch: str, remote_name: str) -> bool:
+    """True when the local branch differs from what we last saw on the remote.
+
+    A local check (no network): the commit timer uses it to skip remotes with nothing
+    to send. A repository never pushed has no remote-tracking ref and answers True.
+    """
+    local = _get_ref(repo, _ref(branch))
+    tracking = _get_ref(repo, f"refs/remotes/{remote_name}/{branch}".encode())
+    return local is not None and local != tracking
 
 
 def set_remote(repo: Repo, name: str, url: str, *, branch: str) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from . import gitrepo
 from .config import ConfigError, Connector, ConnectorsConfig, Settings, load_connectors
 from .engine import Engine, SyncAborted, SyncReport
 from .logsetup import redact
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+FOREIGN_TTL = 600.0  # seconds a document found in no synced folder is ignored
 
 
 @dataclass
@@ -243,6 +246,7 @@ class Service:
         self._threads: list[threading.Thread] = []
         self._status = {c.key: FolderStatus() for c in self.config.connectors}
         self._attempts: dict[tuple[str, str], int] = {}
+        self._foreign: dict[tuple[str, str], float] = {}  # docs of folders we do not sync
         self._counts = {"accepted": 0, "merged": 0, "ignored": 0, "processed": 0, "failed": 0,
                         "commits": 0, "pushes": 0}
         self._lock = threading.Lock()
@@ -416,12 +420,24 @@ class Service:
         return None
 
     def _unknown_document(self, key: tuple[str, str]) -> float | None:
-        """A document no folder index lists yet: refresh the relay's folders, retry once or twice."""
+        """A document no folder index lists yet: refresh the relay's folders, retry once or twice.
+
+        Its content webhook can beat its folder's. A document still unknown after that
+        belongs to a folder we do not sync; it is remembered for a while so its edits
+        cost nothing (a move into a synced folder arrives as that folder's webhook).
+        """
         relay_id, doc_id = key
+        seen = self._foreign.get(key)
+        if seen is not None and time.monotonic() - seen < FOREIGN_TTL:
+            return None
         attempts = self._attempts.get(key, 0)
         if attempts >= 2:
             self._attempts.pop(key, None)
-            log.debug("document not in any synced folder, dropped relay=%s doc=%s", relay_id, doc_id)
+            if len(self._foreign) > 100_000:
+                self._foreign.clear()
+            self._foreign[key] = time.monotonic()
+            log.debug("document not in any synced folder, ignored for a while relay=%s doc=%s",
+                      relay_id, doc_id)
             return None
         self._attempts[key] = attempts + 1
         for connector in self.config.connectors:
@@ -460,6 +476,10 @@ class Service:
                     self._counts["commits"] += 1
             if connector.url and self.remotes.due(connector, force=final):
                 with self.engine.lock(connector):
+                    repo = self.engine.repo(connector)
+                    if not gitrepo.has_unpushed(repo, branch=connector.branch,
+                                                remote_name=connector.remote_name):
+                        continue  # nothing to send: no network round trip
                     result = self.remotes.push(self.engine, connector)
                 status.push = result
                 if result.get("ok") and result.get("status") != "up-to-date":

@@ -150,3 +150,48 @@ def test_kill_9_after_202_loses_nothing(relay_server, tmp_path):
                  "the accepted change after restart")
     finally:
         again.close()
+
+
+def test_idle_service_does_not_contact_the_remote(relay_server, tmp_path):
+    from dulwich.repo import Repo
+
+    bare = tmp_path / "remote.git"
+    Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "a\n")
+    data_dir = tmp_path / "data"
+    write_connectors(data_dir, [folder], url=str(bare))
+    with InProcessService(relay_server, data_dir, commit_interval=0.1) as svc:
+        wait_for(lambda: (svc.service.status()["folders"][0]["push"] or {}).get("status") in ("created", "pushed"),
+                 "the first push")
+        first = svc.service.status()["folders"][0]["push"]
+        # several commit intervals with nothing new: the push record must not change
+        ticks = svc.service.status()["counts"]["commits"]
+        folder.touch("a.md")  # housekeeping only: no content change, so no commit either
+        done = svc.service.queue.snapshot()["done"]
+        svc.post(relay_server, folder.doc_compound_id("a.md"))
+        wait_for(lambda: svc.service.queue.snapshot()["done"] > done, "the webhook to be processed")
+        threading.Event().wait(0.5)  # five commit intervals
+        assert svc.service.status()["folders"][0]["push"] == first
+        assert svc.service.status()["counts"]["commits"] == ticks
+
+
+def test_documents_of_unsynced_folders_cost_bounded_work(relay_server, tmp_path):
+    synced = relay_server.add_folder()
+    synced.put_markdown("a.md", "a\n")
+    # `other` is a folder of the same relay that no connector syncs
+    foreign = relay_server.add_folder(relay_id=synced.relay_id)
+    foreign.put_markdown("x.md", "x\n")
+    write_connectors(tmp_path, [synced])
+    with InProcessService(relay_server, tmp_path) as svc:
+        wait_for(lambda: svc.service.initial_sync_done.is_set(), "startup sync")
+        cid = foreign.doc_compound_id("x.md")
+        svc.post(relay_server, cid)
+        wait_for(lambda: (synced.relay_id, foreign.doc_id("x.md")) in svc.service._foreign, "the doc to be classified")
+        relay_server.reset_counters()
+        for _ in range(5):
+            done = svc.service.queue.snapshot()["done"]
+            svc.post(relay_server, cid)
+            wait_for(lambda done=done: svc.service.queue.snapshot()["done"] > done, "the webhook to be processed")
+        assert relay_server.fetch_count(synced.compound_id) == 0
+        assert relay_server.fetch_count(cid) == 0
