@@ -84,7 +84,7 @@ def sync_once(
         ConfigError: settings or git_connectors.toml are invalid.
     """
     settings.require_relay()
-    config = load_connectors(settings.connectors_path)
+    config = Service.check(settings)  # connectors file and SSH key, before any work
     if selection is not None:
         connector = config.find(*selection) or Connector(relay_id=selection[0], folder_id=selection[1])
         targets = [connector]
@@ -101,6 +101,7 @@ def sync_once(
                 "or pass --relay-id and --folder-id"
             )
     engine = open_engine(settings, config)
+    remotes = Remotes(settings, config)
     outcome = SyncOutcome()
     try:
         for connector in targets:
@@ -129,7 +130,7 @@ def sync_once(
                     f"  held: {report.held}; re-run with --confirm-deletions to apply"
                 )
             if push and connector.url:
-                line, ok = push_connector(engine, connector)
+                line, ok = push_connector(engine, connector, remotes)
                 outcome.lines.append(line)
                 outcome.ok = outcome.ok and ok
     finally:

@@ -222,3 +222,32 @@ def test_git_binary_is_not_on_path_for_the_code_under_test():
 
     assert shutil.which("git") is None
     assert "git" not in os.listdir(os.path.dirname(__file__))
+
+
+def test_bad_ssh_key_is_a_clear_error_before_any_work(relay_server, tmp_path):
+    folder = relay_server.add_folder()
+    (tmp_path / "git_connectors.toml").write_text(
+        f'[[git_connector]]\nshared_folder_id = "{folder.folder_id}"\nrelay_id = "{folder.relay_id}"\n'
+        'url = "git@github.com:example/vault.git"\n')
+    env = base_env(relay_server, tmp_path)
+    env["SSH_PRIVATE_KEY"] = "not a key KEY-MARKER"
+    result = run(["sync", "--all"], env)
+    assert result.exit_code == 2
+    assert "SSH_PRIVATE_KEY" in result.output
+    assert "KEY-MARKER" not in result.output and "Traceback" not in result.output
+    assert relay_server.total_fetches == 0
+
+
+def test_sync_pushes_to_a_local_bare_remote(relay_server, tmp_path):
+    bare = tmp_path / "remote.git"
+    Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "pushed\n")
+    (tmp_path / "git_connectors.toml").write_text(
+        f'[[git_connector]]\nshared_folder_id = "{folder.folder_id}"\nrelay_id = "{folder.relay_id}"\n'
+        f'url = "{bare}"\nprefix = "notes"\n')
+    result = run(["sync", "--all"], base_env(relay_server, tmp_path))
+    assert result.exit_code == 0, result.output
+    assert f"push to {bare} (main): created" in result.output
+    with Repo(str(bare)) as repo:
+        assert gitrepo.read_tree_paths(repo, "main") == {"notes/a.md": b"pushed\n"}
