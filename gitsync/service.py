@@ -304,6 +304,7 @@ class Service:
             return
         deadline = time.monotonic() + timeout
         self._set_state(State.STOPPING)
+        self.queue.expedite()  # webhooks still in their debounce window are drained too
         drained = self.queue.wait_idle(timeout=max(0.0, timeout * 0.6))
         if not drained:
             log.warning("stopping with work still queued; it resumes on the next start "

@@ -236,6 +236,25 @@ class WorkQueue:
                     except OSError as exc:  # pragma: no cover - nothing left to do
                         log.warning("journal close failed path=%s error=%s", self._path, exc)
 
+    def expedite(self) -> int:
+        """Make every deferred key due now (a shutdown drains debounced work too).
+
+        Returns:
+            How many keys were deferred.
+        """
+        with self._lock:
+            keys = list(self._deferred)
+            self._deferred.clear()
+            self._heap.clear()
+            for key in keys:
+                if key in self._in_progress:
+                    self._again.add(key)
+                elif key not in self._pending:
+                    self._pending[key] = None
+            if keys:
+                self._cond.notify_all()
+            return len(keys)
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until nothing is pending or in progress (deferred keys do not count).
 

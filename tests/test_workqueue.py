@@ -497,3 +497,12 @@ def test_sigkill_right_after_put_returns(tmp_path: Path):
     assert len(acknowledged) == 200
     assert got[:200] == [key(i) for i in acknowledged]
     assert got == [key(i) for i in range(len(got))]
+
+
+def test_expedite_makes_deferred_keys_due_now():
+    q = WorkQueue()
+    q.put_later(("r", "a"), 3600)
+    q.put_later(("r", "b"), 3600)
+    assert q.get(timeout=0) is None
+    assert q.expedite() == 2
+    assert {q.get(timeout=0), q.get(timeout=0)} == {("r", "a"), ("r", "b")}

@@ -114,14 +114,14 @@ def test_gunicorn_serves_webhooks_and_sigterm_drains(relay_server, tmp_path):
     folder.put_markdown("a.md", "one\n")
     data_dir = tmp_path / "data"
     write_connectors(data_dir, [folder])
-    svc = GunicornService(relay_server, data_dir, commit_interval=30)
+    # Commit interval and debounce of 30 s: only the SIGTERM drain can commit this in time.
+    svc = GunicornService(relay_server, data_dir, commit_interval=30, extra_env={"RELAY_GIT_DEBOUNCE": "30"})
     try:
         health = svc.wait_healthy()
         assert "initial_sync" in health
         wait_for(lambda: svc.status()["initial_sync"] == "done", "startup sync")
         folder.edit_markdown("a.md", "edited under gunicorn\n")
         assert svc.post(relay_server, folder.doc_compound_id("a.md")).status_code == 202
-        # The commit interval is 30 s: only the SIGTERM drain can commit this in time.
         assert svc.terminate() == 0, svc.output()
         assert head_files(data_dir, folder) == {"a.md": b"edited under gunicorn\n"}
     finally:
