@@ -153,7 +153,6 @@ class Engine:
             max_workers=settings.fetch_concurrency, thread_name_prefix="fetch"
         )
         self._doc_index: dict[tuple[str, str], tuple[str, str]] = {}
-        self._wrote = False
         self._commits_since_pack: dict[tuple[str, str], int] = {}
         for connector in connectors.connectors:
             self._index_folder(connector, self._folder_state(connector))
@@ -511,17 +510,13 @@ class Engine:
                 report.skipped.append((path, fetched.skip))
             return
         assert fetched.data is not None
-        if self._write_file(connector, state, entry, path, fetched.data, report):
-            self._wrote = True
+        self._write_file(connector, state, entry, path, fetched.data, report)
         if fetched.update_sha:
             hashes = self.states.relay(connector.relay_id).doc_hashes
             hashes[compound_id(connector.relay_id, entry.id)] = fetched.update_sha
 
     def _flush(self, connector: Connector) -> None:
-        """Make written files durable, then save the state that describes them."""
-        if self._wrote:
-            os.sync()  # the state saved next must not claim files a power cut could lose
-            self._wrote = False
+        """Save the state describing the files written (each already fsync'd)."""
         self._save(connector)
 
     def _write_file(self, connector, state: FolderState, entry: ydoc.Entry, path: str,
@@ -542,8 +537,8 @@ class Engine:
         if full.is_dir():
             report.skipped.append((path, "a directory is in the way"))
             return False
-        # No fsync per file: one os.sync() before the state is saved covers the batch.
-        write_atomic(full, data, fsync=False, tmp_prefix=TMP_MARK, mode=0o644)
+        # fsync'd: the state saved after this must not claim a file a power cut could lose.
+        write_atomic(full, data, fsync=True, tmp_prefix=TMP_MARK, mode=0o644)
         state.files[entry.id] = FileRecord(path=path, type=entry.type, hash=entry.hash,
                                            sha256=sha, size=len(data))
         verb = "add" if new else "update"
