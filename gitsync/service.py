@@ -515,7 +515,7 @@ class Service:
         status = self._status.setdefault(connector.key, FolderStatus())
         status.state = "initial_sync" if initial else "reconciling"
         try:
-            report = self.engine.sync_folder(connector, full=True)
+            report = self.engine.sync_folder(connector, full=True, progress=_progress_logger(connector))
         except (SyncAborted, Unauthorized) as exc:
             self._record_error(connector, str(exc))
             # retried by the work queue with backoff, like a folder webhook
@@ -575,6 +575,20 @@ class Service:
 
     def public_key(self) -> tuple[str, str] | None:
         return self.remotes.public_key()
+
+
+def _progress_logger(connector: Connector, every: float = 5.0) -> Callable[[int, int], None]:
+    """Log a long full sync's progress at most every ``every`` seconds."""
+    last = [time.monotonic()]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] >= every:
+            last[0] = now
+            log.info("full sync progress relay=%s folder=%s documents=%d/%d",
+                     connector.relay_id, connector.folder_id, done, total)
+
+    return report
 
 
 def build_service(settings: Settings) -> Service | None:
