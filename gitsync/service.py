@@ -38,6 +38,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FOREIGN_TTL = 600.0  # seconds a document found in no synced folder is ignored
+BATCH_LIMIT = 255  # extra documents of one folder a worker takes along with its key
 
 
 @dataclass
@@ -362,64 +363,82 @@ class Service:
             key = self.queue.get(timeout=0.5)
             if key is None:
                 continue
+            batch = [key]
             try:
-                retry_in = self._process(key)
-            except Exception:  # a bug must not kill the worker; the key is retried
+                found = self.engine.locate(*key)
+                if found is not None and found[1] == "doc":
+                    # Documents of the same folder queued meanwhile: one fetch round, one save.
+                    folder = found[0].key
+                    batch += self.queue.take_matching(
+                        lambda k, folder=folder: (hit := self.engine.locate(*k)) is not None
+                        and hit[1] == "doc" and hit[0].key == folder,
+                        limit=BATCH_LIMIT,
+                    )
+                retry_in = self._process(batch, found)
+            except Exception:  # a bug must not kill the worker; the keys are retried
                 log.exception("unexpected error processing relay=%s doc=%s", *key)
-                retry_in = 30.0
-            try:
-                if retry_in is not None:
-                    self.queue.put_later(key, retry_in)
-                self.queue.done(key)
-            except Exception:  # closed while stopping: the journal keeps the key
-                pass
+                retry_in = dict.fromkeys(batch, 30.0)
+            for item in batch:
+                try:
+                    if retry_in.get(item) is not None:
+                        self.queue.put_later(item, retry_in[item])
+                    self.queue.done(item)
+                except Exception:  # closed while stopping: the journal keeps the key
+                    pass
 
     def _backoff(self, key: tuple[str, str]) -> float:
         attempts = self._attempts.get(key, 0) + 1
         self._attempts[key] = attempts
         return min(300.0, 2.0 ** min(attempts, 8)) * (0.5 + random.random() / 2)
 
-    def _process(self, key: tuple[str, str]) -> float | None:
-        """Sync what the key names; returns a delay to retry after, or None when done."""
-        relay_id, doc_id = key
-        found = self.engine.locate(relay_id, doc_id)
+    def _process(self, batch: list[tuple[str, str]], found) -> dict[tuple[str, str], float | None]:
+        """Sync what the keys name; returns per key a delay to retry after (None: done).
+
+        ``batch`` is one key, or several documents of the folder ``found`` names.
+        """
         if found is None:
-            return self._unknown_document(key)
+            return {batch[0]: self._unknown_document(batch[0])}
         connector, what = found
         status = self._status.setdefault(connector.key, FolderStatus())
         lock = self.engine.lock(connector)
         if not lock.acquire(blocking=False):
-            return 0.5  # a long sync holds the folder; come back rather than block a worker
+            # a long sync holds the folder; come back rather than block a worker
+            return dict.fromkeys(batch, 0.5)
         try:
             status.state = "syncing"
             if what == "folder":
                 report = self.engine.sync_folder(connector, full=False)
             else:
-                report = self.engine.sync_docs(connector, [doc_id])
+                report = self.engine.sync_docs(connector, [doc for _, doc in batch])
         except Unauthorized as exc:
             self._record_error(connector, f"relay refused the API key: {exc}")
-            return 60.0
+            return dict.fromkeys(batch, 60.0)
         except SyncAborted as exc:
             self._record_error(connector, str(exc))
-            return self._backoff(key)
+            return {key: self._backoff(key) for key in batch}
         finally:
             lock.release()
         with self._lock:
-            self._counts["processed"] += 1
-        if report.unknown:
-            return self._unknown_document(key)
+            self._counts["processed"] += len(batch)
+        result: dict[tuple[str, str], float | None] = dict.fromkeys(batch)
+        for doc in report.unknown:  # moved out of the folder meanwhile
+            key = (connector.relay_id, doc)
+            result[key] = self._unknown_document(key)
         if report.failed:
             self._record_error(connector, "; ".join(f"{p}: {r}" for p, r in report.failed[:3]))
-            return self._backoff(key)
-        if report.held:
-            status.state = "held"
-        else:
-            status.state = "idle"
-        self._attempts.pop(key, None)
+            # Retrying documents that did not fail costs one fetch each: their update
+            # hash is unchanged, so nothing is rewritten.
+            for key in batch:
+                if key[1] not in report.unknown:
+                    result[key] = self._backoff(key)
+            return result
+        status.state = "held" if report.held else "idle"
+        for key in batch:
+            self._attempts.pop(key, None)
         status.last_success = time.time()
         status.failures = 0
         status.last_error = None
-        return None
+        return result
 
     def _unknown_document(self, key: tuple[str, str]) -> float | None:
         """A document no folder index lists yet: refresh the relay's folders, retry once or twice.

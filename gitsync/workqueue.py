@@ -36,7 +36,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +182,28 @@ class WorkQueue:
                     until_due = max(0.0, due - now)
                     wait = until_due if wait is None else min(wait, until_due)
                 self._cond.wait(wait)
+
+    def take_matching(self, predicate: Callable[[Key], bool], limit: int) -> list[Key]:
+        """Also take pending keys that ``predicate`` accepts (oldest first, at most ``limit``).
+
+        Lets a worker handle related keys in one batch (documents of one folder). Each
+        key taken is in progress and needs its own :meth:`done`. ``predicate`` runs with
+        the queue lock held: keep it cheap and never call the queue from it.
+        """
+        taken: list[Key] = []
+        with self._lock:
+            if self._closed:
+                return taken
+            self._promote_due(time.monotonic())
+            for key in list(self._pending):
+                if len(taken) >= limit:
+                    break
+                if predicate(key):
+                    del self._pending[key]
+                    self._in_progress.add(key)
+                    self._stats["gets"] += 1
+                    taken.append(key)
+        return taken
 
     def done(self, key: Key) -> None:
         """Finish ``key``: re-queue it once if it was put meanwhile, else forget it.

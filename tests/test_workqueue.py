@@ -506,3 +506,19 @@ def test_expedite_makes_deferred_keys_due_now():
     assert q.get(timeout=0) is None
     assert q.expedite() == 2
     assert {q.get(timeout=0), q.get(timeout=0)} == {("r", "a"), ("r", "b")}
+
+
+def test_take_matching_takes_related_pending_keys_in_order():
+    q = WorkQueue()
+    for doc in ("a", "b", "c", "d"):
+        q.put(("f1" if doc != "c" else "f2", doc))
+    first = q.get(timeout=0)
+    assert first == ("f1", "a")
+    taken = q.take_matching(lambda k: k[0] == "f1", limit=1)
+    assert taken == [("f1", "b")]
+    assert q.take_matching(lambda k: k[0] == "f1", limit=10) == [("f1", "d")]
+    assert q.in_progress_count == 3 and q.pending_count == 1
+    q.put(("f1", "b"))  # re-put while in progress: runs again after done
+    for key in (first, ("f1", "b"), ("f1", "d")):
+        q.done(key)
+    assert [q.get(timeout=0), q.get(timeout=0)] == [("f2", "c"), ("f1", "b")]
