@@ -227,10 +227,13 @@ class Engine:
         return f"{connector.prefix}/{rel}" if connector.prefix else rel
 
     def _inside(self, connector: Connector, full: Path) -> bool:
-        """True when ``full`` resolves inside the repository (symlinks included)."""
+        """True when ``full`` resolves inside the working tree (symlinks followed), not ``.git``."""
         repo_root = os.path.realpath(self.settings.repo_dir(connector))
         parent = os.path.realpath(full.parent)
-        return (parent + os.sep).startswith(repo_root + os.sep) or parent == repo_root
+        git_dir = os.path.join(repo_root, ".git")
+        if parent == git_dir or parent.startswith(git_dir + os.sep):
+            return False
+        return parent == repo_root or parent.startswith(repo_root + os.sep)
 
     # --- syncing --------------------------------------------------------------------
 
@@ -357,26 +360,27 @@ class Engine:
         origins: dict[str, str] = {}
         for op in ops:
             if isinstance(op, Delete):
-                rec = state.files.pop(op.doc_id, None)
+                rec = state.files.get(op.doc_id)
                 full = root / op.path
                 if rec is not None and rec.type != "folder" and full.is_file() and self._inside(connector, full):
+                    state.add_dirty([self._repo_path(connector, op.path)])
                     full.unlink()
                     report.deleted += 1
-                    state.add_dirty([self._repo_path(connector, op.path)])
                     state.note("delete", op.path)
+                state.files.pop(op.doc_id, None)
             elif isinstance(op, Move):
                 rec = state.files.get(op.doc_id)
                 src, dst = root / op.src, root / op.dst
                 if rec is None or not self._inside(connector, dst):
                     continue
                 origins.setdefault(op.doc_id, op.src)
+                state.add_dirty(self._repo_path(connector, p) for p in (op.src, op.dst) if TMP_MARK not in p)
                 if src.is_file():
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(src, dst)
                 else:
                     refetch.add(op.doc_id)
                 rec.path = op.dst
-                state.add_dirty(self._repo_path(connector, p) for p in (op.src, op.dst) if TMP_MARK not in p)
                 if TMP_MARK not in op.dst:
                     original = origins.pop(op.doc_id)
                     if original != op.dst:
@@ -450,13 +454,14 @@ class Engine:
             if not force and known_sha == out.update_sha and exists:
                 out.skip = "unchanged"
                 return out
+            if ydoc.is_never_written(update) and exists:
+                # registered but not uploaded yet: never blank a file on such a read
+                out.skip = "document not uploaded yet; keeping the file"
+                out.update_sha = None
+                return out
             if kind == "canvas":
                 out.data = ydoc.render_canvas(ydoc.read_canvas(update))
             else:
-                if ydoc.is_never_written(update) and exists:
-                    out.skip = "document not uploaded yet; keeping the file"
-                    out.update_sha = None
-                    return out
                 out.data = ydoc.read_text(update).encode("utf-8")
         except Unauthorized:
             raise
@@ -537,17 +542,18 @@ class Engine:
         if full.is_dir():
             report.skipped.append((path, "a directory is in the way"))
             return False
+        # Dirty first: a save of this relay's state by another folder's thread may come
+        # at any point, and must never record the new file without its pending commit.
+        state.add_dirty([self._repo_path(connector, path)])
         # fsync'd: the state saved after this must not claim a file a power cut could lose.
         write_atomic(full, data, fsync=True, tmp_prefix=TMP_MARK, mode=0o644)
         state.files[entry.id] = FileRecord(path=path, type=entry.type, hash=entry.hash,
                                            sha256=sha, size=len(data))
-        verb = "add" if new else "update"
         if new:
             report.created += 1
         else:
             report.updated += 1
-        state.add_dirty([self._repo_path(connector, path)])
-        state.note(verb, path)
+        state.note("add" if new else "update", path)
         return True
 
     # --- committing -----------------------------------------------------------------

@@ -98,10 +98,15 @@ class Remotes:
         return self._state(connector).last
 
     def push(self, engine, connector: Connector) -> dict[str, Any]:
-        """Push the connector's branch; caller holds the folder lock. Never raises."""
+        """Commit pending paths, then push the connector's branch. Never raises.
+
+        The caller holds the folder lock for the whole call: a push that rebuilds on a
+        moved remote rewrites the working tree, so nothing uncommitted may be in it.
+        """
         state = self._state(connector)
         when = time.time()
         try:
+            engine.commit(connector)
             spec = gitrepo.parse_remote_url(connector.url, env=self._env)
             result = gitrepo.push_fast_forward(
                 engine.repo(connector),

@@ -416,6 +416,10 @@ class Service:
         except SyncAborted as exc:
             self._record_error(connector, str(exc))
             return {key: self._backoff(key) for key in batch}
+        except Exception as exc:  # a bug: keep the worker alive, say so in status, retry
+            log.exception("unexpected error syncing relay=%s folder=%s", connector.relay_id, connector.folder_id)
+            self._record_error(connector, f"internal error: {exc}")
+            return {key: self._backoff(key) for key in batch}
         finally:
             lock.release()
         with self._lock:
@@ -484,41 +488,53 @@ class Service:
 
     def _commit_and_push_all(self, *, final: bool = False) -> None:
         for connector in self.config.connectors:
-            status = self._status.setdefault(connector.key, FolderStatus())
             try:
-                sha = self.engine.commit(connector)
-            except Exception as exc:
-                log.exception("commit failed relay=%s folder=%s", connector.relay_id, connector.folder_id)
-                status.last_error = redact(f"commit failed: {exc}", self._secrets)
-                continue
+                self._commit_and_push(connector, final=final)
+            except Exception as exc:  # one broken repository must not stop the others
+                log.exception("commit or push failed relay=%s folder=%s",
+                              connector.relay_id, connector.folder_id)
+                self._record_error(connector, f"commit or push failed: {exc}")
+
+    def _commit_and_push(self, connector: Connector, *, final: bool = False,
+                         force_push: bool = False) -> None:
+        """Commit the folder's pending paths, then push, in one hold of the folder lock.
+
+        One hold matters: a push that rebuilds on a moved remote rewrites the working
+        tree, so no file may be written between our commit and that checkout.
+        """
+        status = self._status.setdefault(connector.key, FolderStatus())
+        with self.engine.lock(connector):
+            sha = self.engine.commit(connector)
             if sha:
                 status.last_commit = sha
                 with self._lock:
                     self._counts["commits"] += 1
-            if connector.url and self.remotes.due(connector, force=final):
-                with self.engine.lock(connector):
-                    repo = self.engine.repo(connector)
-                    if not gitrepo.has_unpushed(repo, branch=connector.branch,
-                                                remote_name=connector.remote_name):
-                        continue  # nothing to send: no network round trip
-                    result = self.remotes.push(self.engine, connector)
-                status.push = result
-                if result.get("ok") and result.get("status") != "up-to-date":
-                    with self._lock:
-                        self._counts["pushes"] += 1
+            if not connector.url or not (force_push or self.remotes.due(connector, force=final)):
+                return
+            repo = self.engine.repo(connector)
+            if not force_push and not gitrepo.has_unpushed(repo, branch=connector.branch,
+                                                           remote_name=connector.remote_name):
+                return  # nothing to send: no network round trip
+            result = self.remotes.push(self.engine, connector)
+        status.push = result
+        if result.get("ok") and result.get("status") != "up-to-date":
+            with self._lock:
+                self._counts["pushes"] += 1
 
     def _reconciler(self) -> None:
         for connector in self.config.connectors:
             if self._stop.is_set():
                 return
-            if connector.url:
-                # Commit what a crash left uncommitted, then start from the remote's
-                # history (adopted into an empty repository, or our unpushed commits
-                # rebuilt on it) so the first sync builds on top of it.
-                self.engine.commit(connector)
-                with self.engine.lock(connector):
-                    self._status[connector.key].push = self.remotes.push(self.engine, connector)
-            self._full_sync(connector, initial=True)
+            try:
+                if connector.url:
+                    # Commit what a crash left uncommitted, then start from the remote's
+                    # history (adopted into an empty repository, or our unpushed commits
+                    # rebuilt on it) so the first sync builds on top of it.
+                    self._commit_and_push(connector, force_push=True)
+                self._full_sync(connector, initial=True)
+            except Exception as exc:  # the other connectors still get their startup sync
+                log.exception("startup sync failed relay=%s folder=%s", connector.relay_id, connector.folder_id)
+                self._record_error(connector, f"startup sync failed: {exc}")
         self.initial_sync_done.set()
         if self.state == State.INITIAL_SYNC:
             self._set_state(State.RUNNING)
@@ -528,7 +544,11 @@ class Service:
             for connector in self.config.connectors:
                 if self._stop.is_set():
                     return
-                self._full_sync(connector)
+                try:
+                    self._full_sync(connector)
+                except Exception as exc:
+                    log.exception("reconcile failed relay=%s folder=%s", connector.relay_id, connector.folder_id)
+                    self._record_error(connector, f"reconcile failed: {exc}")
 
     def _full_sync(self, connector: Connector, *, initial: bool = False) -> None:
         status = self._status.setdefault(connector.key, FolderStatus())
@@ -576,10 +596,11 @@ class Service:
                 "failures": st.failures,
                 "last_error": st.last_error,
                 "last_commit": st.last_commit,
-                "files": sum(1 for r in fstate.files.values() if r.type != "folder"),
+                # list()/dict() copy in one step: workers change these while we read
+                "files": sum(1 for r in list(fstate.files.values()) if r.type != "folder"),
                 "uncommitted_paths": len(fstate.dirty),
-                "held_deletion": ({k: v for k, v in fstate.held.items() if k != "docs"}
-                                  if fstate.held else None),
+                "held_deletion": ({k: v for k, v in dict(held).items() if k != "docs"}
+                                  if (held := fstate.held) else None),
                 "push": st.push or None,
             })
         with self._lock:

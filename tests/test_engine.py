@@ -262,3 +262,34 @@ def test_remote_is_recorded_in_git_config_without_credentials(relay_server, fold
         assert config.get((b"remote", b"backup"), b"url") == b"git@example.org:team/moved.git"
         assert config.get((b"branch", b"main"), b"remote") == b"backup"
     assert b"TOKEN-MARKER" not in (settings.repo_dir(conn) / ".git" / "config").read_bytes()
+
+
+def test_never_written_canvas_does_not_blank_a_board(relay_server, folder, tmp_path):
+    folder.put_canvas("board.canvas", {"nodes": [{"id": "n1", "type": "text", "text": "keep", "x": 0, "y": 0,
+                                                   "width": 10, "height": 10}], "edges": []})
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        before = (engine.settings.repo_dir(conn) / "board.canvas").read_bytes()
+        relay_server.put_update(folder.doc_compound_id("board.canvas"), b"\x00\x00")
+        report = engine.sync_folder(conn)
+        assert (engine.settings.repo_dir(conn) / "board.canvas").read_bytes() == before
+        assert report.updated == 0
+    finally:
+        engine.close()
+
+
+def test_symlink_into_dot_git_is_refused(relay_server, folder, tmp_path):
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        root = engine.settings.repo_dir(conn)
+        os.symlink(root / ".git", root / "meta")
+        config_before = (root / ".git" / "config").read_bytes()
+        folder.put_markdown("meta/config", "[core]\n\tfsmonitor = evil\n")
+        folder.put_markdown("fine.md", "ok\n")
+        report = engine.sync_folder(conn)
+        assert (root / ".git" / "config").read_bytes() == config_before
+        assert any("outside the repository" in reason for _, reason in report.skipped)
+    finally:
+        engine.close()

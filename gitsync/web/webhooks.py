@@ -190,9 +190,6 @@ def receive_webhook() -> Any:
         log.warning("webhook refused reason=%s remote=%s", exc, request.remote_addr)
         return _error(401, str(exc))
 
-    service = get_service()
-    if service is None:
-        return _error(503, "service not running")
     try:
         event = parse_event(body)
     except EventError as exc:
@@ -200,6 +197,9 @@ def receive_webhook() -> Any:
         return _error(400, str(exc))
     if event is None:
         return jsonify(status="ignored", reason="event type not handled"), 200
+    service = get_service()
+    if service is None:
+        return _error(503, "service not running")
 
     try:
         result = service.accept(event)

@@ -10,7 +10,7 @@ import requests
 
 from gitsync.devrelay import DevRelay
 
-from .harness import SECRET, InProcessService, wait_for, write_connectors
+from .harness import SECRET, InProcessService, head_files, wait_for, write_connectors
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +64,25 @@ def test_webhook_during_shutdown_is_refused_not_acknowledged(relay_server, tmp_p
         reply = svc.post(relay_server, folder.doc_compound_id("a.md"))
         assert reply.status_code == 503
         assert "shutting down" in reply.json()["error"]
+
+
+def test_one_broken_repository_does_not_stop_the_others(relay_server, tmp_path):
+    broken, healthy = relay_server.add_folder(), relay_server.add_folder()
+    broken.put_markdown("b.md", "b\n")
+    healthy.put_markdown("h.md", "h\n")
+    write_connectors(tmp_path, [healthy])
+    remote = tmp_path / "remote.git"
+    with (tmp_path / "git_connectors.toml").open("a") as toml:  # the broken one has a remote
+        toml.write(f'\n[[git_connector]]\nshared_folder_id = "{broken.folder_id}"\n'
+                   f'relay_id = "{broken.relay_id}"\nurl = "{remote}"\n')
+    repo_dir = tmp_path / "repos" / broken.relay_id / broken.folder_id
+    repo_dir.mkdir(parents=True)
+    (repo_dir / ".git").write_text("gitdir: /nonexistent/elsewhere\n")
+    with InProcessService(relay_server, tmp_path) as svc:
+        wait_for(lambda: head_files(tmp_path, healthy) == {"h.md": b"h\n"}, "the healthy folder's commit")
+        healthy.edit_markdown("h.md", "h2\n")
+        svc.post(relay_server, healthy.doc_compound_id("h.md"))
+        wait_for(lambda: head_files(tmp_path, healthy) == {"h.md": b"h2\n"}, "a later commit")
+        status = {f["folder_id"]: f for f in svc.service.status()["folders"]}
+        assert status[broken.folder_id]["last_error"]
+        assert all(t.is_alive() for t in svc.service._threads if t.name != "reconciler")
