@@ -28,7 +28,7 @@ from .config import Connector, ConnectorsConfig, Settings
 from .ids import compound_id
 from .plan import Delete, Mkdir, Move, Rmdir, Tracked, Write, diff_folders, mass_deletion
 from .relay import NotFound, RelayClient, RelayError, Unauthorized
-from .state import FileRecord, FolderState, StateRegistry, write_atomic
+from .state import DataDirLock, FileRecord, FolderState, StateRegistry, write_atomic
 
 __all__ = ["Engine", "SyncReport", "SyncAborted", "describe_changes"]
 
@@ -140,7 +140,11 @@ class Engine:
         connectors: ConnectorsConfig,
         *,
         hold_confirm_seconds: float = HOLD_CONFIRM_SECONDS,
+        lock_timeout: float = 0.0,
     ):
+        """Raises DataDirBusy: another process works on the same data directory."""
+        self._dir_lock = DataDirLock(settings.data_dir)
+        self._dir_lock.acquire(lock_timeout)
         self.settings = settings
         self.relay = relay
         self.connectors = connectors
@@ -165,6 +169,7 @@ class Engine:
             for repo in self._repos.values():
                 repo.close()  # type: ignore[attr-defined]
             self._repos.clear()
+        self._dir_lock.release()
 
     def lock(self, connector: Connector) -> threading.RLock:
         """The folder's lock; re-entrant so a caller may hold it across engine calls."""

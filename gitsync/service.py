@@ -22,6 +22,7 @@ from .logsetup import redact
 from .relay import RelayClient, Unauthorized
 from .remotes import Remotes, redact_url
 from .service_errors import CredentialsError, ServiceError, ServiceUnavailable
+from .state import DataDirBusy
 
 __all__ = [
     "CredentialsError",
@@ -48,11 +49,13 @@ class SyncOutcome:
     ok: bool = True
 
 
-def open_engine(settings: Settings, connectors: ConnectorsConfig | None = None) -> Engine:
+def open_engine(settings: Settings, connectors: ConnectorsConfig | None = None, *,
+                lock_timeout: float = 0.0) -> Engine:
     """An engine with its Relay client, for the settings given.
 
     Raises:
         ConfigError: the Relay URL/key are missing or git_connectors.toml is invalid.
+        ServiceError: another process uses the data directory.
     """
     settings.require_relay()
     if connectors is None:
@@ -64,7 +67,11 @@ def open_engine(settings: Settings, connectors: ConnectorsConfig | None = None) 
         retries=settings.relay_retries,
         pool_size=max(8, settings.fetch_concurrency * 2),
     )
-    return Engine(settings, relay, connectors)
+    try:
+        return Engine(settings, relay, connectors, lock_timeout=lock_timeout)
+    except DataDirBusy as exc:
+        relay.close()
+        raise ServiceError(str(exc)) from None
 
 
 def sync_once(
@@ -239,7 +246,8 @@ class Service:
 
         self.settings = settings
         self.config = connectors if connectors is not None else self.check(settings)
-        self.engine = open_engine(settings, self.config)
+        # A gunicorn worker replacing another waits for it to let go of the data dir.
+        self.engine = open_engine(settings, self.config, lock_timeout=60.0)
         self.remotes = Remotes(settings, self.config)
         self.queue = WorkQueue(settings.queue_dir / "journal.jsonl")
         self.state = State.STARTING

@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FileRecord", "FolderState", "RelayState", "StateRegistry", "write_atomic"]
+__all__ = [
+    "DataDirBusy",
+    "DataDirLock",
+    "FileRecord",
+    "FolderState",
+    "RelayState",
+    "StateRegistry",
+    "write_atomic",
+]
 
 log = logging.getLogger(__name__)
 
@@ -245,3 +253,50 @@ class StateRegistry:
             if state is None:
                 state = self._relays[relay_id] = RelayState(self.root / relay_id)
             return state
+
+
+class DataDirBusy(Exception):
+    """Another process (the service, or a sync) is using the data directory."""
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``state/.lock``: one process per data directory.
+
+    The service and ``cli.py sync`` both write the same repositories and state files;
+    two of them at once would corrupt both. The kernel drops the lock when the process
+    dies, so a crash never leaves it stale.
+    """
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / "state" / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float = 0.0) -> None:
+        """Raises DataDirBusy when still held by another process after ``timeout`` seconds."""
+        import fcntl
+        import time
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise DataDirBusy(
+                        f"data directory {self.path.parent.parent} is in use by another process "
+                        f"(pid {holder}): stop the service before running a one-time sync"
+                    ) from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None

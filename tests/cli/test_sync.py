@@ -251,3 +251,18 @@ def test_sync_pushes_to_a_local_bare_remote(relay_server, tmp_path):
     assert f"push to {bare} (main): created" in result.output
     with Repo(str(bare)) as repo:
         assert gitrepo.read_tree_paths(repo, "main") == {"notes/a.md": b"pushed\n"}
+
+
+def test_sync_refuses_while_another_process_holds_the_data_dir(relay_server, tmp_path):
+    from gitsync.state import DataDirLock
+
+    folder = relay_server.add_folder()
+    holder = DataDirLock(tmp_path)
+    holder.acquire()
+    try:
+        result = run(sync_args(folder), base_env(relay_server, tmp_path))
+    finally:
+        holder.release()
+    assert result.exit_code == 1
+    assert "in use by another process" in result.output and "stop the service" in result.output
+    assert run(sync_args(folder), base_env(relay_server, tmp_path)).exit_code == 0
