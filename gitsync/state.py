@@ -233,7 +233,9 @@ class RelayState:
                 LOCAL_FILE: {fid: f.to_json() for fid, f in self.folders.items()},
             }
             for name, obj in payloads.items():
-                data = json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False).encode()
+                # Compact: the C encoder is twice as fast as indented output at 10k files,
+                # and it serializes without yielding to threads changing other folders.
+                data = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
                 if self._saved.get(name) != data:
                     write_atomic(self.dir / name, data)
                     self._saved[name] = data
