@@ -260,21 +260,10 @@ class Engine:
             Unauthorized: the Relay Server refused the API key.
         """
         report = SyncReport(connector)
-        folder_cid = compound_id(connector.relay_id, connector.folder_id)
-        try:
-            update = self.relay.get_update(folder_cid)
-            entries = ydoc.read_folder(update)
-        except Unauthorized:
-            raise
-        except NotFound as exc:
-            raise SyncAborted(
-                f"shared folder {connector.folder_id} not found on relay {connector.relay_id}: "
-                "check shared_folder_id and relay_id in git_connectors.toml"
-            ) from exc
-        except (RelayError, ydoc.CorruptUpdate) as exc:
-            raise SyncAborted(f"cannot read folder {connector.name}: {exc}") from exc
-
         with self.lock(connector):
+            # Read the index under the lock: two syncs of one folder then apply the
+            # indexes in the order they were read, never an older one last.
+            entries = self._read_index(connector)
             self.repo(connector)
             state = self._folder_state(connector)
             previous = {
@@ -314,6 +303,20 @@ class Engine:
                  "skipped=%d failed=%d", connector.relay_id, connector.folder_id, report.created,
                  report.updated, report.renamed, report.deleted, len(report.skipped), len(report.failed))
         return report
+
+    def _read_index(self, connector: Connector) -> dict[str, ydoc.Entry]:
+        try:
+            update = self.relay.get_update(compound_id(connector.relay_id, connector.folder_id))
+            return ydoc.read_folder(update)
+        except Unauthorized:
+            raise
+        except NotFound as exc:
+            raise SyncAborted(
+                f"shared folder {connector.folder_id} not found on relay {connector.relay_id}: "
+                "check shared_folder_id and relay_id in git_connectors.toml"
+            ) from exc
+        except (RelayError, ydoc.CorruptUpdate) as exc:
+            raise SyncAborted(f"cannot read folder {connector.name}: {exc}") from exc
 
     def _guard_deletions(self, connector, state: FolderState, previous, plan, confirm: bool, report):
         """Hold a sudden mass deletion (DESIGN invariant 6) unless it is confirmed."""
