@@ -175,6 +175,41 @@ def _progress_printer():
 
 
 @cli.command()
+@_common
+@click.option("--url", help="Ask a running service instead, e.g. http://127.0.0.1:8000 (GET /api/status).")
+def status(data_dir, log_level, url) -> None:
+    """Show each connector's sync state: files, pending commits, held deletions, pushes.
+
+    Reads the data directory (safe while the service runs), or a running service's
+    /api/status with --url.
+    """
+    if url:
+        import json
+
+        import requests
+
+        try:
+            reply = requests.get(url.rstrip("/") + "/api/status", timeout=10)
+            reply.raise_for_status()
+        except requests.RequestException as exc:
+            raise click.ClickException(f"cannot read {url}/api/status: {exc}") from None
+        click.echo(json.dumps(reply.json(), indent=2, sort_keys=True))
+        return
+    from gitsync import service
+
+    settings = _settings(data_dir=data_dir, log_level=log_level)
+    try:
+        config = load_connectors(settings.connectors_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not config.connectors:
+        click.echo(f"no connectors in {settings.connectors_path}")
+        return
+    for line in service.offline_status(settings, config):
+        click.echo(line)
+
+
+@cli.command()
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the demo's repositories, state and remote in this directory.")
 @click.option("--log-level", default="WARNING", show_default=True,

@@ -203,6 +203,59 @@ def check_remotes(settings: Settings, config: ConnectorsConfig):
         yield f"{connector.name}: {spec.display}: reachable, {state}", True
 
 
+def offline_status(settings: Settings, config: ConnectorsConfig) -> list[str]:
+    """Per connector, what the state files and repository say (read-only, no lock).
+
+    Works while the service runs: it reads files the service replaces atomically.
+    """
+    import json
+
+    from dulwich.repo import Repo
+
+    from . import gitrepo
+    from .state import RelayState
+
+    lines = []
+    journal = settings.queue_dir / "journal.jsonl"
+    if journal.exists():
+        outstanding: dict[str, int] = {}
+        for raw in journal.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(raw)
+                key = "/".join(record["key"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            outstanding[key] = outstanding.get(key, 0) + (1 if record.get("op") == "put" else -1)
+        waiting = sum(1 for n in outstanding.values() if n > 0)
+        lines.append(f"queue: {waiting} accepted webhook(s) not yet applied")
+    relays: dict[str, RelayState] = {}
+    for connector in config.connectors:
+        state_dir = settings.state_dir(connector.relay_id)
+        relay = relays.get(connector.relay_id) or relays.setdefault(connector.relay_id, RelayState(state_dir))
+        folder = relay.folders.get(connector.folder_id)
+        lines.append(f"{connector.name} -> {redact_url(connector.url) or '(local only)'}")
+        if folder is None:
+            lines.append("  never synced")
+            continue
+        files = sum(1 for rec in folder.files.values() if rec.type != "folder")
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(folder.last_sync)) if folder.last_sync else "never"
+        lines.append(f"  files: {files}, last sync: {when}, uncommitted paths: {len(folder.dirty)}")
+        if folder.held:
+            lines.append(f"  HELD deletion of {folder.held.get('count')} file(s): {folder.held.get('reason')} "
+                         "(stop the service and run: cli.py sync --confirm-deletions)")
+        repo_dir = settings.repo_dir(connector)
+        if (repo_dir / ".git").exists():
+            with Repo(str(repo_dir)) as repo:
+                head = gitrepo.head_commit(repo, connector.branch)
+                line = f"  head: {head[:10] if head else '(no commit yet)'}"
+                if connector.url:
+                    line += ", unpushed commits: " + (
+                        "yes" if gitrepo.has_unpushed(repo, branch=connector.branch,
+                                                      remote_name=connector.remote_name) else "none")
+                lines.append(line)
+    return lines
+
+
 # --- the long-running service ---------------------------------------------------------
 
 

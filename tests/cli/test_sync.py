@@ -266,3 +266,17 @@ def test_sync_refuses_while_another_process_holds_the_data_dir(relay_server, tmp
     assert result.exit_code == 1
     assert "in use by another process" in result.output and "stop the service" in result.output
     assert run(sync_args(folder), base_env(relay_server, tmp_path)).exit_code == 0
+
+
+def test_status_reads_the_data_directory(relay_server, tmp_path):
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "a\n")
+    (tmp_path / "git_connectors.toml").write_text(
+        f'[[git_connector]]\nshared_folder_id = "{folder.folder_id}"\nrelay_id = "{folder.relay_id}"\n')
+    result = run(["status", "--data-dir", str(tmp_path)], {})
+    assert result.exit_code == 0 and "never synced" in result.output
+    assert run(["sync", "--all"], base_env(relay_server, tmp_path)).exit_code == 0
+    result = run(["status", "--data-dir", str(tmp_path)], {})
+    assert result.exit_code == 0, result.output
+    assert "files: 1" in result.output and "uncommitted paths: 0" in result.output
+    assert "head: " in result.output and "(no commit yet)" not in result.output
