@@ -191,6 +191,11 @@ class Engine:
                         log.info("remote configured relay=%s folder=%s remote=%s url=%s",
                                  connector.relay_id, connector.folder_id, connector.remote_name, spec.display)
                 self._repos[connector.key] = repo
+                if gitrepo.head_commit(repo, connector.branch) is None:
+                    # A new or changed branch: whatever we track goes into its first commit.
+                    state = self._folder_state(connector)
+                    state.add_dirty(self._repo_path(connector, rec.path)
+                                    for rec in state.files.values() if rec.type != "folder")
             return repo
 
     def _folder_state(self, connector: Connector) -> FolderState:

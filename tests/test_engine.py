@@ -293,3 +293,21 @@ def test_symlink_into_dot_git_is_refused(relay_server, folder, tmp_path):
         assert any("outside the repository" in reason for _, reason in report.skipped)
     finally:
         engine.close()
+
+
+def test_changed_branch_gets_every_tracked_file(relay_server, folder, tmp_path):
+    folder.put_markdown("a.md", "a\n")
+    folder.put_markdown("sub/b.md", "b\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    engine.sync_folder(conn)
+    engine.commit(conn)
+    engine.close()
+    moved = Connector(conn.relay_id, conn.folder_id, branch="vault")
+    settings = Settings(data_dir=tmp_path, relay_server_url=relay_server.url, relay_server_api_key=relay_server.api_key)
+    engine = Engine(settings, RelayClient(relay_server.url, relay_server.api_key), ConnectorsConfig((moved,)))
+    try:
+        engine.sync_folder(moved)
+        assert engine.commit(moved)
+        assert tree(engine, moved) == {"a.md": b"a\n", "sub/b.md": b"b\n"}
+    finally:
+        engine.close()
