@@ -33,6 +33,14 @@ def _settings(**overrides) -> Settings:
     return settings
 
 
+def _connectors(settings: Settings):
+    """The validated connectors file; exits 1 naming file, line and key of a problem."""
+    try:
+        return load_connectors(settings.connectors_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _common(func):
     """Options every command takes: where data lives and how loud to be."""
     func = click.option(
@@ -198,10 +206,7 @@ def status(data_dir, log_level, url) -> None:
     from gitsync import service
 
     settings = _settings(data_dir=data_dir, log_level=log_level)
-    try:
-        config = load_connectors(settings.connectors_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    config = _connectors(settings)
     if not config.connectors:
         click.echo(f"no connectors in {settings.connectors_path}")
         return
@@ -267,10 +272,7 @@ def connectors_list(data_dir, log_level) -> None:
     from gitsync import service
 
     settings = _settings(data_dir=data_dir, log_level=log_level)
-    try:
-        config = load_connectors(settings.connectors_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    config = _connectors(settings)
     if not config.connectors:
         click.echo(f"no connectors in {settings.connectors_path}")
         return
@@ -286,10 +288,7 @@ def connectors_validate(data_dir, log_level, check_remote) -> None:
     from gitsync import service
 
     settings = _settings(data_dir=data_dir, log_level=log_level)
-    try:
-        config = load_connectors(settings.connectors_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    config = _connectors(settings)
     click.echo(f"{settings.connectors_path}: {len(config.connectors)} connector(s), "
                f"{len(config.known_hosts)} known_hosts line(s): ok")
     if check_remote:
