@@ -184,7 +184,9 @@ class Engine:
         with self._meta_lock:
             repo = self._repos.get(connector.key)
             if repo is None:
-                repo = gitrepo.open_or_init(self.settings.repo_dir(connector), branch=connector.branch)
+                repo_dir = self.settings.repo_dir(connector)
+                gitrepo.clear_stale_locks(repo_dir)  # we hold the data-dir lock: any is a dead process's
+                repo = gitrepo.open_or_init(repo_dir, branch=connector.branch)
                 if connector.url:
                     spec = gitrepo.parse_remote_url(connector.url)
                     if gitrepo.set_remote(repo, connector.remote_name, spec.display, branch=connector.branch):

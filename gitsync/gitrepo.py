@@ -45,6 +45,7 @@ __all__ = [
     "open_or_init",
     "pack_if_needed",
     "parse_remote_url",
+    "clear_stale_locks",
     "has_unpushed",
     "remote_head",
     "set_remote",
@@ -562,6 +563,37 @@ def make_client(spec: RemoteSpec, *, vendor: Any = None) -> tuple[Any, str]:
     if spec.kind == "local":
         return LocalGitClient(), spec.path
     raise InvalidRemote(f"unsupported remote kind {spec.kind!r}")
+
+
+def clear_stale_locks(path: Path | str) -> list[str]:
+    """Remove ``*.lock`` files a killed process left in ``.git`` (index, refs, HEAD, config).
+
+    Dulwich, like git, refuses to write while such a file exists, so one SIGKILL during
+    a commit would block every later commit. Only call this when no other process can
+    be writing the repository (the service holds the data-directory lock).
+
+    Args:
+        path: the repository's working directory (its ``.git`` is cleaned); call it
+            before opening the repository, since opening may write HEAD.
+
+    Returns:
+        The removed paths, relative to ``.git``.
+    """
+    git_dir = Path(path) / ".git"
+    if not git_dir.is_dir():
+        return []
+    candidates = [git_dir / name for name in ("index.lock", "HEAD.lock", "config.lock", "packed-refs.lock")]
+    candidates += list((git_dir / "refs").rglob("*.lock"))
+    removed = []
+    for path in candidates:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(str(path.relative_to(git_dir)))
+    if removed:
+        log.warning("removed stale lock files path=%s files=%s", path, ",".join(removed))
+    return removed
 
 
 def has_unpushed(repo: Repo, *, branch: str, remote_name: str) -> bool:

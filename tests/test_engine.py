@@ -311,3 +311,23 @@ def test_changed_branch_gets_every_tracked_file(relay_server, folder, tmp_path):
         assert tree(engine, moved) == {"a.md": b"a\n", "sub/b.md": b"b\n"}
     finally:
         engine.close()
+
+
+def test_lock_files_left_by_a_killed_process_are_cleared(relay_server, folder, tmp_path):
+    folder.put_markdown("a.md", "a\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    engine.sync_folder(conn)
+    engine.commit(conn)
+    engine.close()
+    git_dir = engine.settings.repo_dir(conn) / ".git"
+    for name in ("index.lock", "refs/heads/main.lock", "HEAD.lock"):
+        (git_dir / name).write_bytes(b"half-written by a killed process")
+    folder.edit_markdown("a.md", "after the crash\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        assert engine.commit(conn)
+        assert tree(engine, conn) == {"a.md": b"after the crash\n"}
+        assert not list(git_dir.rglob("*.lock"))
+    finally:
+        engine.close()

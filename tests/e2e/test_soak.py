@@ -131,3 +131,37 @@ def test_random_activity_converges_exactly(relay_server: DevRelay, tmp_path, see
     with Repo(str(bare)) as remote:
         assert gitrepo.read_tree_paths(remote, "main") == head_files(data_dir, folders[0])
     assert lost > 0
+
+
+def test_random_activity_with_kill_9_converges(relay_server: DevRelay, tmp_path):
+    """Like above, but the service (gunicorn) is killed with SIGKILL mid-activity, twice."""
+    from .harness import GunicornService
+
+    rng = random.Random(99)
+    bare = tmp_path / "remote.git"
+    Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
+    folder = relay_server.add_folder()
+    for i in range(12):
+        folder.put_markdown(f"{DIRS[i % 4]}start {i}.md", f"start {i}\n")
+    data_dir = tmp_path / "data"
+    write_connectors(data_dir, [folder], url=str(bare))
+    chaos = Chaos(relay_server, folder, rng)
+    env = {"RELAY_GIT_DEBOUNCE": "0.05"}
+    for round_ in range(3):
+        svc = GunicornService(relay_server, data_dir, commit_interval=0.2, extra_env=env)
+        try:
+            svc.wait_healthy()
+            for _ in range(40):
+                for compound in chaos.step():
+                    assert svc.post(relay_server, compound).status_code == 202
+            if round_ < 2:
+                svc.kill()  # no drain, no final commit: the journal and state must carry it
+            else:
+                want = expected(relay_server, folder)
+                wait_for(lambda want=want: head_files(data_dir, folder) == want, "convergence after crashes",
+                         timeout=90)
+                assert svc.terminate() == 0, svc.output()
+        finally:
+            svc.close()
+    with Repo(str(bare)) as remote:
+        assert gitrepo.read_tree_paths(remote, "main") == expected(relay_server, folder)
