@@ -126,6 +126,23 @@ class _Fetched:
     permanent: bool = False
 
 
+def _remove_write_debris(root: Path) -> None:
+    """Delete half-written temporary files an interrupted atomic write left behind.
+
+    Only ``<TMP_MARK>*.tmp`` names (from ``write_atomic``): the planner's temporary
+    names for swaps carry no ``.tmp`` suffix and may hold a document mid-move.
+    """
+    if not root.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        if ".git" in dirnames:
+            dirnames.remove(".git")
+        for name in filenames:
+            if name.startswith(TMP_MARK) and name.endswith(".tmp"):
+                os.unlink(os.path.join(dirpath, name))
+                log.warning("removed a half-written file path=%s", os.path.join(dirpath, name))
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -186,6 +203,7 @@ class Engine:
             if repo is None:
                 repo_dir = self.settings.repo_dir(connector)
                 gitrepo.clear_stale_locks(repo_dir)  # we hold the data-dir lock: any is a dead process's
+                _remove_write_debris(repo_dir)
                 repo = gitrepo.open_or_init(repo_dir, branch=connector.branch)
                 if connector.url:
                     spec = gitrepo.parse_remote_url(connector.url)

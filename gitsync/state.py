@@ -174,6 +174,8 @@ class RelayState:
     def __init__(self, state_dir: Path):
         self.dir = state_dir
         self.lock = threading.RLock()
+        for debris in state_dir.glob(".*.json.*.tmp") if state_dir.is_dir() else ():
+            debris.unlink(missing_ok=True)  # an interrupted write_atomic
         self.doc_hashes: dict[str, str] = self._load(HASHES_FILE)
         folders_meta = self._load(FOLDERS_FILE)
         self.folder_meta: dict[str, dict[str, Any]] = folders_meta

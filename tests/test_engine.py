@@ -331,3 +331,24 @@ def test_lock_files_left_by_a_killed_process_are_cleared(relay_server, folder, t
         assert not list(git_dir.rglob("*.lock"))
     finally:
         engine.close()
+
+
+def test_half_written_temporary_files_are_removed_on_start(relay_server, folder, tmp_path):
+    folder.put_markdown("notes/a.md", "a\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    engine.sync_folder(conn)
+    engine.close()
+    root = engine.settings.repo_dir(conn)
+    debris = root / "notes" / ".gitsync-tmp-abc123.tmp"
+    debris.write_bytes(b"half")
+    mid_move = root / "notes" / ".gitsync-tmp-0b1f3c9e-8f43-4d6b-9a57-1f0d4c2b7a11"
+    mid_move.write_bytes(b"a document between two moves")
+    state_debris = tmp_path / "state" / folder.relay_id / ".local_state.json.xyz.tmp"
+    state_debris.write_bytes(b"{")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        assert not debris.exists() and not state_debris.exists()
+        assert mid_move.exists()  # not ours to judge here: the planner handles its names
+    finally:
+        engine.close()
