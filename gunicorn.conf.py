@@ -5,11 +5,22 @@ service's own threads (started after the fork) sync, commit and push.
 """
 
 import os
+import sys
 
-from gitsync.config import settings_from_env
+from gitsync.config import ConfigError, settings_from_env
 from gitsync.logsetup import configure_logging
 
-_settings = settings_from_env(os.environ)
+try:
+    # Everything is validated here, in the master, so a bad setting is one clear line
+    # and an exit before any worker forks.
+    _settings = settings_from_env(os.environ)
+    if _settings.relay_server_url and _settings.relay_server_api_key:
+        from gitsync.service import Service
+
+        Service.check(_settings)
+except ConfigError as _exc:
+    sys.stderr.write(f"relay-git-sync: {_exc}\n")
+    sys.exit(2)
 configure_logging(
     _settings.log_level,
     secrets=[s for s in (_settings.relay_server_api_key, _settings.webhook_secret,

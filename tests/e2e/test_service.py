@@ -195,3 +195,26 @@ def test_documents_of_unsynced_folders_cost_bounded_work(relay_server, tmp_path)
             wait_for(lambda done=done: svc.service.queue.snapshot()["done"] > done, "the webhook to be processed")
         assert relay_server.fetch_count(synced.compound_id) == 0
         assert relay_server.fetch_count(cid) == 0
+
+
+@pytest.mark.parametrize("env, toml, message", [
+    ({"RELAY_GIT_COMMIT_INTERVAL": "abc"}, "", "RELAY_GIT_COMMIT_INTERVAL must be a float"),
+    ({}, '[[git_connector]]\nrelay_id = "x"\n', "git_connector[1].shared_folder_id is required"),
+    ({"SSH_PRIVATE_KEY": "garbage-KEY-MARKER"}, "", "SSH_PRIVATE_KEY"),
+])
+def test_gunicorn_refuses_bad_configuration_in_one_line(tmp_path, env, toml, message):
+    import os
+    import subprocess
+    import sys
+
+    from .harness import ROOT
+
+    (tmp_path / "git_connectors.toml").write_text(toml)
+    full_env = dict(os.environ, RELAY_GIT_DATA_DIR=str(tmp_path), RELAY_SERVER_URL="http://127.0.0.1:9",
+                    RELAY_SERVER_API_KEY="k", GUNICORN_BIND="127.0.0.1:0", PYTHONPATH=str(ROOT), **env)
+    proc = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
+                           "--chdir", str(ROOT), "wsgi:app"], env=full_env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and "KEY-MARKER" not in proc.stderr
