@@ -310,7 +310,8 @@ class Engine:
                     entry = current.get(doc_id)
                     if entry is not None and entry.kind != "folder":
                         targets.setdefault(doc_id, entry)
-            fetched = self._fetch_all(connector, state, targets, force=writes, progress=progress)
+            fetched = self._fetch_all(connector, state, targets, force=writes, verify=full,
+                                      progress=progress)
             refetch = self._apply_ops(connector, state, ops, fetched, report)
             for doc_id, entry in targets.items():
                 if doc_id not in writes:
@@ -319,7 +320,8 @@ class Engine:
                 again = {d: current[d] for d in refetch if d in current}
                 for doc_id, result in self._fetch_all(connector, state, again, force=set(again)).items():
                     self._store(connector, state, again[doc_id], result, report)
-            self._track_folders(state, current)
+            if not report.held:
+                self._track_folders(state, current)
             state.last_sync = time.time()
             state.index_entries = len(entries)
             self._flush(connector)
@@ -376,58 +378,70 @@ class Engine:
             "(applied when a later read confirms it, or run: cli.py sync --confirm-deletions)",
             connector.relay_id, connector.folder_id, len(doomed), reason,
         )
-        # Keep the held files intact: nothing else may land on their paths meanwhile.
-        kept = {op.path for op in plan.ops if isinstance(op, Delete)}
-        return [
-            op for op in plan.ops
-            if not isinstance(op, Delete | Rmdir)
-            and not (isinstance(op, Write) and op.path in kept)
-            and not (isinstance(op, Move) and op.dst in kept)
-        ]
+        # Freeze the folder's structure while the index is suspect: no delete, move or new
+        # file (a partial plan can clobber files: a rename chain through a held path).
+        # Edits of files at their current paths still sync.
+        return []
 
     def _apply_ops(self, connector, state: FolderState, ops, fetched: dict[str, _Fetched],
                    report: SyncReport) -> set[str]:
-        """Apply the plan in order; returns doc ids whose file vanished and must be re-fetched."""
-        root = self._root(connector)
+        """Apply the plan in order; returns doc ids whose file vanished and must be re-fetched.
+
+        An op that the filesystem refuses (a file or folder we did not write in the way)
+        skips that one document with a reason; the rest of the folder proceeds.
+        """
         refetch: set[str] = set()
         origins: dict[str, str] = {}
         for op in ops:
-            if isinstance(op, Delete):
-                rec = state.files.get(op.doc_id)
-                full = root / op.path
-                if rec is not None and rec.type != "folder" and full.is_file() and self._inside(connector, full):
-                    state.add_dirty([self._repo_path(connector, op.path)])
-                    full.unlink()
-                    report.deleted += 1
-                    state.note("delete", op.path)
-                state.files.pop(op.doc_id, None)
-            elif isinstance(op, Move):
-                rec = state.files.get(op.doc_id)
-                src, dst = root / op.src, root / op.dst
-                if rec is None or not self._inside(connector, dst):
-                    continue
-                origins.setdefault(op.doc_id, op.src)
-                state.add_dirty(self._repo_path(connector, p) for p in (op.src, op.dst) if TMP_MARK not in p)
-                if src.is_file():
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(src, dst)
-                else:
-                    refetch.add(op.doc_id)
-                rec.path = op.dst
-                if TMP_MARK not in op.dst:
-                    original = origins.pop(op.doc_id)
-                    if original != op.dst:
-                        report.renamed += 1
-                        state.note("rename", original, op.dst)
-            elif isinstance(op, Mkdir):
-                full = root / op.path
-                if self._inside(connector, full / "x") and not full.is_file():
-                    full.mkdir(parents=True, exist_ok=True)
-            elif isinstance(op, Write):
-                self._store(connector, state, op.entry, fetched[op.doc_id], report, path=op.path)
-            elif isinstance(op, Rmdir):
-                self._rmdir(connector, op.path)
+            try:
+                self._apply_op(connector, state, op, fetched, report, refetch, origins)
+            except OSError as exc:
+                where = getattr(op, "dst", None) or getattr(op, "path", "")
+                reason = (f"cannot {type(op).__name__.lower()}: {exc.strerror or exc} "
+                          "(something the service did not write is in the way)")
+                log.warning("operation skipped relay=%s folder=%s path=%s reason=%s",
+                            connector.relay_id, connector.folder_id, where, reason)
+                report.skipped.append((where, reason))
         return refetch
+
+    def _apply_op(self, connector, state: FolderState, op, fetched, report: SyncReport,
+                  refetch: set[str], origins: dict[str, str]) -> None:
+        root = self._root(connector)
+        if isinstance(op, Delete):
+            rec = state.files.get(op.doc_id)
+            full = root / op.path
+            if rec is not None and rec.type != "folder" and full.is_file() and self._inside(connector, full):
+                state.add_dirty([self._repo_path(connector, op.path)])
+                full.unlink()
+                report.deleted += 1
+                state.note("delete", op.path)
+            state.files.pop(op.doc_id, None)
+        elif isinstance(op, Move):
+            rec = state.files.get(op.doc_id)
+            src, dst = root / op.src, root / op.dst
+            if rec is None or not self._inside(connector, dst):
+                return
+            origins.setdefault(op.doc_id, op.src)
+            state.add_dirty(self._repo_path(connector, p) for p in (op.src, op.dst) if TMP_MARK not in p)
+            if src.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)  # raises before rec.path changes: the record stays true
+            else:
+                refetch.add(op.doc_id)
+            rec.path = op.dst
+            if TMP_MARK not in op.dst:
+                original = origins.pop(op.doc_id)
+                if original != op.dst:
+                    report.renamed += 1
+                    state.note("rename", original, op.dst)
+        elif isinstance(op, Mkdir):
+            full = root / op.path
+            if self._inside(connector, full / "x") and not full.is_file():
+                full.mkdir(parents=True, exist_ok=True)
+        elif isinstance(op, Write):
+            self._store(connector, state, op.entry, fetched[op.doc_id], report, path=op.path)
+        elif isinstance(op, Rmdir):
+            self._rmdir(connector, op.path)
 
     @staticmethod
     def _track_folders(state: FolderState, current: dict[str, ydoc.Entry]) -> None:
@@ -466,8 +480,15 @@ class Engine:
         return report
 
     def _fetch_one(self, connector: Connector, entry: ydoc.Entry, rec: FileRecord | None,
-                   known_sha: str | None, exists: bool, force: bool) -> _Fetched:
+                   known_sha: str | None, full: Path, force: bool, verify: bool) -> _Fetched:
         out = _Fetched(entry.id)
+        exists = full.is_file()
+        intact = exists
+        if verify and exists and rec is not None and rec.sha256:
+            try:
+                intact = _sha256(full.read_bytes()) == rec.sha256
+            except OSError:
+                intact = False
         cid = compound_id(connector.relay_id, entry.id)
         kind = entry.kind
         try:
@@ -475,7 +496,7 @@ class Engine:
                 if not entry.hash:
                     out.skip = "attachment has no content hash yet"
                     return out
-                if not force and rec is not None and rec.hash == entry.hash and exists:
+                if not force and rec is not None and rec.hash == entry.hash and intact:
                     out.skip = "unchanged"
                     return out
                 out.data = self.relay.download_attachment(
@@ -484,7 +505,7 @@ class Engine:
                 return out
             update = self.relay.get_update(cid)
             out.update_sha = _sha256(update)
-            if not force and known_sha == out.update_sha and exists:
+            if not force and known_sha == out.update_sha and intact:
                 out.skip = "unchanged"
                 return out
             if ydoc.is_never_written(update) and exists:
@@ -507,8 +528,13 @@ class Engine:
         return out
 
     def _fetch_all(self, connector, state: FolderState, targets: dict[str, ydoc.Entry], *,
-                   force: set[str], progress: Progress | None = None) -> dict[str, _Fetched]:
-        """Fetch and decode the targets on the pool; writes nothing."""
+                   force: set[str], verify: bool = False,
+                   progress: Progress | None = None) -> dict[str, _Fetched]:
+        """Fetch and decode the targets on the pool; writes nothing.
+
+        ``verify`` (full syncs) also re-reads each file: bytes that differ from what we
+        wrote (edited in the checkout, or by a rebuild) are rewritten from the Relay.
+        """
         root = self._root(connector)
         hashes = self.states.relay(connector.relay_id).doc_hashes
         total = len(targets)
@@ -518,10 +544,10 @@ class Engine:
         for doc_id, entry in targets.items():
             rec = state.files.get(doc_id)
             path = rec.path if rec is not None and rec.type != "folder" else entry.path
-            exists = (root / path).is_file()
             cid = compound_id(connector.relay_id, doc_id)
             futures[doc_id] = self._pool.submit(
-                self._fetch_one, connector, entry, rec, hashes.get(cid), exists, doc_id in force
+                self._fetch_one, connector, entry, rec, hashes.get(cid), root / path,
+                doc_id in force, verify,
             )
         results = {}
         for done, (doc_id, future) in enumerate(futures.items(), start=1):
@@ -548,7 +574,15 @@ class Engine:
                 report.skipped.append((path, fetched.skip))
             return
         assert fetched.data is not None
-        self._write_file(connector, state, entry, path, fetched.data, report)
+        try:
+            self._write_file(connector, state, entry, path, fetched.data, report)
+        except OSError as exc:
+            reason = (f"cannot write: {exc.strerror or exc} "
+                      "(something the service did not write is in the way)")
+            log.warning("document skipped relay=%s folder=%s doc=%s path=%s reason=%s",
+                        connector.relay_id, connector.folder_id, entry.id, path, reason)
+            report.skipped.append((path, reason))
+            return
         if fetched.update_sha:
             hashes = self.states.relay(connector.relay_id).doc_hashes
             hashes[compound_id(connector.relay_id, entry.id)] = fetched.update_sha
@@ -568,7 +602,8 @@ class Engine:
         sha = _sha256(data)
         rec = state.files.get(entry.id)
         new = rec is None
-        if rec is not None and rec.sha256 == sha and full.is_file() and full.stat().st_size == len(data):
+        if (rec is not None and rec.sha256 == sha and full.is_file()
+                and full.stat().st_size == len(data) and full.read_bytes() == data):
             rec.type, rec.hash = entry.type, entry.hash
             report.unchanged += 1
             return False

@@ -266,7 +266,9 @@ def commit_paths(
             st = None
         if st is None:
             index_updates[bpath] = None
-            if old is not None:
+            # A directory in the parent tree is not deleted by name: its files are dirty
+            # paths of their own (and any file we did not write stays).
+            if old is not None and not stat.S_ISDIR(old[0]):
                 changes[bpath] = (None, None)
             continue
         if stat.S_ISDIR(st.st_mode):

@@ -124,6 +124,11 @@ def sync_once(
                 outcome.ok = False
                 outcome.lines.append(f"{connector.name}: failed: {exc}")
                 continue
+            except Exception as exc:  # a bug: say so for this folder, carry on with the others
+                log.exception("sync failed relay=%s folder=%s", connector.relay_id, connector.folder_id)
+                outcome.ok = False
+                outcome.lines.append(f"{connector.name}: failed: internal error: {exc}")
+                continue
             report.commit = engine.commit(connector)
             outcome.reports.append(report)
             outcome.lines.append(report.summary())
@@ -624,6 +629,7 @@ class Service:
         except Exception as exc:
             log.exception("full sync crashed relay=%s folder=%s", connector.relay_id, connector.folder_id)
             self._record_error(connector, f"internal error: {exc}")
+            self.queue.put_later((connector.relay_id, connector.folder_id), self._backoff(connector.key))
             return
         status.state = "held" if report.held else "idle"
         status.last_success = time.time()

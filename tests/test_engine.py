@@ -352,3 +352,118 @@ def test_half_written_temporary_files_are_removed_on_start(relay_server, folder,
         assert mid_move.exists()  # not ours to judge here: the planner handles its names
     finally:
         engine.close()
+
+
+def test_folder_replaced_by_a_file_then_renamed_within_one_interval_commits(relay_server, folder, tmp_path):
+    """Found by an adversarial fuzz run: this once made every later commit raise."""
+    folder.put_markdown("c/a.md", "A\n")
+    folder.put_markdown("keep.md", "K\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        engine.commit(conn)
+        folder.delete("c")
+        folder.put_markdown("c", "now a file\n")
+        engine.sync_folder(conn)
+        folder.rename("c", "d.md")
+        engine.sync_folder(conn)
+        assert engine.commit(conn)
+        assert tree(engine, conn) == {"d.md": b"now a file\n", "keep.md": b"K\n"}
+        assert engine.pending_paths(conn) == 0
+    finally:
+        engine.close()
+
+
+def _mass_delete_setup(folder, extra):
+    for i in range(30):
+        folder.put_markdown(f"n{i}.md", f"{i}\n")
+    for path, text in extra.items():
+        folder.put_markdown(path, text)
+
+
+def test_held_deletion_with_a_rename_chain_clobbers_nothing(relay_server, folder, tmp_path):
+    _mass_delete_setup(folder, {"p.md": "X\n", "q.md": "Y\n", "r.md": "Z\n"})
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        engine.commit(conn)
+        for i in range(30):
+            folder.delete(f"n{i}.md")
+        folder.delete("p.md")
+        folder.rename("q.md", "p.md")  # Y takes X's name
+        folder.rename("r.md", "q.md")  # Z takes Y's name
+        for full in (False, True):
+            assert engine.sync_folder(conn, full=full).held
+            work = engine.settings.repo_dir(conn)
+            assert {p: (work / p).read_text() for p in ("p.md", "q.md", "r.md")} == {
+                "p.md": "X\n", "q.md": "Y\n", "r.md": "Z\n"}  # frozen, nothing lost
+        assert engine.sync_folder(conn, confirm_deletions=True).deleted == 31
+        engine.commit(conn)
+        assert tree(engine, conn) == {"p.md": b"Y\n", "q.md": b"Z\n"}
+    finally:
+        engine.close()
+
+
+def test_held_deletion_with_a_new_folder_over_a_kept_file_does_not_abort(relay_server, folder, tmp_path):
+    _mass_delete_setup(folder, {"x": "x is a file\n"})
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        for i in range(30):
+            folder.delete(f"n{i}.md")
+        folder.delete("x")
+        folder.put_markdown("x/inner.md", "inner\n")
+        assert engine.sync_folder(conn).held
+        assert engine.sync_folder(conn, confirm_deletions=True).created == 1
+        engine.commit(conn)
+        assert tree(engine, conn) == {"x/inner.md": b"inner\n"}
+    finally:
+        engine.close()
+
+
+def test_a_hand_made_file_in_the_way_skips_one_document_not_the_folder(relay_server, folder, tmp_path):
+    folder.put_markdown("ok.md", "ok\n")
+    folder.put_markdown("mv.md", "moving\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        root = engine.settings.repo_dir(conn)
+        (root / "notes").write_text("a person's file named like a folder\n")
+        (root / "target").mkdir()
+        (root / "target" / "theirs.md").write_text("theirs\n")
+        folder.put_markdown("notes/a.md", "under a file\n")
+        folder.rename("mv.md", "target")  # a directory we did not write is in the way
+        folder.put_markdown("z.md", "z\n")
+        report = engine.sync_folder(conn)
+        assert (root / "z.md").read_text() == "z\n"
+        assert (root / "notes").read_text() == "a person's file named like a folder\n"
+        assert (root / "target" / "theirs.md").read_text() == "theirs\n"
+        reasons = " ".join(reason for _, reason in report.skipped)
+        assert "in the way" in reasons
+        engine.commit(conn)  # and committing still works
+        (root / "notes").unlink()  # the person clears the way: the next sync catches up
+        engine.sync_folder(conn)
+        assert (root / "notes" / "a.md").read_text() == "under a file\n"
+    finally:
+        engine.close()
+
+
+def test_full_sync_repairs_a_file_that_diverged_from_the_relay(relay_server, folder, tmp_path):
+    folder.put_markdown("a.md", "relay text\n")
+    folder.put_attachment("img.png", b"\x89PNG original", "image/png")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        engine.commit(conn)
+        root = engine.settings.repo_dir(conn)
+        (root / "a.md").write_text("edited text\n")  # same length as the original
+        (root / "img.png").write_bytes(b"\x89PNG tampered")
+        assert engine.sync_folder(conn, full=False).updated == 0  # webhooks trust the hashes
+        report = engine.sync_folder(conn)  # the reconcile verifies bytes
+        assert report.updated == 2
+        assert (root / "a.md").read_text() == "relay text\n"
+        assert (root / "img.png").read_bytes() == b"\x89PNG original"
+        engine.commit(conn)
+        assert tree(engine, conn) == {"a.md": b"relay text\n", "img.png": b"\x89PNG original"}
+    finally:
+        engine.close()
