@@ -68,7 +68,15 @@ def _relay_options(func):
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog="""\b
+Settings read from the environment only:
+  SSH_PRIVATE_KEY                    private key text for SSH remotes (never a path)
+  RELAY_GIT_FETCH_CONCURRENCY        parallel document fetches per folder (default 8)
+  RELAY_GIT_AUTHOR_NAME / _EMAIL     commit author (default Relay Git Sync <relay-git-sync@localhost>)
+  RELAY_GIT_SSH_TRUST_ON_FIRST_USE   accept unknown SSH host keys (default false)
+  GIT_HTTPS_USERNAME / _PASSWORD     credentials for https:// remotes
+  GUNICORN_BIND, GUNICORN_THREADS, GUNICORN_GRACEFUL_TIMEOUT   serve: listen address, threads, drain time (60 s)""")
 @click.version_option(__version__, prog_name="relay-git-sync")
 def cli() -> None:
     """Keep Git repositories in step with Relay Server shared folders."""
@@ -196,16 +204,21 @@ def status(data_dir, log_level, url) -> None:
 
         import requests
 
+        if "://" not in url:
+            url = "http://" + url
         try:
             reply = requests.get(url.rstrip("/") + "/api/status", timeout=10)
             reply.raise_for_status()
         except requests.RequestException as exc:
-            raise click.ClickException(f"cannot read {url}/api/status: {exc}") from None
+            raise click.ClickException(f"cannot read {url}/api/status: {type(exc).__name__}") from None
         click.echo(json.dumps(reply.json(), indent=2, sort_keys=True))
         return
     from gitsync import service
 
     settings = _settings(data_dir=data_dir, log_level=log_level)
+    if not settings.data_dir.is_dir():
+        raise click.ClickException(f"data directory {settings.data_dir} does not exist "
+                                   "(check --data-dir / RELAY_GIT_DATA_DIR)")
     config = _connectors(settings)
     if not config.connectors:
         click.echo(f"no connectors in {settings.connectors_path}")
@@ -228,6 +241,8 @@ def demo(keep, log_level) -> None:
     """
     from gitsync.demo import run_demo
 
+    if keep is not None and keep.exists() and any(keep.iterdir()):
+        raise click.BadParameter(f"{keep} is not empty; give a new or empty directory", param_hint="--keep")
     configure_logging(log_level)
     try:
         code = run_demo(click.echo, keep=keep)
@@ -253,6 +268,13 @@ def show_pubkey(log_level) -> None:
             "no SSH key configured: set SSH_PRIVATE_KEY to the private key text "
             "(e.g. export SSH_PRIVATE_KEY=\"$(cat git_sync_key)\")"
         )
+    text = settings.ssh_private_key.strip()
+    if text.startswith(("ssh-", "ecdsa-")):
+        raise click.ClickException("SSH_PRIVATE_KEY holds a public key; set it to the private key text "
+                                   "(the file without .pub)")
+    if "\n" not in text and "-----BEGIN" not in text and Path(text).expanduser().is_file():
+        raise click.ClickException("SSH_PRIVATE_KEY holds a file path; set it to the key's text: "
+                                   f'export SSH_PRIVATE_KEY="$(cat {text})"')
     try:
         key = load_private_key(settings.ssh_private_key)
     except SSHKeyError as exc:
@@ -289,6 +311,11 @@ def connectors_validate(data_dir, log_level, check_remote) -> None:
 
     settings = _settings(data_dir=data_dir, log_level=log_level)
     config = _connectors(settings)
+    problems = service.connector_problems(settings, config)
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) in {settings.connectors_path}")
     click.echo(f"{settings.connectors_path}: {len(config.connectors)} connector(s), "
                f"{len(config.known_hosts)} known_hosts line(s): ok")
     if check_remote:

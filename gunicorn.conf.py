@@ -14,10 +14,10 @@ try:
     # Everything is validated here, in the master, so a bad setting is one clear line
     # and an exit before any worker forks.
     _settings = settings_from_env(os.environ)
-    if _settings.relay_server_url and _settings.relay_server_api_key:
-        from gitsync.service import Service
+    _settings.require_relay()
+    from gitsync.service import Service
 
-        Service.check(_settings)
+    Service.check(_settings)
 except ConfigError as _exc:
     sys.stderr.write(f"relay-git-sync: {_exc}\n")
     sys.exit(2)

@@ -180,6 +180,9 @@ class Settings:
             )
 
 
+# Settings read from the environment only (no command-line flag).
+ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use"}
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -202,9 +205,8 @@ def _convert(name: str, raw: Any, kind: type, origin: str) -> Any:
         if kind is Path:
             return Path(raw).expanduser()
     except ValueError:
-        raise ConfigError(
-            f"invalid setting: {origin} must be a {kind.__name__} (got {raw!r})", key=name
-        ) from None
+        what = {bool: "true or false", int: "a whole number", float: "a number"}.get(kind, "a value")
+        raise ConfigError(f"invalid setting: {origin} must be {what} (got {raw!r})", key=name) from None
     return raw
 
 
@@ -245,7 +247,11 @@ def validate(settings: Settings) -> Settings:
     """Check ranges; raise ConfigError on the first bad value."""
 
     def bad(flag: str, constraint: str, got: Any) -> ConfigError:
-        return ConfigError(f"invalid setting: {flag} {constraint} (got {got!r})", key=flag)
+        name = flag.lstrip("-").replace("-", "_")
+        var = ENV_VARS.get(name)
+        # Settings without a flag of their own are named by their variable alone.
+        shown = var if name in ENV_ONLY else f"{flag} ({var})" if var else flag
+        return ConfigError(f"invalid setting: {shown} {constraint} (got {got!r})", key=flag)
 
     if not 0 < settings.port < 65536:
         raise bad("--port", "must be between 1 and 65535", settings.port)

@@ -206,7 +206,7 @@ class Engine:
                 _remove_write_debris(repo_dir)
                 repo = gitrepo.open_or_init(repo_dir, branch=connector.branch)
                 if connector.url:
-                    spec = gitrepo.parse_remote_url(connector.url)
+                    spec = gitrepo.parse_remote_url(connector.url, base_dir=self.settings.data_dir)
                     if gitrepo.set_remote(repo, connector.remote_name, spec.display, branch=connector.branch):
                         log.info("remote configured relay=%s folder=%s remote=%s url=%s",
                                  connector.relay_id, connector.folder_id, connector.remote_name, spec.display)
@@ -340,7 +340,7 @@ class Engine:
         except NotFound as exc:
             raise SyncAborted(
                 f"shared folder {connector.folder_id} not found on relay {connector.relay_id}: "
-                "check shared_folder_id and relay_id in git_connectors.toml"
+                "check the relay and shared folder ids (git_connectors.toml, or --relay-id/--folder-id)"
             ) from exc
         except (RelayError, ydoc.CorruptUpdate) as exc:
             raise SyncAborted(f"cannot read folder {connector.name}: {exc}") from exc
@@ -374,9 +374,11 @@ class Engine:
         state.held = {"reason": reason, "since": since, "count": len(doomed), "docs": doomed}
         report.held = reason
         log.error(
-            "mass deletion held, not applied relay=%s folder=%s files=%d reason=%s "
-            "(applied when a later read confirms it, or run: cli.py sync --confirm-deletions)",
-            connector.relay_id, connector.folder_id, len(doomed), reason,
+            "mass deletion held, not applied relay=%s folder=%s files=%d reason=%s (applied when a "
+            "read %.0f s later confirms it; or stop the service and run: cli.py sync --relay-id %s "
+            "--folder-id %s --confirm-deletions)",
+            connector.relay_id, connector.folder_id, len(doomed), reason, self.hold_confirm_seconds,
+            connector.relay_id, connector.folder_id,
         )
         # Freeze the folder's structure while the index is suspect: no delete, move or new
         # file (a partial plan can clobber files: a rename chain through a held path).
@@ -476,6 +478,7 @@ class Engine:
                 fetched = self._fetch_all(connector, state, targets, force=set())
                 for doc_id, entry in targets.items():
                     self._store(connector, state, entry, fetched[doc_id], report)
+                state.last_sync = time.time()
                 self._flush(connector)
         return report
 

@@ -41,7 +41,9 @@ def parse_uuid(value: object, *, what: str = "id") -> str:
         InvalidId: ``value`` is not a UUID; the message names ``what``.
     """
     if not is_uuid(value):
-        shown = value if isinstance(value, str) and len(value) <= 80 else type(value).__name__
+        shown = value if not isinstance(value, str) or len(value) <= 80 else value[:80] + "..."
+        if not isinstance(value, str | int | float | bool | None):
+            shown = type(value).__name__
         raise InvalidId(f"{what} must be a UUID like 6ba7b810-9dad-11d1-80b4-00c04fd430c8 (got {shown!r})")
     return value.lower()  # type: ignore[union-attr]
 

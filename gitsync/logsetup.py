@@ -15,8 +15,14 @@ __all__ = ["configure_logging", "SecretFilter", "redact"]
 
 REDACTED = "REDACTED"
 # Presigned URLs carry their credential in the query string; keep scheme/host/path only.
-_SIGNED_QUERY = re.compile(r"(https?://[^\s?#'\"]+)\?[^\s'\"]*")
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",]+")
+# Only queries with signature-like parameters: /info/refs?service=... stays readable.
+_SIGNED_QUERY = re.compile(
+    r"(https?://[^\s?#'\"]+)\?(?=[^\s'\"]*(?:sig|signature|token|credential|key|expires|X-Amz|X-Goog))"
+    r"[^\s'\"]*",
+    re.I,
+)
+# A bearer credential as it appears in a header; "the Bearer scheme" in prose stays.
+_BEARER = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?bearer\s+)[^\s'\",]+")
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S)
 
 
@@ -65,5 +71,7 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = (), stream=N
     handler._gitsync = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("urllib3", "paramiko", "dulwich"):
+    for noisy in ("paramiko", "dulwich"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # urllib3 warns on every retry; our own messages report what finally failed.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)

@@ -22,7 +22,7 @@ from . import gitrepo
 from .config import Connector, ConnectorsConfig, Settings
 from .logsetup import redact
 
-__all__ = ["Remotes", "redact_url"]
+__all__ = ["Remotes", "redact_url", "remote_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,16 @@ def redact_url(url: str | None) -> str | None:
     if url is None:
         return None
     return re.sub(r"(?<=://)([^/@:]+):[^/@]*@", r"\1@", url)
+
+
+def remote_spec(settings: Settings, connector: Connector,
+                env: Mapping[str, str] | None = None) -> gitrepo.RemoteSpec:
+    """The connector's parsed remote; a relative local path is relative to the data directory.
+
+    Raises:
+        gitrepo.GitError: the URL cannot be used (unsupported scheme, malformed).
+    """
+    return gitrepo.parse_remote_url(connector.url or "", env=env or {}, base_dir=settings.data_dir)
 
 
 @dataclass
@@ -107,7 +117,7 @@ class Remotes:
         when = time.time()
         try:
             engine.commit(connector)
-            spec = gitrepo.parse_remote_url(connector.url, env=self._env)
+            spec = remote_spec(self.settings, connector, self._env)
             result = gitrepo.push_fast_forward(
                 engine.repo(connector),
                 spec,
@@ -122,7 +132,8 @@ class Remotes:
             message = redact(str(exc), self._secrets)
             state.last = {"ok": False, "at": when, "error": message, "failures": state.failures,
                           "retry_in": round(delay, 1)}
-            log.warning("push failed, will retry relay=%s folder=%s remote=%s fails=%d retry_in=%.0fs error=%s",
+            log.warning("push failed, commits kept locally relay=%s folder=%s remote=%s fails=%d "
+                        "retry_in=%.0fs error=%s",
                         connector.relay_id, connector.folder_id, redact_url(connector.url),
                         state.failures, delay, message)
             return state.last

@@ -20,7 +20,7 @@ from .config import ConfigError, Connector, ConnectorsConfig, Settings, load_con
 from .engine import Engine, SyncAborted, SyncReport
 from .logsetup import redact
 from .relay import RelayClient, Unauthorized
-from .remotes import Remotes, redact_url
+from .remotes import Remotes, redact_url, remote_spec
 from .service_errors import CredentialsError, ServiceError, ServiceUnavailable
 from .state import DataDirBusy
 
@@ -117,9 +117,7 @@ def sync_once(
                 report = engine.sync_folder(connector, full=True, confirm_deletions=confirm_deletions,
                                             progress=progress)
             except Unauthorized as exc:
-                raise CredentialsError(
-                    f"{exc}; check RELAY_SERVER_API_KEY (or --relay-server-api-key)"
-                ) from None
+                raise CredentialsError(str(exc)) from None
             except SyncAborted as exc:
                 outcome.ok = False
                 outcome.lines.append(f"{connector.name}: failed: {exc}")
@@ -140,7 +138,8 @@ def sync_once(
                 outcome.ok = False
             if report.held:
                 outcome.lines.append(
-                    f"  held: {report.held}; re-run with --confirm-deletions to apply"
+                    f"  held: {report.held}; to apply it: cli.py sync --relay-id {connector.relay_id} "
+                    f"--folder-id {connector.folder_id} --confirm-deletions"
                 )
             if push and connector.url:
                 line, ok = push_connector(engine, connector, remotes)
@@ -176,7 +175,7 @@ def describe_connectors(settings: Settings, config: ConnectorsConfig) -> list[st
             lines.append(line + "(local only)")
             continue
         try:
-            spec = gitrepo.parse_remote_url(connector.url)
+            spec = remote_spec(settings, connector)
         except gitrepo.GitError as exc:
             lines.append(line + f"invalid: {exc}")
             continue
@@ -198,7 +197,7 @@ def check_remotes(settings: Settings, config: ConnectorsConfig):
         if not connector.url:
             continue
         try:
-            spec = gitrepo.parse_remote_url(connector.url)
+            spec = remote_spec(settings, connector, remotes._env)
             vendor = remotes.vendor() if spec.kind == "ssh" else None
             head = gitrepo.remote_head(spec, branch=connector.branch, vendor=vendor)
         except Exception as exc:
@@ -206,6 +205,37 @@ def check_remotes(settings: Settings, config: ConnectorsConfig):
             continue
         state = f"{connector.branch} at {head[:10]}" if head else f"{connector.branch} absent (will be created)"
         yield f"{connector.name}: {spec.display}: reachable, {state}", True
+
+
+def connector_problems(settings: Settings, config: ConnectorsConfig) -> list[str]:
+    """What would stop the connectors from working, checked without the network."""
+    import paramiko
+
+    from . import gitrepo
+
+    problems = []
+    if config.path is None or not config.path.exists():
+        problems.append(f"no connectors file at {settings.connectors_path}: "
+                        "check --data-dir / RELAY_GIT_DATA_DIR")
+    for n, line in enumerate(config.known_hosts, start=1):
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+        except Exception:
+            entry = None
+        if entry is None:
+            problems.append(f"known_hosts[{n}] is not an OpenSSH known_hosts line "
+                            "(host keytype base64-key), e.g. from ssh-keyscan")
+    for n, connector in enumerate(config.connectors, start=1):
+        if not connector.url:
+            continue
+        try:
+            spec = remote_spec(settings, connector)
+        except gitrepo.GitError as exc:
+            problems.append(f"git_connector[{n}].url: {exc}")
+            continue
+        if spec.kind == "ssh" and not settings.ssh_private_key:
+            problems.append(f"git_connector[{n}].url uses SSH but SSH_PRIVATE_KEY is not set")
+    return problems
 
 
 def offline_status(settings: Settings, config: ConnectorsConfig) -> list[str]:
@@ -239,6 +269,10 @@ def offline_status(settings: Settings, config: ConnectorsConfig) -> list[str]:
         relay = relays.get(connector.relay_id) or relays.setdefault(connector.relay_id, RelayState(state_dir))
         folder = relay.folders.get(connector.folder_id)
         lines.append(f"{connector.name} -> {redact_url(connector.url) or '(local only)'}")
+        damaged = sorted(p.name for p in state_dir.glob("*.damaged"))
+        if damaged:
+            lines.append(f"  state files were damaged and set aside ({', '.join(damaged)}); "
+                         "the next full sync rebuilds them")
         if folder is None:
             lines.append("  never synced")
             continue
@@ -247,7 +281,8 @@ def offline_status(settings: Settings, config: ConnectorsConfig) -> list[str]:
         lines.append(f"  files: {files}, last sync: {when}, uncommitted paths: {len(folder.dirty)}")
         if folder.held:
             lines.append(f"  HELD deletion of {folder.held.get('count')} file(s): {folder.held.get('reason')} "
-                         "(stop the service and run: cli.py sync --confirm-deletions)")
+                         f"(applied when a later read confirms it; or stop the service and run: cli.py sync "
+                         f"--relay-id {connector.relay_id} --folder-id {connector.folder_id} --confirm-deletions)")
         repo_dir = settings.repo_dir(connector)
         if (repo_dir / ".git").exists():
             with Repo(str(repo_dir)) as repo:
@@ -337,6 +372,13 @@ class Service:
                 load_private_key(settings.ssh_private_key)
             except SSHKeyError as exc:
                 raise ConfigError(str(exc), key="SSH_PRIVATE_KEY") from None
+        problems = connector_problems(settings, config)
+        fatal = [p for p in problems if not p.startswith("no connectors file")]
+        if fatal:
+            raise ConfigError("; ".join(fatal))
+        if problems or not config.connectors:
+            log.warning("no connectors configured: nothing will be synced (add [[git_connector]] "
+                        "tables to %s)", settings.connectors_path)
         return config
 
     # --- lifecycle ------------------------------------------------------------------
@@ -675,7 +717,8 @@ class Service:
         return {
             "state": self.state.value,
             "initial_sync": "done" if self.initial_sync_done.is_set() else "running",
-            "queue": self.queue.snapshot() if not self.queue.closed else {},
+            "queue": ({k: v for k, v in self.queue.snapshot().items() if k != "journal"}
+                      if not self.queue.closed else {}),
             "counts": counts,
             "folders": folders,
         }
@@ -698,17 +741,12 @@ def _progress_logger(connector: Connector, every: float = 5.0) -> Callable[[int,
     return report
 
 
-def build_service(settings: Settings) -> Service | None:
-    """The service for ``wsgi.py``: None (webhooks answer 503) when the relay is not configured.
+def build_service(settings: Settings) -> Service:
+    """The service for ``wsgi.py`` (not started: gunicorn's worker hook starts it).
 
     Raises:
-        ConfigError: git_connectors.toml or the SSH key is invalid.
+        ConfigError: the Relay settings are missing, or git_connectors.toml or the SSH
+            key is invalid.
     """
-    try:
-        settings.require_relay()
-    except ConfigError as exc:
-        log.error("service not started: %s", exc)
-        return None
-    if not settings.webhook_secret:
-        log.warning("no webhook secret configured: POST /webhooks refuses every request; set WEBHOOK_SECRET")
+    settings.require_relay()
     return Service(settings)

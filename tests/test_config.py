@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -128,15 +129,16 @@ def test_settings_precedence_flag_over_env_over_default(tmp_path):
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"PORT": "abc"}, "PORT must be a int"),
-        ({"PORT": "0"}, "--port must be between 1 and 65535"),
-        ({"RELAY_GIT_COMMIT_INTERVAL": "0"}, "--commit-interval must be at least"),
-        ({"RELAY_SERVER_URL": "relay.example"}, "--relay-server-url must be an http"),
-        ({"RELAY_GIT_WORKERS": "0"}, "--workers must be at least 1"),
+        ({"PORT": "abc"}, "PORT must be a whole number"),
+        ({"PORT": "0"}, "--port (PORT) must be between 1 and 65535"),
+        ({"RELAY_GIT_COMMIT_INTERVAL": "0"}, "--commit-interval (RELAY_GIT_COMMIT_INTERVAL) must be at least"),
+        ({"RELAY_SERVER_URL": "relay.example"}, "--relay-server-url (RELAY_SERVER_URL) must be an http"),
+        ({"RELAY_GIT_WORKERS": "0"}, "--workers (RELAY_GIT_WORKERS) must be at least 1"),
+        ({"RELAY_GIT_FETCH_CONCURRENCY": "0"}, "invalid setting: RELAY_GIT_FETCH_CONCURRENCY must be at least 1"),
     ],
 )
 def test_bad_settings_name_the_setting(env, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         settings_from_env(env)
 
 
@@ -158,3 +160,25 @@ def test_require_relay_names_the_variable():
 def test_prefix_must_stay_inside_the_repository(bad):
     with pytest.raises(ValueError):
         normalize_prefix(bad)
+
+
+@pytest.mark.parametrize("text, secret_free", [
+    ("GET https://s3.example.com/b/k?X-Amz-Signature=abc&X-Amz-Expires=3 failed", "X-Amz-Signature=abc"),
+    ("headers={'Authorization': 'Bearer sk-123456'}", "sk-123456"),
+    ("key -----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----", "abc"),
+    ("the value s3cret-value leaked", "s3cret-value"),
+])
+def test_redact_removes_secrets(text, secret_free):
+    from gitsync.logsetup import redact
+
+    assert secret_free not in redact(text, ["s3cret-value"])
+
+
+@pytest.mark.parametrize("text", [
+    "fetch http://h/repo.git/info/refs?service=git-upload-pack failed",
+    "Authorization header must use the Bearer scheme",
+])
+def test_redact_keeps_harmless_text(text):
+    from gitsync.logsetup import redact
+
+    assert redact(text) == text

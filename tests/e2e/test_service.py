@@ -198,7 +198,7 @@ def test_documents_of_unsynced_folders_cost_bounded_work(relay_server, tmp_path)
 
 
 @pytest.mark.parametrize("env, toml, message", [
-    ({"RELAY_GIT_COMMIT_INTERVAL": "abc"}, "", "RELAY_GIT_COMMIT_INTERVAL must be a float"),
+    ({"RELAY_GIT_COMMIT_INTERVAL": "abc"}, "", "RELAY_GIT_COMMIT_INTERVAL must be a number"),
     ({}, '[[git_connector]]\nrelay_id = "x"\n', "git_connector[1].shared_folder_id is required"),
     ({"SSH_PRIVATE_KEY": "garbage-KEY-MARKER"}, "", "SSH_PRIVATE_KEY"),
 ])
