@@ -185,7 +185,7 @@ def test_missing_folder_and_bad_key(relay_server, tmp_path):
                          "f47ac10b-58cc-4372-a567-0e02b2c3d479")
     engine, (conn,) = make_engine(relay_server, tmp_path, [ghost])
     try:
-        with pytest.raises(SyncAborted, match="check shared_folder_id"):
+        with pytest.raises(SyncAborted, match="check the relay and shared folder ids"):
             engine.sync_folder(conn)
     finally:
         engine.close()
