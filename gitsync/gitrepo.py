@@ -836,8 +836,7 @@ def push_fast_forward(
                 remote_head = _fetch_branch(repo, client, path, ref)
             except net_errors as exc:
                 raise RemoteUnavailable(
-                    f"fetching {branch} from {where} failed: {_describe(exc)}; commits stay local "
-                    "and the push is retried"
+                    f"fetching {branch} from {where} failed: {_describe(exc)}; commits stay local"
                 ) from exc
             if remote_head:
                 repo.refs[tracking] = remote_head
@@ -895,20 +894,17 @@ def push_fast_forward(
                 continue
             except SendPackError as exc:
                 raise PushRejected(
-                    f"{where} rejected the pack for {branch}: {_describe(exc)}; commits stay local "
-                    "and the push is retried",
+                    f"{where} rejected the pack for {branch}: {_describe(exc)}; commits stay local",
                     remote_head=remote_hex, our_head=local_head.decode("ascii"),
                 ) from exc
             except net_errors as exc:
                 raise RemoteUnavailable(
-                    f"pushing {branch} to {where} failed: {_describe(exc)}; commits stay local "
-                    "and the push is retried"
+                    f"pushing {branch} to {where} failed: {_describe(exc)}; commits stay local"
                 ) from exc
             status = (result.ref_status or {}).get(ref)
             if status is not None:
                 raise PushRejected(
-                    f"{where} refused the update of {branch}: {status}; commits stay local and "
-                    "the push is retried",
+                    f"{where} refused the update of {branch}: {status}; commits stay local",
                     remote_head=remote_hex, our_head=local_head.decode("ascii"),
                 )
             repo.refs[tracking] = local_head
