@@ -412,11 +412,14 @@ class Engine:
         if isinstance(op, Delete):
             rec = state.files.get(op.doc_id)
             full = root / op.path
-            if rec is not None and rec.type != "folder" and full.is_file() and self._inside(connector, full):
+            if rec is not None and rec.type != "folder":
+                # Dirty even when the file is already gone (a crash after the unlink but
+                # before the state was saved): the commit must still record the deletion.
                 state.add_dirty([self._repo_path(connector, op.path)])
-                full.unlink()
-                report.deleted += 1
-                state.note("delete", op.path)
+                if full.is_file() and self._inside(connector, full):
+                    full.unlink()
+                    report.deleted += 1
+                    state.note("delete", op.path)
             state.files.pop(op.doc_id, None)
         elif isinstance(op, Move):
             rec = state.files.get(op.doc_id)

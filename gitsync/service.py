@@ -39,6 +39,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FOREIGN_TTL = 600.0  # seconds a document found in no synced folder is ignored
+UNKNOWN_GRACE = 10.0  # seconds after the startup sync before an unknown document is foreign
 BATCH_LIMIT = 255  # extra documents of one folder a worker takes along with its key
 
 
@@ -350,6 +351,8 @@ class Service:
         self._status = {c.key: FolderStatus() for c in self.config.connectors}
         self._attempts: dict[tuple[str, str], int] = {}
         self._foreign: dict[tuple[str, str], float] = {}  # docs of folders we do not sync
+        self._unknown_since: dict[tuple[str, str], float] = {}  # docs waiting for an index
+        self._refreshed: dict[str, float] = {}  # relay -> last folder refresh for an unknown doc
         self._counts = {"accepted": 0, "merged": 0, "ignored": 0, "processed": 0, "failed": 0,
                         "commits": 0, "pushes": 0}
         self._lock = threading.Lock()
@@ -547,36 +550,44 @@ class Service:
         status.state = "held" if report.held else "idle"
         for key in batch:
             self._attempts.pop(key, None)
+            self._unknown_since.pop(key, None)
         status.last_success = time.time()
         status.failures = 0
         status.last_error = None
         return result
 
     def _unknown_document(self, key: tuple[str, str]) -> float | None:
-        """A document no folder index lists yet: refresh the relay's folders, retry once or twice.
+        """A document no folder index lists yet: refresh the relay's folders and retry.
 
-        Its content webhook can beat its folder's. A document still unknown after that
-        belongs to a folder we do not sync; it is remembered for a while so its edits
-        cost nothing (a move into a synced folder arrives as that folder's webhook).
+        Its content webhook can beat its folder's, and during the startup sync nothing
+        is known yet. Only a document still unknown ``UNKNOWN_GRACE`` seconds after the
+        startup sync (with folder refreshes in between) is taken to belong to a folder we
+        do not sync; it is then remembered for a while so its edits cost nothing (a move
+        into a synced folder arrives as that folder's webhook). The decision is by time,
+        not by attempts: a burst of webhooks must not use up the grace period.
         """
         relay_id, doc_id = key
+        now = time.monotonic()
         seen = self._foreign.get(key)
-        if seen is not None and time.monotonic() - seen < FOREIGN_TTL:
+        if seen is not None and now - seen < FOREIGN_TTL:
             return None
-        attempts = self._attempts.get(key, 0)
-        if attempts >= 2:
-            self._attempts.pop(key, None)
+        if not self.initial_sync_done.is_set():
+            return 2.0  # nothing is known before the startup sync: ask again after it
+        first = self._unknown_since.setdefault(key, now)
+        if now - first >= UNKNOWN_GRACE:
+            del self._unknown_since[key]
             if len(self._foreign) > 100_000:
                 self._foreign.clear()
-            self._foreign[key] = time.monotonic()
+            self._foreign[key] = now
             log.debug("document not in any synced folder, ignored for a while relay=%s doc=%s",
                       relay_id, doc_id)
             return None
-        self._attempts[key] = attempts + 1
-        for connector in self.config.connectors:
-            if connector.relay_id == relay_id:
-                self.queue.put((relay_id, connector.folder_id))
-        return 1.0 + 2 * attempts
+        if now - self._refreshed.get(relay_id, 0.0) >= 1.0:  # one refresh per relay per second
+            self._refreshed[relay_id] = now
+            for connector in self.config.connectors:
+                if connector.relay_id == relay_id:
+                    self.queue.put((relay_id, connector.folder_id))
+        return 2.0
 
     def _record_error(self, connector: Connector, message: str) -> None:
         status = self._status.setdefault(connector.key, FolderStatus())

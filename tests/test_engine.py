@@ -467,3 +467,20 @@ def test_full_sync_repairs_a_file_that_diverged_from_the_relay(relay_server, fol
         assert tree(engine, conn) == {"a.md": b"relay text\n", "img.png": b"\x89PNG original"}
     finally:
         engine.close()
+
+
+def test_a_deletion_whose_file_is_already_gone_is_still_committed(relay_server, folder, tmp_path):
+    """A crash after the unlink but before the state was saved: the restart finds no file."""
+    folder.put_markdown("gone.md", "g\n")
+    folder.put_markdown("stays.md", "s\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        engine.commit(conn)
+        (engine.settings.repo_dir(conn) / "gone.md").unlink()
+        folder.delete("gone.md")
+        engine.sync_folder(conn)
+        engine.commit(conn)
+        assert tree(engine, conn) == {"stays.md": b"s\n"}
+    finally:
+        engine.close()

@@ -176,7 +176,29 @@ def test_idle_service_does_not_contact_the_remote(relay_server, tmp_path):
         assert svc.service.status()["counts"]["commits"] == ticks
 
 
-def test_documents_of_unsynced_folders_cost_bounded_work(relay_server, tmp_path):
+def test_webhooks_during_the_startup_sync_never_mark_a_document_foreign(relay_server, tmp_path):
+    """Found by the crash soak: a burst of webhooks for a document the service did not know
+    yet used up its retries while the startup sync ran, and its later edits were dropped."""
+    folder = relay_server.add_folder()
+    folder.put_markdown("old.md", "old\n")
+    folder.put_markdown("fresh.md", "v1\n")
+    write_connectors(tmp_path, [folder])
+    relay_server.pause()
+    with InProcessService(relay_server, tmp_path) as svc:
+        cid = folder.doc_compound_id("fresh.md")
+        for _ in range(6):
+            assert svc.post(relay_server, cid).status_code == 202
+            threading.Event().wait(0.15)  # several retry rounds while nothing is known
+        relay_server.resume()
+        wait_for(lambda: head_files(tmp_path, folder).get("fresh.md") == b"v1\n", "the startup sync")
+        folder.edit_markdown("fresh.md", "v2\n")
+        assert svc.post(relay_server, cid).status_code == 202
+        wait_for(lambda: head_files(tmp_path, folder).get("fresh.md") == b"v2\n", "the later edit")
+        assert not svc.service._foreign
+
+
+def test_documents_of_unsynced_folders_cost_bounded_work(relay_server, tmp_path, monkeypatch):
+    monkeypatch.setattr("gitsync.service.UNKNOWN_GRACE", 0.5)
     synced = relay_server.add_folder()
     synced.put_markdown("a.md", "a\n")
     # `other` is a folder of the same relay that no connector syncs

@@ -146,7 +146,7 @@ def test_random_activity_with_kill_9_converges(relay_server: DevRelay, tmp_path)
     data_dir = tmp_path / "data"
     write_connectors(data_dir, [folder], url=str(bare))
     chaos = Chaos(relay_server, folder, rng)
-    env = {"RELAY_GIT_DEBOUNCE": "0.05"}
+    env = {"RELAY_GIT_DEBOUNCE": "0.05", "RELAY_GIT_LOG_LEVEL": os.environ.get("SOAK_LOG_LEVEL", "INFO")}
     for round_ in range(3):
         svc = GunicornService(relay_server, data_dir, commit_interval=0.2, extra_env=env)
         try:
@@ -158,8 +158,23 @@ def test_random_activity_with_kill_9_converges(relay_server: DevRelay, tmp_path)
                 svc.kill()  # no drain, no final commit: the journal and state must carry it
             else:
                 want = expected(relay_server, folder)
-                wait_for(lambda want=want: head_files(data_dir, folder) == want, "convergence after crashes",
-                         timeout=90)
+                try:
+                    wait_for(lambda want=want: head_files(data_dir, folder) == want,
+                             "convergence after crashes", timeout=90)
+                except AssertionError:
+                    have = head_files(data_dir, folder)
+                    diff = {p: (have.get(p), want.get(p)) for p in set(have) | set(want)
+                            if have.get(p) != want.get(p)}
+                    import json
+
+                    local = json.loads((data_dir / "state" / folder.relay_id / "local_state.json").read_text())
+                    mine = local[folder.folder_id]
+                    records = {d: r for d, r in mine["files"].items() if r["path"] in diff}
+                    work = data_dir / "repos" / folder.relay_id / folder.folder_id
+                    disk = {p: (work / p).read_bytes() if (work / p).is_file() else None for p in diff}
+                    raise AssertionError(
+                        f"not converged: {diff}\nrecords: {records}\ndisk: {disk}\n"
+                        f"dirty: {mine['dirty']}\n{svc.output()[-3000:]}") from None
                 assert svc.terminate() == 0, svc.output()
         finally:
             svc.close()
