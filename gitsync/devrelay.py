@@ -418,6 +418,11 @@ class DevRelay:
         with self._lock:
             self._faults.extend([(status, path_prefix)] * n)
 
+    def clear_faults(self) -> None:
+        """Forget every injected failure not yet served."""
+        with self._lock:
+            self._faults.clear()
+
     def set_raw(
         self,
         compound: str,

@@ -27,7 +27,7 @@ from . import gitrepo, ydoc
 from .config import Connector, ConnectorsConfig, Settings
 from .ids import compound_id
 from .plan import Delete, Mkdir, Move, Rmdir, Tracked, Write, diff_folders, mass_deletion
-from .relay import NotFound, RelayClient, RelayError, Unauthorized
+from .relay import NotFound, RelayClient, RelayError, Unauthorized, Unavailable
 from .state import DataDirLock, FileRecord, FolderState, StateRegistry, write_atomic
 
 __all__ = ["Engine", "SyncReport", "SyncAborted", "describe_changes"]
@@ -486,8 +486,12 @@ class Engine:
         return report
 
     def _fetch_one(self, connector: Connector, entry: ydoc.Entry, rec: FileRecord | None,
-                   known_sha: str | None, full: Path, force: bool, verify: bool) -> _Fetched:
+                   known_sha: str | None, full: Path, force: bool, verify: bool,
+                   relay_down: threading.Event | None = None) -> _Fetched:
         out = _Fetched(entry.id)
+        if relay_down is not None and relay_down.is_set():
+            out.error = "relay unavailable during this sync; retried later"
+            return out
         exists = full.is_file()
         intact = exists
         if verify and exists and rec is not None and rec.sha256:
@@ -529,6 +533,10 @@ class Engine:
             out.error, out.permanent = "document not found on the relay", True
         except ydoc.CorruptUpdate as exc:
             out.error, out.permanent = f"corrupt document: {exc}", True
+        except Unavailable as exc:
+            out.error = str(exc)
+            if relay_down is not None:
+                relay_down.set()  # the rest of this round fails fast instead of retrying each
         except RelayError as exc:
             out.error = str(exc)
         return out
@@ -547,13 +555,14 @@ class Engine:
         if progress:
             progress(0, total)
         futures = {}
+        relay_down = threading.Event()  # set by the first fetch that gives up on the relay
         for doc_id, entry in targets.items():
             rec = state.files.get(doc_id)
             path = rec.path if rec is not None and rec.type != "folder" else entry.path
             cid = compound_id(connector.relay_id, doc_id)
             futures[doc_id] = self._pool.submit(
                 self._fetch_one, connector, entry, rec, hashes.get(cid), root / path,
-                doc_id in force, verify,
+                doc_id in force, verify, relay_down,
             )
         results = {}
         for done, (doc_id, future) in enumerate(futures.items(), start=1):

@@ -484,3 +484,24 @@ def test_a_deletion_whose_file_is_already_gone_is_still_committed(relay_server, 
         assert tree(engine, conn) == {"stays.md": b"s\n"}
     finally:
         engine.close()
+
+
+def test_relay_outage_mid_sync_fails_fast_and_heals_later(relay_server, folder, tmp_path):
+    for i in range(40):
+        folder.put_markdown(f"n{i}.md", f"{i}\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder], fetch_concurrency=2)
+    try:
+        engine.sync_folder(conn)
+        doc_ids = [folder.doc_compound_id(f"n{i}.md") for i in range(40)]
+        for cid in doc_ids:  # every document read fails; the folder index still answers
+            relay_server.fail_next(10, status=503, path_prefix=f"/d/{cid}/")
+        relay_server.reset_counters()
+        report = engine.sync_folder(conn)
+        assert report.failed and report.changed == 0
+        attempts = sum(relay_server.fetch_count(cid) for cid in doc_ids)
+        assert attempts < 20  # without the breaker: 40 documents x 2 attempts each
+        relay_server.clear_faults()
+        report = engine.sync_folder(conn)
+        assert not report.failed and report.unchanged == 40
+    finally:
+        engine.close()
