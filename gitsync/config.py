@@ -162,10 +162,6 @@ class Settings:
     def queue_dir(self) -> Path:
         return self.data_dir / "state" / "queue"
 
-    def with_overrides(self, **overrides: Any) -> Settings:
-        """A copy with the non-None overrides applied and validated."""
-        return validate(replace(self, **{k: v for k, v in overrides.items() if v is not None}))
-
     def require_relay(self) -> None:
         """Raises ConfigError when the Relay Server URL or API key is missing."""
         if not self.relay_server_url:
