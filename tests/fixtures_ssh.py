@@ -174,39 +174,32 @@ def _make_base() -> Path:
     return base
 
 
-@pytest.fixture(scope="session")
-def sshd() -> Iterator[SSHServer]:
-    """A session-wide sshd on a free 127.0.0.1 port (skipped when sshd is missing)."""
+def _serve(*, need_git_shell: bool) -> Iterator[SSHServer]:
     if not Path(SSHD).exists():
         pytest.skip(f"{SSHD} not installed (apt-get install openssh-server)")
     tool("ssh-keygen")
-    if os.geteuid() == 0 and not Path(GIT_SHELL).exists():
+    if need_git_shell and os.geteuid() == 0 and not Path(GIT_SHELL).exists():
         pytest.skip(f"{GIT_SHELL} not installed (apt-get install git)")
-    user = _ensure_user()
     base = _make_base()
-    server = SSHServer(base, user)
+    server = SSHServer(base, _ensure_user())
     server.start()
     try:
         yield server
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[SSHServer]:
+    """A session-wide sshd on a free 127.0.0.1 port (skipped when sshd is missing)."""
+    yield from _serve(need_git_shell=True)
 
 
 @pytest.fixture
 def sshd_private() -> Iterator[SSHServer]:
     """A function-scoped sshd of its own, for tests that stop and restart the server."""
-    if not Path(SSHD).exists():
-        pytest.skip(f"{SSHD} not installed (apt-get install openssh-server)")
-    user = _ensure_user()
-    base = _make_base()
-    server = SSHServer(base, user)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    yield from _serve(need_git_shell=True)
 
 
 @dataclass

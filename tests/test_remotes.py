@@ -32,17 +32,22 @@ def external_commit(bare, path: str, data: bytes, message: str = "by hand") -> b
         return commit.id
 
 
+def publisher(relay_server, data_dir, conn, env=None):
+    """An engine and Remotes for one connector, as the service wires them."""
+    settings = Settings(data_dir=data_dir, relay_server_url=relay_server.url,
+                        relay_server_api_key=relay_server.api_key)
+    config = ConnectorsConfig((conn,))
+    engine = Engine(settings, RelayClient(relay_server.url, relay_server.api_key), config)
+    return engine, Remotes(settings, config, env=env or {}), settings
+
+
 def test_uncommitted_relay_edit_survives_a_rebuild_on_a_moved_remote(relay_server, tmp_path):
     bare = tmp_path / "remote.git"
     Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "v1\n")
     conn = Connector(folder.relay_id, folder.folder_id, url=str(bare))
-    settings = Settings(data_dir=tmp_path / "data", relay_server_url=relay_server.url,
-                        relay_server_api_key=relay_server.api_key)
-    config = ConnectorsConfig((conn,))
-    engine = Engine(settings, RelayClient(relay_server.url, relay_server.api_key), config)
-    remotes = Remotes(settings, config, env={})
+    engine, remotes, settings = publisher(relay_server, tmp_path / "data", conn)
     try:
         engine.sync_folder(conn)
         with engine.lock(conn):
@@ -67,11 +72,7 @@ def test_failed_push_backs_off_and_reports_without_secrets(relay_server, tmp_pat
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "a\n")
     conn = Connector(folder.relay_id, folder.folder_id, url="https://u:TOKEN-MARKER@127.0.0.1:9/x.git")
-    settings = Settings(data_dir=tmp_path, relay_server_url=relay_server.url,
-                        relay_server_api_key=relay_server.api_key)
-    config = ConnectorsConfig((conn,))
-    engine = Engine(settings, RelayClient(relay_server.url, relay_server.api_key), config)
-    remotes = Remotes(settings, config, env={})
+    engine, remotes, _ = publisher(relay_server, tmp_path, conn)
     try:
         engine.sync_folder(conn)
         with engine.lock(conn):
