@@ -41,6 +41,16 @@ def _connectors(settings: Settings):
         raise click.ClickException(str(exc)) from None
 
 
+def _echo_per_connector(settings: Settings, render) -> None:
+    """Print what ``render(settings, config)`` says, or that there are no connectors."""
+    config = _connectors(settings)
+    if not config.connectors:
+        click.echo(f"no connectors in {settings.connectors_path}")
+        return
+    for line in render(settings, config):
+        click.echo(line)
+
+
 def _common(func):
     """Options every command takes: where data lives and how loud to be."""
     func = click.option(
@@ -219,12 +229,7 @@ def status(data_dir, log_level, url) -> None:
     if not settings.data_dir.is_dir():
         raise click.ClickException(f"data directory {settings.data_dir} does not exist "
                                    "(check --data-dir / RELAY_GIT_DATA_DIR)")
-    config = _connectors(settings)
-    if not config.connectors:
-        click.echo(f"no connectors in {settings.connectors_path}")
-        return
-    for line in service.offline_status(settings, config):
-        click.echo(line)
+    _echo_per_connector(settings, service.offline_status)
 
 
 @cli.command()
@@ -293,13 +298,7 @@ def connectors_list(data_dir, log_level) -> None:
     """Show each connector, its remote and whether the remote's host key is trusted."""
     from gitsync import service
 
-    settings = _settings(data_dir=data_dir, log_level=log_level)
-    config = _connectors(settings)
-    if not config.connectors:
-        click.echo(f"no connectors in {settings.connectors_path}")
-        return
-    for line in service.describe_connectors(settings, config):
-        click.echo(line)
+    _echo_per_connector(_settings(data_dir=data_dir, log_level=log_level), service.describe_connectors)
 
 
 @connectors.command("validate")

@@ -104,10 +104,7 @@ def describe_changes(changes: list[list[str]]) -> str:
         counts: dict[str, int] = {}
         for verb, _ in items:
             counts[verb] = counts.get(verb, 0) + 1
-        names = {"add": "add", "update": "update", "rename": "rename", "delete": "delete"}
-        words = [
-            f"{names.get(v, v)} {n} file{'s' if n != 1 else ''}" for v, n in counts.items()
-        ]
+        words = [f"{verb} {n} file{'s' if n != 1 else ''}" for verb, n in counts.items()]
         subject = ", ".join(words)
     subject = subject[0].upper() + subject[1:]
     body = "\n".join(f"- {verbs.get(v, v).lower()} {what}" for v, what in items[:500])
