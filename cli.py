@@ -78,6 +78,22 @@ def _relay_options(func):
     return func
 
 
+def _size_options(func):
+    """Size caps on what is read from the Relay Server (serve and sync)."""
+    func = click.option(
+        "--max-attachment-bytes", type=int, envvar="RELAY_GIT_MAX_ATTACHMENT_BYTES",
+        show_envvar=True, default=Settings.max_attachment_bytes, show_default=True,
+        help="Largest attachment downloaded, in bytes; a larger one is skipped with a reason.",
+    )(func)
+    func = click.option(
+        "--max-update-bytes", type=int, envvar="RELAY_GIT_MAX_UPDATE_BYTES", show_envvar=True,
+        default=Settings.max_update_bytes, show_default=True,
+        help="Largest document update read from the Relay Server, in bytes (after any "
+        "decompression); a larger document is skipped with a reason.",
+    )(func)
+    return func
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog="""\b
 Settings read from the environment only:
@@ -110,15 +126,18 @@ def cli() -> None:
 @click.option("--reconcile-interval", type=float, envvar="RELAY_GIT_RECONCILE_INTERVAL",
               show_envvar=True, default=600.0, show_default=True,
               help="Seconds between full re-syncs that heal lost webhooks (0 = only at startup).")
+@_size_options
 def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, commit_interval,
-          webhook_secret, debounce, workers, reconcile_interval) -> None:
+          webhook_secret, debounce, workers, reconcile_interval, max_update_bytes,
+          max_attachment_bytes) -> None:
     """Run the webhook service under gunicorn (the same app as gunicorn -c gunicorn.conf.py wsgi:app)."""
     from gitsync.service import Service
 
     settings = _settings(data_dir=data_dir, log_level=log_level, relay_server_url=relay_server_url,
                          relay_server_api_key=relay_server_api_key, port=port,
                          commit_interval=commit_interval, webhook_secret=webhook_secret,
-                         workers=workers, reconcile_interval=reconcile_interval, debounce=debounce)
+                         workers=workers, reconcile_interval=reconcile_interval, debounce=debounce,
+                         max_update_bytes=max_update_bytes, max_attachment_bytes=max_attachment_bytes)
     try:
         settings.require_relay()
         Service.check(settings)
@@ -132,6 +151,8 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, com
         "WEBHOOK_SECRET": settings.webhook_secret, "RELAY_GIT_WORKERS": str(settings.workers),
         "RELAY_GIT_RECONCILE_INTERVAL": str(settings.reconcile_interval),
         "RELAY_GIT_DEBOUNCE": str(settings.debounce),
+        "RELAY_GIT_MAX_UPDATE_BYTES": str(settings.max_update_bytes),
+        "RELAY_GIT_MAX_ATTACHMENT_BYTES": str(settings.max_attachment_bytes),
     }
     env.update({k: v for k, v in values.items() if v})
     root = Path(__file__).resolve().parent
@@ -149,8 +170,9 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, com
 @click.option("--confirm-deletions", is_flag=True,
               help="Apply a mass deletion that would otherwise be held for confirmation.")
 @click.option("--no-push", is_flag=True, help="Commit locally but do not push to remotes.")
+@_size_options
 def sync(data_dir, log_level, relay_server_url, relay_server_api_key, relay_id, folder_id,
-         sync_all, confirm_deletions, no_push) -> None:
+         sync_all, confirm_deletions, no_push, max_update_bytes, max_attachment_bytes) -> None:
     """One-time sync of a shared folder (or all connectors) into its repository.
 
     Fetches the folder and its documents, writes the changes, makes one commit and
@@ -160,7 +182,8 @@ def sync(data_dir, log_level, relay_server_url, relay_server_api_key, relay_id, 
     from gitsync.ids import InvalidId, parse_uuid
 
     settings = _settings(data_dir=data_dir, log_level=log_level, relay_server_url=relay_server_url,
-                         relay_server_api_key=relay_server_api_key)
+                         relay_server_api_key=relay_server_api_key, max_update_bytes=max_update_bytes,
+                         max_attachment_bytes=max_attachment_bytes)
     if sync_all == bool(relay_id or folder_id):
         raise click.UsageError("give either --relay-id and --folder-id, or --all")
     selection = None

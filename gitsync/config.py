@@ -53,6 +53,8 @@ ENV_VARS: dict[str, str] = {
     "author_email": "RELAY_GIT_AUTHOR_EMAIL",
     "trust_on_first_use": "RELAY_GIT_SSH_TRUST_ON_FIRST_USE",
     "log_level": "RELAY_GIT_LOG_LEVEL",
+    "max_update_bytes": "RELAY_GIT_MAX_UPDATE_BYTES",
+    "max_attachment_bytes": "RELAY_GIT_MAX_ATTACHMENT_BYTES",
 }
 
 
@@ -126,6 +128,10 @@ class Settings:
     mass_delete_min: int = 25
     relay_timeout: float = 30.0
     relay_retries: int = 4
+    # Largest document update and attachment read from the Relay Server (bytes after
+    # any decompression); a bigger one is skipped with a reason, the rest syncs.
+    max_update_bytes: int = 64 * 1024 * 1024
+    max_attachment_bytes: int = 512 * 1024 * 1024
     connectors_file: Path | None = None
 
     def __repr__(self) -> str:
@@ -179,6 +185,8 @@ class Settings:
 # Settings read from the environment only (no command-line flag).
 ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use"}
 
+MIN_SIZE_CAP = 4096  # bytes: the smallest size cap accepted
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -216,6 +224,8 @@ _KINDS = {
     "reconcile_interval": float,
     "trust_on_first_use": bool,
     "connectors_file": Path,
+    "max_update_bytes": int,
+    "max_attachment_bytes": int,
 }
 
 
@@ -261,6 +271,12 @@ def validate(settings: Settings) -> Settings:
         raise bad("--fetch-concurrency", "must be at least 1", settings.fetch_concurrency)
     if settings.reconcile_interval < 0:
         raise bad("--reconcile-interval", "must be 0 (off) or more seconds", settings.reconcile_interval)
+    # Below a few KiB even an empty folder's index would be refused.
+    if settings.max_update_bytes < MIN_SIZE_CAP:
+        raise bad("--max-update-bytes", f"must be at least {MIN_SIZE_CAP} bytes", settings.max_update_bytes)
+    if settings.max_attachment_bytes < MIN_SIZE_CAP:
+        raise bad("--max-attachment-bytes", f"must be at least {MIN_SIZE_CAP} bytes",
+                  settings.max_attachment_bytes)
     if settings.relay_server_url:
         if not re.match(r"^https?://[^/\s]+", settings.relay_server_url):
             raise bad(

@@ -6,9 +6,11 @@ documents that pycrdt builds in the layouts the Relay plugin uses, so that tests
 ``cli.py demo`` exercise the real client, sockets and decoders without a Node server.
 
 What it offers beyond the protocol is for tests: fault injection (fail the next N
-requests, serve raw bytes for a document, serve wrong bytes for a hash), per-document
-fetch counters, a switch requiring the 3-UUID attachment id, and a builder API
-(:class:`FolderHandle`) that edits folders and documents as Yjs transactions.
+requests, serve raw bytes for a document, serve wrong bytes for a hash, answer gzip
+whatever was asked for, send chunked or with a false ``Content-Length``), large
+generated attachments that are never held in memory, per-document fetch counters, a
+switch requiring the 3-UUID attachment id, and a builder API (:class:`FolderHandle`)
+that edits folders and documents as Yjs transactions.
 
 Documents are stored as full Yjs v1 updates (bytes); every edit loads the bytes into a
 fresh ``pycrdt.Doc``, changes it in one transaction, and stores the new state.  No
@@ -17,6 +19,7 @@ pycrdt object outlives a call, so handler threads never share one.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import json
@@ -30,8 +33,9 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -55,6 +59,34 @@ _EMPTY_UPDATE = b"\x00\x00"
 _NANOID_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
 _ATTACHMENT_TYPES = {"image", "pdf", "audio", "video", "base", "file"}
 _ROUTE = re.compile(r"^/(d|doc|f)/([0-9A-Za-z-]+)/(as-update|update|download-url)$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_GENERATED_BLOCK = 1 << 20
+_REDIRECT_BODY = 256 * 1024
+
+
+@dataclass(frozen=True)
+class _Framing:
+    """How one answer is put on the wire (test knob, see :meth:`DevRelay.frame_response`)."""
+
+    gzip: bool = False
+    chunked: bool = False
+    content_length: int | None = None
+
+
+@dataclass(frozen=True)
+class _Generated:
+    """A large attachment made of one repeated block, produced while it is sent."""
+
+    size: int
+    block: bytes
+    mimetype: str
+
+    def chunks(self) -> Iterator[bytes]:
+        left = self.size
+        while left > 0:
+            piece = self.block[: min(left, len(self.block))]
+            left -= len(piece)
+            yield piece
 
 
 def _norm(path: str) -> str:
@@ -161,6 +193,8 @@ class _Handler(BaseHTTPRequestHandler):
             relay._count(match.group(2))
             relay._open.wait(timeout=60)  # paused: hold document reads (see pause())
         fault = relay._take_fault(path)
+        if fault in (301, 302, 303, 307, 308):
+            return self._redirect(fault)
         if fault is not None:
             return self._error(fault, "injected failure")
         if is_blob and method == "GET":
@@ -186,13 +220,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "not a document id")
         with relay._lock:
             raw = relay._raw.get(key)
+        framing = relay._framing_for(key)
         if raw is not None:
             data, ctype, status = raw
-            return self._send(status, data, ctype)
+            return self._send(status, data, ctype, framing)
         data = relay.get_update(key)
         if data is None:
             return self._error(404, f"document {ident} not found")
-        return self._send(200, data, "application/octet-stream")
+        return self._send(200, data, "application/octet-stream", framing)
 
     def _post_update(self, ident: str, body: bytes) -> None:
         try:
@@ -213,7 +248,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
             return self._error(400, "hash must be a sha256 hex digest")
         with relay._lock:
-            known = digest in relay._blobs
+            known = digest in relay._blobs or digest in relay._generated
         if not known:
             return self._error(404, "no file with that hash")
         body = json.dumps({"downloadUrl": relay._signed_blob_url(digest)}).encode()
@@ -229,22 +264,61 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(403, "signature does not match")
         with relay._lock:
             blob = relay._blobs.get(digest)
+            generated = relay._generated.get(digest)
             relay._blob_fetches[digest] = relay._blob_fetches.get(digest, 0) + 1
+        framing = relay._framing_for(digest)
+        if generated is not None:
+            return self._send_chunks(200, generated.chunks(), generated.size, generated.mimetype,
+                                     framing)
         if blob is None:
             return self._error(404, "no such blob")
         data, mimetype = blob
-        return self._send(200, data, mimetype)
+        return self._send(200, data, mimetype, framing)
 
     def _error(self, status: int, message: str) -> None:
         self._send(status, json.dumps({"error": message}).encode(), "application/json")
 
-    def _send(self, status: int, body: bytes, ctype: str) -> None:
+    def _redirect(self, status: int) -> None:
+        """Send the client back to the same URL, with a body it has no reason to read."""
+        self.send_response(status)
+        self.send_header("Location", self.path)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(_REDIRECT_BODY))
+        self.end_headers()
+        self.wfile.write(b"r" * _REDIRECT_BODY)
+
+    def _send(self, status: int, body: bytes, ctype: str, framing: _Framing | None = None) -> None:
+        if framing is not None and framing.gzip:
+            body = gzip.compress(body, compresslevel=6)
+        self._send_chunks(status, [body], len(body), ctype, framing)
+
+    def _send_chunks(self, status: int, chunks: Iterable[bytes], length: int, ctype: str,
+                     framing: _Framing | None) -> None:
+        """Send an answer, framed as the test knobs say (honest by default)."""
+        framing = framing or _Framing()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
+        if framing.gzip:
+            self.send_header("Content-Encoding", "gzip")
+        if framing.content_length is not None:
+            self.send_header("Content-Length", str(framing.content_length))
+            # A false length leaves the connection unusable: end it after this answer,
+            # so a client waiting for missing bytes sees the end of the stream.
+            self.close_connection = framing.content_length != length
+        elif framing.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(length))
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        if self.command == "HEAD":
+            return
+        for chunk in chunks:
+            if framing.chunked and framing.content_length is None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            else:
+                self.wfile.write(chunk)
+        if framing.chunked and framing.content_length is None:
+            self.wfile.write(b"0\r\n\r\n")
 
 
 class DevRelay:
@@ -276,6 +350,8 @@ class DevRelay:
         self._docs: dict[str, bytes] = {}
         self._raw: dict[str, tuple[bytes, str, int]] = {}
         self._blobs: dict[str, tuple[bytes, str]] = {}
+        self._generated: dict[str, _Generated] = {}
+        self._framing: dict[str, _Framing] = {}
         self._fetches: dict[str, int] = {}
         self._blob_fetches: dict[str, int] = {}
         self._faults: list[tuple[int, str | None]] = []
@@ -400,6 +476,21 @@ class DevRelay:
             mimetype = self._blobs.get(digest, (b"", "application/octet-stream"))[1]
             self._blobs[digest] = (bytes(data), mimetype)
 
+    def put_generated_blob(
+        self, size: int, *, seed: bytes = b"devrelay", mimetype: str = "application/octet-stream"
+    ) -> str:
+        """Store a ``size``-byte attachment produced while it is served (never held in
+        memory: one 1 MiB block repeated); returns its sha256 hex digest."""
+        block = hashlib.shake_256(seed).digest(_GENERATED_BLOCK)
+        blob = _Generated(size, block, mimetype)
+        hasher = hashlib.sha256()
+        for chunk in blob.chunks():
+            hasher.update(chunk)
+        digest = hasher.hexdigest()
+        with self._lock:
+            self._generated[digest] = blob
+        return digest
+
     def blob_fetch_count(self, digest: str) -> int:
         with self._lock:
             return self._blob_fetches.get(digest, 0)
@@ -414,7 +505,8 @@ class DevRelay:
 
     def fail_next(self, n: int, status: int = 500, *, path_prefix: str | None = None) -> None:
         """The next ``n`` requests (any path but ``/ready``, or only those whose path
-        starts with ``path_prefix``, e.g. ``"/blob/"``) answer ``status``."""
+        starts with ``path_prefix``, e.g. ``"/blob/"``) answer ``status``; a redirect
+        status (301, 302, 303, 307, 308) sends the client back to the same URL."""
         with self._lock:
             self._faults.extend([(status, path_prefix)] * n)
 
@@ -438,6 +530,38 @@ class DevRelay:
                 self._raw.pop(key, None)
             else:
                 self._raw[key] = (bytes(data), content_type, status)
+
+    def frame_response(
+        self,
+        target: str,
+        *,
+        gzip: bool = False,
+        chunked: bool = False,
+        content_length: int | None = None,
+    ) -> None:
+        """Test knob: change how the answers for ``target`` are put on the wire.
+
+        Args:
+            target: a document's compound id (its as-update) or a blob's sha256 digest.
+            gzip: compress the body and say ``Content-Encoding: gzip``, whatever the
+                client asked for.
+            chunked: send ``Transfer-Encoding: chunked`` (the size is found by reading).
+            content_length: declare this length whatever the body is; the connection
+                is closed after the body when it differs.
+
+        All defaults: honest framing again.
+        """
+        key = target.lower() if _DIGEST.match(target.lower()) else self._key(target)
+        framing = _Framing(gzip=gzip, chunked=chunked, content_length=content_length)
+        with self._lock:
+            if framing == _Framing():
+                self._framing.pop(key, None)
+            else:
+                self._framing[key] = framing
+
+    def _framing_for(self, key: str) -> _Framing | None:
+        with self._lock:
+            return self._framing.get(key)
 
     def fetch_count(self, compound: str) -> int:
         """How many authorized as-update requests named this document."""

@@ -27,7 +27,7 @@ from . import gitrepo, ydoc
 from .config import Connector, ConnectorsConfig, Settings
 from .ids import compound_id
 from .plan import Delete, Mkdir, Move, Rmdir, Tracked, Write, diff_folders, mass_deletion
-from .relay import NotFound, RelayClient, RelayError, Unauthorized, Unavailable
+from .relay import NotFound, RelayClient, RelayError, TooLarge, Unauthorized, Unavailable
 from .state import DataDirLock, FileRecord, FolderState, StateRegistry, write_atomic
 
 __all__ = ["Engine", "SyncReport", "SyncAborted", "describe_changes"]
@@ -113,14 +113,53 @@ def describe_changes(changes: list[list[str]]) -> str:
     return f"{subject}\n\n{body}\n"
 
 
+@dataclass(frozen=True)
+class _Staged:
+    """An attachment downloaded to a temporary file in the repository, not yet in place."""
+
+    path: Path  # a TMP_MARK name in the repository directory (same filesystem: atomic rename)
+    sha256: str
+    size: int
+
+
 @dataclass
 class _Fetched:
     doc_id: str
     data: bytes | None = None
+    file: _Staged | None = None  # attachments: the bytes are on disk, not in memory
     update_sha: str | None = None
     skip: str | None = None  # a reason not to write (not an error)
     error: str | None = None  # transient failure
     permanent: bool = False
+
+
+def _discard(results: Iterable[_Fetched]) -> None:
+    """Remove the temporary files of fetched attachments that were not put in place."""
+    for fetched in results:
+        if fetched.file is not None:
+            try:
+                fetched.file.path.unlink(missing_ok=True)
+            except OSError as exc:  # left for the start-up sweep of TMP_MARK files
+                log.warning("cannot remove a temporary file path=%s error=%s",
+                            fetched.file.path, exc.strerror or exc)
+            fetched.file = None
+
+
+def _place(staged: _Staged, full: Path) -> None:
+    """Move a staged attachment to ``full`` atomically, on disk before the state names it."""
+    fd = os.open(staged.path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(staged.path, 0o644)  # mkstemp made it 0600
+    full.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged.path, full)
+    dir_fd = os.open(full.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _remove_write_debris(root: Path) -> None:
@@ -142,6 +181,15 @@ def _remove_write_debris(root: Path) -> None:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file read in chunks (an attachment may be hundreds of MB)."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 class Engine:
@@ -309,14 +357,21 @@ class Engine:
                         targets.setdefault(doc_id, entry)
             fetched = self._fetch_all(connector, state, targets, force=writes, verify=full,
                                       progress=progress)
-            refetch = self._apply_ops(connector, state, ops, fetched, report)
-            for doc_id, entry in targets.items():
-                if doc_id not in writes:
-                    self._store(connector, state, entry, fetched[doc_id], report)
+            try:
+                refetch = self._apply_ops(connector, state, ops, fetched, report)
+                for doc_id, entry in targets.items():
+                    if doc_id not in writes:
+                        self._store(connector, state, entry, fetched[doc_id], report)
+            finally:
+                _discard(fetched.values())
             if refetch:
                 again = {d: current[d] for d in refetch if d in current}
-                for doc_id, result in self._fetch_all(connector, state, again, force=set(again)).items():
-                    self._store(connector, state, again[doc_id], result, report)
+                fetched = self._fetch_all(connector, state, again, force=set(again))
+                try:
+                    for doc_id, result in fetched.items():
+                        self._store(connector, state, again[doc_id], result, report)
+                finally:
+                    _discard(fetched.values())
             if not report.held:
                 self._track_folders(state, current)
             state.last_sync = time.time()
@@ -476,8 +531,11 @@ class Engine:
                 targets[doc_id] = ydoc.Entry(path=rec.path, id=doc_id, type=rec.type, hash=rec.hash)
             if targets:
                 fetched = self._fetch_all(connector, state, targets, force=set())
-                for doc_id, entry in targets.items():
-                    self._store(connector, state, entry, fetched[doc_id], report)
+                try:
+                    for doc_id, entry in targets.items():
+                        self._store(connector, state, entry, fetched[doc_id], report)
+                finally:
+                    _discard(fetched.values())
                 state.last_sync = time.time()
                 self._flush(connector)
         return report
@@ -493,7 +551,7 @@ class Engine:
         intact = exists
         if verify and exists and rec is not None and rec.sha256:
             try:
-                intact = _sha256(full.read_bytes()) == rec.sha256
+                intact = _file_sha256(full) == rec.sha256
             except OSError:
                 intact = False
         cid = compound_id(connector.relay_id, entry.id)
@@ -506,9 +564,12 @@ class Engine:
                 if not force and rec is not None and rec.hash == entry.hash and intact:
                     out.skip = "unchanged"
                     return out
-                out.data = self.relay.download_attachment(
-                    connector.relay_id, entry.id, entry.hash, folder_id=connector.folder_id
+                # Staged in the repository directory: placing it is then one rename.
+                tmp, sha, size = self.relay.download_attachment_to(
+                    connector.relay_id, entry.id, entry.hash, self.settings.repo_dir(connector),
+                    folder_id=connector.folder_id, prefix=TMP_MARK,
                 )
+                out.file = _Staged(tmp, sha, size)
                 return out
             update = self.relay.get_update(cid)
             out.update_sha = _sha256(update)
@@ -530,12 +591,16 @@ class Engine:
             out.error, out.permanent = "document not found on the relay", True
         except ydoc.CorruptUpdate as exc:
             out.error, out.permanent = f"corrupt document: {exc}", True
+        except TooLarge as exc:  # permanent for this version; a smaller one syncs
+            out.error, out.permanent = str(exc), True
         except Unavailable as exc:
             out.error = str(exc)
             if relay_down is not None:
                 relay_down.set()  # the rest of this round fails fast instead of retrying each
         except RelayError as exc:
             out.error = str(exc)
+        except OSError as exc:  # the attachment's temporary file (e.g. a full disk)
+            out.error = f"cannot store the download: {exc.strerror or exc}"
         return out
 
     def _fetch_all(self, connector, state: FolderState, targets: dict[str, ydoc.Entry], *,
@@ -562,10 +627,16 @@ class Engine:
                 doc_id in force, verify, relay_down,
             )
         results = {}
-        for done, (doc_id, future) in enumerate(futures.items(), start=1):
-            results[doc_id] = future.result()
-            if progress:
-                progress(done, total)
+        try:
+            for done, (doc_id, future) in enumerate(futures.items(), start=1):
+                results[doc_id] = future.result()
+                if progress:
+                    progress(done, total)
+        except BaseException:
+            for future in futures.values():
+                if not future.cancel() and future.exception() is None:
+                    _discard([future.result()])
+            raise
         return results
 
     def _store(self, connector, state: FolderState, entry: ydoc.Entry, fetched: _Fetched,
@@ -585,9 +656,11 @@ class Engine:
             else:
                 report.skipped.append((path, fetched.skip))
             return
-        assert fetched.data is not None
+        assert fetched.data is not None or fetched.file is not None
         try:
-            self._write_file(connector, state, entry, path, fetched.data, report)
+            if self._write_file(connector, state, entry, path, fetched.data, report,
+                                staged=fetched.file):
+                fetched.file = None  # renamed into place: no longer ours to remove
         except OSError as exc:
             reason = (f"cannot write: {exc.strerror or exc} "
                       "(something the service did not write is in the way)")
@@ -595,6 +668,8 @@ class Engine:
                         connector.relay_id, connector.folder_id, entry.id, path, reason)
             report.skipped.append((path, reason))
             return
+        finally:
+            _discard([fetched])
         if fetched.update_sha:
             hashes = self.states.relay(connector.relay_id).doc_hashes
             hashes[compound_id(connector.relay_id, entry.id)] = fetched.update_sha
@@ -604,18 +679,24 @@ class Engine:
         self._save(connector)
 
     def _write_file(self, connector, state: FolderState, entry: ydoc.Entry, path: str,
-                    data: bytes, report: SyncReport) -> bool:
+                    data: bytes | None, report: SyncReport, *, staged: _Staged | None = None) -> bool:
+        """Write ``data``, or move the ``staged`` file, to ``path``; True when placed."""
         full = self._root(connector) / path
         if not self._inside(connector, full):
             log.error("refusing to write outside the repository relay=%s folder=%s path=%r",
                       connector.relay_id, connector.folder_id, path)
             report.skipped.append((path, "path resolves outside the repository"))
             return False
-        sha = _sha256(data)
+        if staged is not None:
+            sha, size = staged.sha256, staged.size
+        else:
+            assert data is not None
+            sha, size = _sha256(data), len(data)
         rec = state.files.get(entry.id)
         new = rec is None
         if (rec is not None and rec.sha256 == sha and full.is_file()
-                and full.stat().st_size == len(data) and full.read_bytes() == data):
+                and full.stat().st_size == size
+                and (full.read_bytes() == data if staged is None else _file_sha256(full) == sha)):
             rec.type, rec.hash = entry.type, entry.hash
             report.unchanged += 1
             return False
@@ -626,9 +707,12 @@ class Engine:
         # at any point, and must never record the new file without its pending commit.
         state.add_dirty([self._repo_path(connector, path)])
         # fsync'd: the state saved after this must not claim a file a power cut could lose.
-        write_atomic(full, data, fsync=True, tmp_prefix=TMP_MARK, mode=0o644)
+        if staged is not None:
+            _place(staged, full)
+        else:
+            write_atomic(full, data, fsync=True, tmp_prefix=TMP_MARK, mode=0o644)
         state.files[entry.id] = FileRecord(path=path, type=entry.type, hash=entry.hash,
-                                           sha256=sha, size=len(data))
+                                           sha256=sha, size=size)
         if new:
             report.created += 1
         else:

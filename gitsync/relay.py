@@ -6,20 +6,35 @@ concurrency.  Transient failures (connection errors, timeouts, HTTP 5xx and 429)
 retried with exponential backoff and jitter; anything else becomes one of a few typed
 errors the engine acts on.  No API key, presigned URL or query string reaches an
 exception message, a log line or a repr.
+
+Every body is streamed and counted here, never read whole by ``requests``: a document
+update and an attachment each have a size cap, a declared ``Content-Length`` over the
+cap is refused before a byte is read, and reading stops one byte past it.  We ask for
+``identity`` encoding; a server that compresses anyway is decoded with a bounded
+inflater (gzip or deflate, never more output than the cap), so a small compressed
+answer cannot become a huge one.  Redirects are followed by hand for the same reason
+(``requests`` would read a redirect's body whole).  Attachments stream into a
+temporary file while hashed, so memory does not grow with their size.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import random
 import re
+import tempfile
 import threading
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import NoReturn, TypeVar
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from .ids import parse_compound_id, parse_uuid
@@ -30,7 +45,10 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "BadResponse",
+    "TooLarge",
     "RelayClient",
+    "DEFAULT_MAX_UPDATE_BYTES",
+    "DEFAULT_MAX_ATTACHMENT_BYTES",
 ]
 
 log = logging.getLogger(__name__)
@@ -42,6 +60,13 @@ _RETRY_STATUSES = frozenset({429}) | frozenset(range(500, 600))
 _MAX_BACKOFF = 30.0
 _CHUNK = 256 * 1024
 _SNIPPET = 120
+DEFAULT_MAX_UPDATE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_ATTACHMENT_BYTES = 512 * 1024 * 1024
+_MAX_JSON_BYTES = 64 * 1024  # a download-url answer is a few hundred bytes
+_ERROR_PREFIX = 4096  # what is read of an error page (the message shows the start)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+_BLOB_LABEL = "<presigned attachment URL>"
 # Media types that mean "an error page", never Yjs update bytes.
 _TEXTUAL = re.compile(
     r"^(text/.*|application/(json|problem\+json|xml|xhtml\+xml|.*\+json|.*\+xml))$"
@@ -81,8 +106,31 @@ class BadResponse(RelayError):
     """The server answered, but not with what was asked for (wrong type, bad hash, bad JSON)."""
 
 
+class TooLarge(RelayError):
+    """The answer is bigger than the cap configured for it.
+
+    Permanent for this version of the document: asking again gets the same bytes, so
+    the caller skips the document (a later, smaller version is fetched normally).
+    ``size`` is the size the server declared, or None when the excess was found by
+    reading; ``limit`` is the cap in bytes.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        status: int | None = None,
+        size: int | None = None,
+        limit: int = 0,
+    ):
+        super().__init__(message, path=path, status=status)
+        self.size = size
+        self.limit = limit
+
+
 class _Bearer(requests.auth.AuthBase):
-    """Bearer auth as an auth object, so requests strips it on cross-host redirects."""
+    """Bearer auth as an auth object, so it is dropped when a redirect leaves the origin."""
 
     def __init__(self, token: str):
         self._token = token
@@ -172,12 +220,169 @@ def _describe_exception(exc: BaseException, timeout: float) -> str:
 
 
 class _Retry(Exception):
-    """Internal: one attempt failed in a way worth retrying."""
+    """Internal: one attempt failed in a way worth retrying.
 
-    def __init__(self, reason: str, status: int | None = None):
+    ``final`` is raised when every retry failed: :class:`Unavailable` when the server
+    could not be reached, :class:`BadResponse` when it answered but the body broke
+    off (a problem of that one document, not of the whole server).
+    """
+
+    def __init__(self, reason: str, status: int | None = None,
+                 final: type[RelayError] = Unavailable):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.final = final
+
+
+def _size(n: int) -> str:
+    """``67108864`` -> ``64 MiB``; sizes that are not whole KiB/MiB in bytes."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n:,} bytes"
+
+
+def _content_length(resp: requests.Response) -> int | None:
+    raw = resp.headers.get("Content-Length", "").strip()
+    return int(raw) if raw.isdigit() else None
+
+
+class _Inflater:
+    """Decode a gzip or deflate body in pieces of at most ``_CHUNK`` bytes.
+
+    ``feed`` never produces more than ``room + 1`` bytes for one input, however well
+    it compresses, so the caller can stop one byte past its cap with bounded memory.
+    gzip may hold several members one after another (RFC 1952); deflate is the zlib
+    format, or raw deflate as some servers send it.
+
+    Raises (from ``feed``/``finish``): zlib.error on bytes that are not the format.
+    """
+
+    def __init__(self, encoding: str):
+        self.encoding = encoding
+        self._gzip = encoding != "deflate"
+        self._d: zlib._Decompress | None = None  # type: ignore[name-defined]
+        self._head = b""  # deflate: bytes held until the zlib header can be recognised
+
+    def _start(self, data: bytes) -> zlib._Decompress:  # type: ignore[name-defined]
+        if self._gzip:
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        zlib_header = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+        return zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
+
+    def feed(self, data: bytes, room: int) -> Iterator[bytes]:
+        if not self._gzip and self._d is None and len(self._head) + len(data) < 2:
+            self._head += data
+            return
+        data, self._head = self._head + data, b""
+        produced = 0
+        while produced <= room:
+            if self._d is None or (self._d.eof and data):
+                if self._d is not None and not self._gzip:
+                    raise zlib.error("data after the end of the deflate stream")
+                self._d = self._start(data)  # the first (or the next gzip) member
+            if self._d.eof:
+                return
+            out = self._d.decompress(data, min(_CHUNK, room + 1 - produced))
+            data = self._d.unconsumed_tail or self._d.unused_data
+            if out:
+                produced += len(out)
+                yield out
+            elif not data:
+                return  # all input taken and no output waiting behind the last limit
+
+    def finish(self) -> None:
+        """Raises zlib.error when the body ended inside a compressed stream."""
+        if self._head or self._d is None or not self._d.eof:
+            raise zlib.error("the compressed body ends early")
+
+
+def _read_body(
+    resp: requests.Response,
+    sink: Callable[[bytes], object],
+    *,
+    limit: int,
+    refuse: Callable[[str, int | None], Exception],
+    label: str,
+    timeout: float,
+) -> int:
+    """Pass the decoded body of ``resp`` to ``sink`` in pieces; returns its size.
+
+    Never reads more than ``limit + 1`` bytes off the wire or hands on more than
+    ``limit`` decoded bytes: ``refuse(detail, declared_size)`` makes the error raised
+    instead (before reading when ``Content-Length`` already says too much).
+
+    Raises:
+        _Retry: the connection broke or timed out mid-body (final: BadResponse).
+        BadResponse: an unsupported or corrupt content encoding.
+        OSError: from ``sink`` (e.g. a full disk), unchanged.
+    """
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    inflater: _Inflater | None = None
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        inflater = _Inflater(encoding)
+    elif encoding not in ("", "identity"):
+        raise BadResponse(
+            f"GET {label} answered with content encoding {encoding[:40]!r}, which is not"
+            " supported (identity was asked for)",
+            path=label,
+            status=resp.status_code,
+        )
+    declared = _content_length(resp)
+    if declared is not None and declared > limit:
+        raise refuse(f"declares {declared:,} bytes", declared)
+    wire = out = 0
+    pieces = resp.raw.stream(_CHUNK, decode_content=False)
+    while True:
+        try:
+            raw = next(pieces, None)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            got = f" after {wire:,} of {declared:,} bytes" if declared is not None else ""
+            if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+                raise _Retry(f"no data within {timeout:g}s while reading the body{got}",
+                             resp.status_code, final=BadResponse) from None
+            raise _Retry(f"connection broken while reading the body{got}", resp.status_code,
+                         final=BadResponse) from None
+        if raw is None:
+            break
+        wire += len(raw)
+        if wire > limit:
+            raise refuse(f"is more than {limit:,} bytes", None)
+        if inflater is None:
+            out += len(raw)
+            sink(raw)
+            continue
+        try:
+            for piece in inflater.feed(raw, limit - out):
+                out += len(piece)
+                if out > limit:
+                    raise refuse(f"inflates ({encoding}) to more than {limit:,} bytes", None)
+                sink(piece)
+        except zlib.error:
+            raise BadResponse(f"GET {label} answered a body that is not valid {encoding}",
+                              path=label, status=resp.status_code) from None
+    if inflater is not None:
+        try:
+            inflater.finish()
+        except zlib.error as exc:
+            raise BadResponse(f"GET {label} answered a body that is not valid {encoding}: {exc}",
+                              path=label, status=resp.status_code) from None
+    return out
+
+
+class _Enough(Exception):
+    """Internal: a prefix of the body was all that was wanted."""
+
+
+def _read_prefix(resp: requests.Response, n: int = _ERROR_PREFIX) -> bytes:
+    """Up to ``n`` decoded bytes of the body (best effort, for error messages)."""
+    buf = bytearray()
+    try:
+        _read_body(resp, buf.extend, limit=n, refuse=lambda *_: _Enough(), label="", timeout=0)
+    except (_Enough, _Retry, RelayError):
+        pass
+    return bytes(buf[:n])
 
 
 class RelayClient:
@@ -196,6 +401,8 @@ class RelayClient:
         pool_size: connections kept per host.
         stop_event: when set, retry waits end at once and the call raises
             :class:`Unavailable` (used for a prompt shutdown).
+        max_update_bytes: largest document update accepted (decoded bytes).
+        max_attachment_bytes: largest attachment accepted (decoded bytes).
     """
 
     def __init__(
@@ -208,11 +415,17 @@ class RelayClient:
         backoff: float = 0.5,
         pool_size: int = 16,
         stop_event: threading.Event | None = None,
+        max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
+        max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES,
     ):
         if not api_key:
             raise ValueError("api_key must be a non-empty string (RELAY_SERVER_API_KEY)")
         if retries < 0 or backoff < 0 or timeout <= 0 or pool_size < 1:
             raise ValueError("retries and backoff must be >= 0, timeout > 0, pool_size >= 1")
+        if max_update_bytes < 1 or max_attachment_bytes < 1:
+            raise ValueError("max_update_bytes and max_attachment_bytes must be >= 1")
+        self.max_update_bytes = int(max_update_bytes)
+        self.max_attachment_bytes = int(max_attachment_bytes)
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
         self.retries = int(retries)
@@ -227,6 +440,8 @@ class RelayClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["User-Agent"] = "relay-git-sync"
+        # Sizes are counted on what we keep: no compression, so no surprise inflation.
+        self._session.headers["Accept-Encoding"] = "identity"
 
     def __repr__(self) -> str:
         return f"RelayClient(base_url={_redact_base(self.base_url)!r}, api_key=REDACTED)"
@@ -257,36 +472,82 @@ class RelayClient:
             NotFound: the server has no such document.
             Unauthorized: the API key was refused.
             Unavailable: no usable answer after every retry.
-            BadResponse: the body is not update bytes (e.g. a JSON or HTML error page).
+            BadResponse: the body is not update bytes (e.g. a JSON or HTML error page),
+                or it broke off on every attempt.
+            TooLarge: the update is bigger than ``max_update_bytes``.
         """
         cid = str(parse_compound_id(compound_id))
         path = f"/d/{quote(cid, safe='-')}/as-update"
+        limit = self.max_update_bytes
+
+        def refuse(detail: str, size: int | None) -> TooLarge:
+            return TooLarge(
+                f"GET {path}: document {detail}, over the {_size(limit)} cap on document"
+                " updates (--max-update-bytes, RELAY_GIT_MAX_UPDATE_BYTES)",
+                path=path, status=200, size=size, limit=limit,
+            )
 
         def attempt() -> bytes:
-            resp = self._get(path, what="document")
-            ctype = _media_type(resp)
-            if _TEXTUAL.match(ctype):
-                raise BadResponse(
-                    f"GET {path} returned {ctype} instead of Yjs update bytes"
-                    f" (body starts {self._snippet(resp.content)!r})",
-                    path=path,
-                    status=resp.status_code,
-                )
-            return resp.content
+            with self._get(path, what="document") as resp:
+                ctype = _media_type(resp)
+                if _TEXTUAL.match(ctype):
+                    raise BadResponse(
+                        f"GET {path} returned {ctype} instead of Yjs update bytes"
+                        f" (body starts {self._snippet(_read_prefix(resp))!r})",
+                        path=path,
+                        status=resp.status_code,
+                    )
+                chunks: list[bytes] = []
+                _read_body(resp, chunks.append, limit=limit, refuse=refuse, label=path,
+                           timeout=self.timeout)
+            return b"".join(chunks)
 
         return self._with_retries(path, attempt)
 
     def download_attachment(
         self, relay_id: str, doc_id: str, sha256_hex: str, *, folder_id: str | None = None
     ) -> bytes:
-        """Download an attachment by content hash and verify it.
+        """Download an attachment into memory (see :meth:`download_attachment_to`).
 
-        Asks ``/f/<relay>-<doc>/download-url?hash=...``; on 400/404 and when
-        ``folder_id`` is given, asks ``/f/<relay>-<folder>-<doc>/download-url`` instead.
-        The presigned URL is then fetched without the API key.
+        Holds the whole attachment (up to ``max_attachment_bytes``): for small files
+        and tools; the engine streams to disk instead.
 
         Returns:
             The attachment's bytes, whose sha256 equals ``sha256_hex``.
+        """
+        url, relay, doc, digest = self._attachment_url(relay_id, doc_id, sha256_hex, folder_id)
+
+        def attempt() -> bytes:
+            chunks: list[bytes] = []
+            self._fetch_blob(url, relay, doc, digest, chunks.append)
+            return b"".join(chunks)
+
+        return self._with_retries(_BLOB_LABEL, attempt)
+
+    def download_attachment_to(
+        self,
+        relay_id: str,
+        doc_id: str,
+        sha256_hex: str,
+        directory: str | os.PathLike[str],
+        *,
+        folder_id: str | None = None,
+        prefix: str = ".gitsync-tmp-",
+        suffix: str = ".tmp",
+    ) -> tuple[Path, str, int]:
+        """Download an attachment by content hash into a new file in ``directory``.
+
+        Asks ``/f/<relay>-<doc>/download-url?hash=...``; on 400/404 and when
+        ``folder_id`` is given, asks ``/f/<relay>-<folder>-<doc>/download-url`` instead.
+        The presigned URL is then fetched without the API key.  The body streams into
+        ``<prefix>XXXX<suffix>`` (mode 0600, not fsync'd) while it is hashed, so memory
+        stays small whatever the size.  Pick ``directory`` on the filesystem of the
+        final place, so the caller can move the file there with an atomic rename.  On
+        any error the file is removed; on success the caller owns it.
+
+        Returns:
+            ``(path of the file, its sha256 hex, its size)``; the sha256 equals
+            ``sha256_hex`` (checked before returning).
 
         Raises:
             ids.InvalidId: a bad relay, doc or folder UUID.
@@ -294,8 +555,50 @@ class RelayClient:
             Unauthorized: the API key was refused.
             Unavailable: no usable answer after every retry.
             BadResponse: not a sha256 hash, a malformed download-url answer, a
-                refused presigned URL, or downloaded bytes with another hash.
+                refused presigned URL, a body that broke off on every attempt, or
+                downloaded bytes with another hash.
+            TooLarge: the attachment is bigger than ``max_attachment_bytes``.
+            OSError: the file could not be created or written.
         """
+        url, relay, doc, digest = self._attachment_url(relay_id, doc_id, sha256_hex, folder_id)
+        where = os.fspath(directory)
+
+        def attempt() -> tuple[Path, str, int]:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=where)
+            try:
+                with open(fd, "wb", closefd=True) as handle:
+                    size = self._fetch_blob(url, relay, doc, digest, handle.write)
+            except BaseException:
+                try:
+                    os.unlink(name)
+                except FileNotFoundError:
+                    pass
+                raise
+            return Path(name), digest, size
+
+        return self._with_retries(_BLOB_LABEL, attempt)
+
+    def ready(self) -> bool:
+        """True when ``GET /ready`` answers 200 (one attempt, no retries, never raises)."""
+        try:
+            resp = self._session.get(
+                self.base_url + "/ready",
+                auth=self._auth,
+                stream=True,  # the status is all we want: the body is never read
+                timeout=(min(self.timeout, 10.0), self.timeout),
+            )
+            resp.close()
+        except requests.RequestException as exc:
+            log.debug("relay not ready error=%r", _describe_exception(exc, self.timeout))
+            return False
+        return resp.status_code == 200
+
+    # -- internals --------------------------------------------------------------------
+
+    def _attachment_url(
+        self, relay_id: str, doc_id: str, sha256_hex: str, folder_id: str | None
+    ) -> tuple[str, str, str, str]:
+        """The presigned URL of an attachment, and the checked relay, doc and digest."""
         relay = parse_uuid(relay_id, what="relay_id")
         doc = parse_uuid(doc_id, what="doc_id")
         folder = parse_uuid(folder_id, what="folder_id") if folder_id else None
@@ -321,32 +624,21 @@ class RelayClient:
                     path=second,
                     status=exc2.status,
                 ) from None
-        return self._with_retries(
-            "<presigned attachment URL>", lambda: self._fetch_blob(url, relay, doc, digest)
-        )
-
-    def ready(self) -> bool:
-        """True when ``GET /ready`` answers 200 (one attempt, no retries, never raises)."""
-        try:
-            resp = self._session.get(
-                self.base_url + "/ready",
-                auth=self._auth,
-                timeout=(min(self.timeout, 10.0), self.timeout),
-            )
-            resp.close()
-        except requests.RequestException as exc:
-            log.debug("relay not ready error=%r", _describe_exception(exc, self.timeout))
-            return False
-        return resp.status_code == 200
-
-    # -- internals --------------------------------------------------------------------
+        return url, relay, doc, digest
 
     def _download_url(self, path: str, digest: str) -> str:
+        def refuse(detail: str, size: int | None) -> BadResponse:
+            return BadResponse(f"GET {path}: the download-url answer {detail}, more than"
+                               f" {_size(_MAX_JSON_BYTES)}", path=path, status=200)
+
         def attempt() -> str:
-            resp = self._get(path, what="attachment", params={"hash": digest})
+            with self._get(path, what="attachment", params={"hash": digest}) as resp:
+                chunks: list[bytes] = []
+                _read_body(resp, chunks.append, limit=_MAX_JSON_BYTES, refuse=refuse,
+                           label=path, timeout=self.timeout)
             try:
-                body = resp.json()
-            except ValueError:
+                body = json.loads(b"".join(chunks))
+            except (ValueError, RecursionError):
                 body = None
             url = body.get("downloadUrl") if isinstance(body, dict) else None
             if not isinstance(url, str) or not url:
@@ -367,26 +659,69 @@ class RelayClient:
 
         return self._with_retries(path, attempt)
 
+    def _open(
+        self,
+        url: str,
+        *,
+        auth: requests.auth.AuthBase,
+        label: str,
+        params: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """GET ``url`` with its body unread, following redirects without reading theirs.
+
+        The caller reads (bounded) and closes the response.  ``auth`` is dropped when a
+        redirect leaves the origin, by the same rule ``requests`` applies.  ``label``
+        names the request in errors (a path; never a presigned URL).
+
+        Raises:
+            _Retry: no response (connection refused, reset, timed out).
+            Unavailable: a TLS error (not retried: certificates do not heal in seconds).
+            BadResponse: more than five redirects, or one to a non-http(s) URL.
+        """
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                resp = self._session.get(
+                    url,
+                    params=params,
+                    auth=auth,
+                    stream=True,
+                    allow_redirects=False,
+                    timeout=(min(self.timeout, 10.0), self.timeout),
+                )
+            except requests.exceptions.SSLError as exc:
+                raise Unavailable(
+                    f"GET {label} failed: {_describe_exception(exc, self.timeout)}", path=label
+                ) from None
+            except requests.RequestException as exc:
+                raise _Retry(_describe_exception(exc, self.timeout)) from None
+            location = resp.headers.get("Location")
+            if resp.status_code not in _REDIRECTS or not location:
+                return resp
+            resp.close()
+            target = urljoin(resp.url, location)
+            if urlsplit(target).scheme not in ("http", "https"):
+                raise BadResponse(f"GET {label} redirected to a URL that is not http(s)",
+                                  path=label, status=resp.status_code)
+            if self._session.should_strip_auth(resp.url, target):
+                auth = _NoAuth()
+            url, params = target, None
+        raise BadResponse(f"GET {label} redirected more than {_MAX_REDIRECTS} times",
+                          path=label, status=resp.status_code)
+
     def _get(
         self, path: str, *, what: str, params: dict[str, str] | None = None
     ) -> requests.Response:
-        """One authenticated GET; maps statuses to errors or :class:`_Retry`."""
-        try:
-            resp = self._session.get(
-                self.base_url + path,
-                params=params,
-                auth=self._auth,
-                timeout=(min(self.timeout, 10.0), self.timeout),
-            )
-        except requests.exceptions.SSLError as exc:
-            raise Unavailable(
-                f"GET {path} failed: {_describe_exception(exc, self.timeout)}", path=path
-            ) from None
-        except requests.RequestException as exc:
-            raise _Retry(_describe_exception(exc, self.timeout)) from None
+        """One authenticated GET; maps statuses to errors or :class:`_Retry`.
+
+        Returns the 200 response with its body unread: the caller reads and closes it.
+        """
+        resp = self._open(self.base_url + path, auth=self._auth, label=path, params=params)
         status = resp.status_code
         if status == 200:
             return resp
+        with resp:
+            # Read a little (an error page is short): the connection can then be reused.
+            start = _read_prefix(resp)
         if status in _RETRY_STATUSES:
             raise _Retry(f"HTTP {status}", status)
         if status == 404:
@@ -398,53 +733,61 @@ class RelayClient:
                 status=status,
             )
         raise BadResponse(
-            f"GET {path} answered HTTP {status} (body starts {self._snippet(resp.content)!r})",
+            f"GET {path} answered HTTP {status} (body starts {self._snippet(start)!r})",
             path=path,
             status=status,
         )
 
-    def _fetch_blob(self, url: str, relay: str, doc: str, digest: str) -> bytes:
-        label = "<presigned attachment URL>"
-        try:
-            resp = self._session.get(
-                url, auth=_NoAuth(), stream=True, timeout=(min(self.timeout, 10.0), self.timeout)
+    def _fetch_blob(
+        self, url: str, relay: str, doc: str, digest: str, sink: Callable[[bytes], object]
+    ) -> int:
+        """Stream one presigned download into ``sink``, checking size and sha256.
+
+        Returns the number of bytes passed to ``sink``.
+        """
+        limit = self.max_attachment_bytes
+
+        def refuse(detail: str, size: int | None) -> TooLarge:
+            return TooLarge(
+                f"attachment {relay}-{doc} {detail}, over the {_size(limit)} cap on"
+                " attachments (--max-attachment-bytes, RELAY_GIT_MAX_ATTACHMENT_BYTES)",
+                path=_BLOB_LABEL, status=200, size=size, limit=limit,
             )
-        except requests.RequestException as exc:
-            raise _Retry(_describe_exception(exc, self.timeout)) from None
-        with resp:
+
+        with self._open(url, auth=_NoAuth(), label=_BLOB_LABEL) as resp:
             status = resp.status_code
             if status in _RETRY_STATUSES:
                 raise _Retry(f"HTTP {status}", status)
             if status == 404:
                 raise NotFound(
                     f"attachment {relay}-{doc} hash={digest} is missing from storage (HTTP 404)",
-                    path=label,
+                    path=_BLOB_LABEL,
                     status=status,
                 )
             if status != 200:
                 raise BadResponse(
                     f"download of attachment {relay}-{doc} refused with HTTP {status}"
                     " (presigned URL rejected or expired)",
-                    path=label,
+                    path=_BLOB_LABEL,
                     status=status,
                 )
             hasher = hashlib.sha256()
-            chunks: list[bytes] = []
-            try:
-                for chunk in resp.iter_content(_CHUNK):
-                    hasher.update(chunk)
-                    chunks.append(chunk)
-            except requests.RequestException as exc:
-                raise _Retry(_describe_exception(exc, self.timeout)) from None
+
+            def take(chunk: bytes) -> None:
+                hasher.update(chunk)
+                sink(chunk)
+
+            size = _read_body(resp, take, limit=limit, refuse=refuse, label=_BLOB_LABEL,
+                              timeout=self.timeout)
         got = hasher.hexdigest()
         if got != digest:
             raise BadResponse(
                 f"attachment {relay}-{doc}: downloaded bytes have sha256 {got},"
                 f" folder metadata says {digest}",
-                path=label,
+                path=_BLOB_LABEL,
                 status=200,
             )
-        return b"".join(chunks)
+        return size
 
     def _with_retries(self, path: str, attempt: Callable[[], T]) -> T:
         tries = self.retries + 1
@@ -472,6 +815,10 @@ class RelayClient:
 
     def _give_up(self, path: str, tries: int, exc: _Retry) -> NoReturn:
         noun = "attempt" if tries == 1 else "attempts"
+        if exc.final is not Unavailable:
+            raise exc.final(
+                f"GET {path}: {exc.reason} ({tries} {noun})", path=path, status=exc.status
+            ) from None
         raise Unavailable(
             f"relay server unavailable: GET {path} failed {tries} {noun} (last: {exc.reason})",
             path=path,

@@ -67,6 +67,8 @@ def open_engine(settings: Settings, connectors: ConnectorsConfig | None = None, 
         timeout=settings.relay_timeout,
         retries=settings.relay_retries,
         pool_size=max(8, settings.fetch_concurrency * 2),
+        max_update_bytes=settings.max_update_bytes,
+        max_attachment_bytes=settings.max_attachment_bytes,
     )
     try:
         return Engine(settings, relay, connectors, lock_timeout=lock_timeout)
