@@ -90,8 +90,7 @@ def test_sync_200_documents_then_noop_then_edit_rename_delete(relay_server: DevR
     assert len(head_files(repo_dir)) == 200
     assert commit_count(repo_dir) == 1
     assert (repo_dir / "empty-folder").is_dir()
-    for name in ("document_hashes.json", "shared_folders.json", "local_state.json"):
-        assert (tmp_path / "state" / folder.relay_id / name).is_file()
+    assert (tmp_path / "state" / "state.db").is_file()
 
     # A second run with nothing changed (even after server housekeeping) makes no commit.
     folder.touch("README.md")
