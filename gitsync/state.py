@@ -25,9 +25,11 @@ from typing import Any
 
 from .statedb import (
     DB_FILE,
+    FileItem,
     FileRow,
     FolderChanges,
     FolderRows,
+    LegacyState,
     ListChange,
     RelayChanges,
     RelayRows,
@@ -251,10 +253,10 @@ class _FileTable(_TrackedDict):
             del value.__dict__["_table"], value.__dict__["_key"]
 
     @classmethod
-    def restore(cls, lock: threading.RLock, rows: dict[str, FileRow]) -> _FileTable:
+    def restore(cls, lock: threading.RLock, rows: list[FileItem]) -> _FileTable:
         table = cls(lock)
         new, put = object.__new__, dict.__setitem__
-        for doc_id, (path, kind, content_hash, sha256, size) in rows.items():
+        for doc_id, path, kind, content_hash, sha256, size in rows:
             rec = new(FileRecord)  # the fields as stored, without a tracked __setattr__ per field
             rec.__dict__.update(path=path, type=kind, hash=content_hash, sha256=sha256, size=size,
                                 _table=table, _key=doc_id)
@@ -645,7 +647,7 @@ class StateRegistry:
             rows = db.load(relay_id)
             return RelayState(relay_id, None, legacy.apply_to(rows) if legacy else rows)
         if legacy is not None and legacy.present:
-            self._import(db, relay_id, legacy)
+            return RelayState(relay_id, db, self._import(db, relay_id, legacy))
         try:
             rows = db.load(relay_id)
         except StateReset:
@@ -653,11 +655,16 @@ class StateRegistry:
         return RelayState(relay_id, db, rows)
 
     @staticmethod
-    def _import(db: StateDB, relay_id: str, legacy: Any) -> None:
-        """Move a relay's JSON state into the database; the files are renamed only after."""
+    def _import(db: StateDB, relay_id: str, legacy: LegacyState) -> RelayRows:
+        """Move a relay's JSON state into the database; the files are renamed only after.
+
+        Returns:
+            the relay's state as stored.
+        """
         for attempt in range(2):
             try:
-                db.replace_relay(relay_id, legacy.apply_to(db.load(relay_id)))
+                rows = legacy.apply_to(db.load(relay_id))
+                db.replace_relay(relay_id, rows)
                 break
             except StateReset:
                 if attempt:
@@ -665,6 +672,7 @@ class StateRegistry:
         mark_imported(legacy.present)
         log.info("state imported into the database relay=%s files=%s database=%s", relay_id,
                  ",".join(p.name for p in legacy.present), db.path)
+        return rows
 
 
 def damaged_state_files(data_dir: Path, relay_id: str) -> list[str]:

@@ -94,7 +94,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 FileRow = tuple[str, str, str | None, str | None, int | None]  # path, type, hash, sha256, size
+FileItem = tuple[str, str, str, str | None, str | None, int | None]  # doc id, then a FileRow
 ChangeRow = tuple[str, str, str | None]  # verb, path, dst
+
+
+_REBUILT = " (if it is damaged, the service sets it aside and rebuilds the state when it starts)"
 
 
 class StateDBError(Exception):
@@ -120,7 +124,7 @@ class FolderRows:
     index_entries: int = 0
     held: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, FileRow] = field(default_factory=dict)
+    files: list[FileItem] = field(default_factory=list)
     dirty: list[str] = field(default_factory=list)
     changes: list[list[str]] = field(default_factory=list)
 
@@ -210,7 +214,8 @@ class StateDB:
             replaced by an empty one, so owners of loaded state can write it all again.
 
     Raises:
-        StateDBError: the schema is newer than this release, or WAL mode is refused.
+        StateDBError: the file cannot be opened, its schema is newer than this release,
+            or WAL mode is refused.
     """
 
     def __init__(self, path: Path, *, readonly: bool = False, on_reset: Callable[[], None] | None = None):
@@ -226,12 +231,15 @@ class StateDB:
             self._open_readonly()
             return
         try:
-            self._conn = self._connect()
-        except (sqlite3.DatabaseError, _Damaged) as exc:
-            if not _is_damage(exc):
-                raise
-            self._set_aside(exc)
-            self._conn = self._connect()
+            try:
+                self._conn = self._connect()
+            except (sqlite3.DatabaseError, _Damaged) as exc:
+                if not _is_damage(exc):
+                    raise
+                self._set_aside(exc)
+                self._conn = self._connect()
+        except sqlite3.Error as exc:  # permissions, a full disk, a lock held elsewhere
+            raise StateDBError(f"state database {self.path} cannot be opened: {exc}") from exc
 
     @property
     def connection(self) -> sqlite3.Connection | None:
@@ -297,7 +305,7 @@ class StateDB:
             version = _schema_version(conn)
         except sqlite3.Error as exc:
             conn.close()
-            self.problem = f"state database {self.path} is unreadable: {exc}"
+            self.problem = f"state database {self.path} is unreadable: {exc}{_REBUILT}"
             return
         if version != SCHEMA_VERSION:
             conn.close()
@@ -358,7 +366,7 @@ class StateDB:
         except sqlite3.Error as exc:
             if not self.readonly:
                 raise
-            self.problem = f"state database {self.path} is unreadable: {exc}"
+            self.problem = f"state database {self.path} is unreadable: {exc}{_REBUILT}"
             return RelayRows()
 
     def _load(self, conn: sqlite3.Connection, relay_id: str) -> RelayRows:
@@ -373,8 +381,8 @@ class StateDB:
         for pk, folder_id, last_sync, entries, held, extra in folders:
             rows = FolderRows(last_sync=last_sync, index_entries=int(entries or 0),
                               held=_json_dict(held) or None, extra=_json_dict(extra))
-            rows.files = {doc: (path, kind, hsh, sha, size) for doc, path, kind, hsh, sha, size in conn.execute(
-                "SELECT doc_id, path, type, hash, sha256, size FROM files WHERE folder = ?", (pk,))}
+            rows.files = conn.execute("SELECT doc_id, path, type, hash, sha256, size FROM files WHERE folder = ?",
+                                      (pk,)).fetchall()
             rows.dirty = [p for (p,) in conn.execute("SELECT path FROM dirty WHERE folder = ? ORDER BY seq", (pk,))]
             rows.changes = [[verb, path] + ([dst] if dst is not None else []) for verb, path, dst in conn.execute(
                 "SELECT verb, path, dst FROM pending_changes WHERE folder = ? ORDER BY seq", (pk,))]
@@ -428,7 +436,7 @@ class StateDB:
                     row=(folder.last_sync, folder.index_entries),
                     held=(folder.held,),
                     files_reset=True,
-                    files_upsert=list(folder.files.items()),
+                    files_upsert=[(item[0], item[1:]) for item in folder.files],
                     dirty=ListChange(True, 0, list(folder.dirty)),
                     changes=ListChange(True, 0, [change_row(c) for c in folder.changes]),
                 ))
@@ -573,8 +581,8 @@ def _legacy_folder(data: Any, folder_id: str) -> FolderRows:
             log.warning("state record skipped doc=%s", doc_id)
             continue
         size = rec.get("size")
-        out.files[str(doc_id)] = (str(rec["path"]), str(rec.get("type", "markdown")), _opt_str(rec.get("hash")),
-                                  _opt_str(rec.get("sha256")), size if isinstance(size, int) else None)
+        out.files.append((str(doc_id), str(rec["path"]), str(rec.get("type", "markdown")), _opt_str(rec.get("hash")),
+                          _opt_str(rec.get("sha256")), size if isinstance(size, int) else None))
     out.dirty = [str(p) for p in data.get("dirty") or []]
     out.changes = [c for c in ([str(x) for x in change][:3] for change in data.get("changes") or []
                                if isinstance(change, list)) if len(c) >= 2]
