@@ -231,6 +231,7 @@ class Engine:
             for repo in self._repos.values():
                 repo.close()  # type: ignore[attr-defined]
             self._repos.clear()
+        self.states.close()
         self._dir_lock.release()
 
     def lock(self, connector: Connector) -> threading.RLock:

@@ -242,16 +242,16 @@ def connector_problems(settings: Settings, config: ConnectorsConfig) -> list[str
 
 
 def offline_status(settings: Settings, config: ConnectorsConfig) -> list[str]:
-    """Per connector, what the state files and repository say (read-only, no lock).
+    """Per connector, what the state database and repository say (read-only, no lock).
 
-    Works while the service runs: it reads files the service replaces atomically.
+    Works while the service runs: the database is read in a transaction of its own.
     """
     import json
 
     from dulwich.repo import Repo
 
     from . import gitrepo
-    from .state import RelayState
+    from .state import StateRegistry, damaged_state_files
 
     lines = []
     journal = settings.queue_dir / "journal.jsonl"
@@ -266,13 +266,17 @@ def offline_status(settings: Settings, config: ConnectorsConfig) -> list[str]:
             outstanding[key] = outstanding.get(key, 0) + (1 if record.get("op") == "put" else -1)
         waiting = sum(1 for n in outstanding.values() if n > 0)
         lines.append(f"queue: {waiting} accepted webhook(s) not yet applied")
-    relays: dict[str, RelayState] = {}
+    states = StateRegistry(settings.data_dir, readonly=True)
+    try:
+        relays = {c.relay_id: states.relay(c.relay_id) for c in config.connectors}
+        if states.problem:
+            lines.append(f"state: {states.problem}")
+    finally:
+        states.close()
     for connector in config.connectors:
-        state_dir = settings.state_dir(connector.relay_id)
-        relay = relays.get(connector.relay_id) or relays.setdefault(connector.relay_id, RelayState(state_dir))
-        folder = relay.folders.get(connector.folder_id)
+        folder = relays[connector.relay_id].folders.get(connector.folder_id)
         lines.append(f"{connector.name} -> {redact_url(connector.url) or '(local only)'}")
-        damaged = sorted(p.name for p in state_dir.glob("*.damaged"))
+        damaged = damaged_state_files(settings.data_dir, connector.relay_id)
         if damaged:
             lines.append(f"  state files were damaged and set aside ({', '.join(damaged)}); "
                          "the next full sync rebuilds them")

@@ -1,28 +1,45 @@
-"""Persistent sync state in the layout users know (SPEC.md "Directory structure").
+"""Sync state in memory, and what changed in it since the last save.
 
-::
+The engine reads and changes plain-looking objects (:class:`FolderState` with its
+``files`` dict, ``dirty`` and ``changes`` lists, ``held`` and ``last_sync``; a relay's
+``doc_hashes`` dict) while it holds the folder's lock.  Each of them remembers which
+entries changed, so :meth:`RelayState.save` writes only those rows to the state database
+(``statedb``), in one transaction: its cost follows the change, not the vault.
 
-    state/<relay-id>/document_hashes.json   compound doc id -> sha256 of the last applied update
-    state/<relay-id>/shared_folders.json    folder id -> index metadata, held deletions
-    state/<relay-id>/local_state.json       folder id -> files we wrote, dirty paths, pending changes
-
-Every file is written atomically (temp file, fsync, rename) and only when something in
-it changed, once per sync rather than once per document.  The in-memory objects are
-mutated by the engine while it holds the folder's lock; :meth:`RelayState.save` takes
-the relay lock so folders of one relay can save concurrently.
+Saves may come from any folder's thread at any point.  Every tracked change and the
+snapshot a save takes hold one lock per relay, so a save sees the relay's state as of
+one instant: a change the engine makes after another (a file record after its dirty
+path) is never saved without the earlier one.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .statedb import (
+    DB_FILE,
+    FileItem,
+    FileRow,
+    FolderChanges,
+    FolderRows,
+    LegacyState,
+    ListChange,
+    RelayChanges,
+    RelayRows,
+    StateDB,
+    StateReset,
+    change_row,
+    damaged_files,
+    mark_imported,
+    read_legacy,
+)
 
 __all__ = [
     "DataDirBusy",
@@ -31,14 +48,14 @@ __all__ = [
     "FolderState",
     "RelayState",
     "StateRegistry",
+    "damaged_state_files",
     "write_atomic",
 ]
 
 log = logging.getLogger(__name__)
 
-HASHES_FILE = "document_hashes.json"
-FOLDERS_FILE = "shared_folders.json"
-LOCAL_FILE = "local_state.json"
+_ABSENT: Any = object()  # the key had no value
+_UNKNOWN: Any = object()  # what the database holds is unknown: always write
 
 
 def write_atomic(path: Path, data: bytes, *, fsync: bool = True, tmp_prefix: str | None = None,
@@ -77,7 +94,11 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True, tmp_prefix: str
 
 @dataclass
 class FileRecord:
-    """A file (or folder) the service wrote for one document id."""
+    """A file (or folder) the service wrote for one document id.
+
+    Changing an attribute of a record that sits in a :class:`FolderState`'s ``files``
+    marks that record for the next save.
+    """
 
     path: str  # relative to the connector prefix, posix
     type: str
@@ -85,30 +106,328 @@ class FileRecord:
     sha256: str | None = None  # sha256 of the bytes we wrote
     size: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+    def __setattr__(self, name: str, value: Any) -> None:
+        table = self.__dict__.get("_table")
+        if table is None:
+            object.__setattr__(self, name, value)
+            return
+        with table._lock:
+            table._note(self.__dict__["_key"])
+            object.__setattr__(self, name, value)
+
+    def row(self) -> FileRow:
+        return (self.path, self.type, self.hash, self.sha256, self.size)
+
+    def __getstate__(self) -> dict[str, Any]:  # a copy belongs to no table
+        return {k: v for k, v in self.__dict__.items() if k not in ("_table", "_key")}
+
+
+class _TrackedDict(dict):
+    """A dict that remembers, per key changed since the last save, the value saved then.
+
+    A key set back to what was saved (a record deleted and recreated alike) costs no row.
+    """
+
+    __slots__ = ("_lock", "_before", "_reset")
+
+    def __init__(self, lock: threading.RLock, data: dict | None = None, *, saved: bool = True):
+        super().__init__()
+        if data:
+            dict.update(self, data)
+        self._lock = lock
+        self._before: dict[Any, Any] = {}
+        self._reset = not saved  # write every row (and drop the others) at the next save
+
+    @staticmethod
+    def _row(value: Any) -> Any:
+        return value
+
+    def _note(self, key: Any) -> None:
+        """Remember the saved value of ``key`` before its first change (caller holds the lock)."""
+        if key not in self._before:
+            value = dict.get(self, key, _ABSENT)
+            self._before[key] = value if value is _ABSENT else self._row(value)
+
+    def _attach(self, key: Any, value: Any, old: Any) -> None:
+        pass
+
+    def _detach(self, value: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._note(key)
+            old = dict.get(self, key, _ABSENT)
+            dict.__setitem__(self, key, value)
+            self._attach(key, value, old)
+
+    def __delitem__(self, key: Any) -> None:
+        with self._lock:
+            self._note(key)
+            old = dict.pop(self, key)
+            self._detach(old)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        with self._lock:
+            if key not in self:
+                return dict.pop(self, key, *default)
+            self._note(key)
+            old = dict.pop(self, key)
+            self._detach(old)
+            return old
+
+    def popitem(self) -> tuple[Any, Any]:
+        with self._lock:
+            key = next(reversed(self.keys()))
+            return key, self.pop(key)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        with self._lock:
+            if key not in self:
+                self[key] = default
+            return dict.__getitem__(self, key)
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        for key, value in dict(other, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> _TrackedDict:
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        with self._lock:
+            for value in dict.values(self):
+                self._detach(value)
+            dict.clear(self)
+            self._before.clear()
+            self._reset = True
+
+    def copy(self) -> dict:
+        return dict(self)
+
+    def __reduce__(self) -> Any:
+        return (dict, (dict(self),))
+
+    def _take(self) -> tuple[bool, list[tuple[Any, Any]], list[Any]]:
+        """The rows to write: ``(reset, upserts, deletes)``; forgets them (caller holds the lock)."""
+        before, self._before = self._before, {}
+        if self._reset:
+            self._reset = False
+            return True, [(k, self._row(v)) for k, v in dict.items(self)], []
+        upserts, deletes = [], []
+        for key, was in before.items():
+            value = dict.get(self, key, _ABSENT)
+            now = value if value is _ABSENT else self._row(value)
+            if now is _ABSENT:
+                if was is not _ABSENT:
+                    deletes.append(key)
+            elif now != was:
+                upserts.append((key, now))
+        return False, upserts, deletes
+
+    def _untake(self, reset: bool, keys: Iterable[Any]) -> None:
+        """A save failed: write these again next time (caller holds the lock)."""
+        self._reset = self._reset or reset
+        for key in keys:
+            self._before[key] = _UNKNOWN
+
+
+class _FileTable(_TrackedDict):
+    """``FolderState.files``: also follows changes made to the records it holds."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _row(value: FileRecord) -> FileRow:
+        return value.row()
+
+    def _attach(self, key: str, value: FileRecord, old: Any) -> None:
+        if old is not _ABSENT and old is not value:
+            self._detach(old)
+        value.__dict__["_table"] = self
+        value.__dict__["_key"] = key
+
+    def _detach(self, value: FileRecord) -> None:
+        if value.__dict__.get("_table") is self:
+            del value.__dict__["_table"], value.__dict__["_key"]
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FileRecord:
-        return cls(
-            path=str(data["path"]),
-            type=str(data.get("type", "markdown")),
-            hash=data.get("hash"),
-            sha256=data.get("sha256"),
-            size=data.get("size"),
-        )
+    def restore(cls, lock: threading.RLock, rows: list[FileItem]) -> _FileTable:
+        table = cls(lock)
+        new, put = object.__new__, dict.__setitem__
+        for doc_id, path, kind, content_hash, sha256, size in rows:
+            rec = new(FileRecord)  # the fields as stored, without a tracked __setattr__ per field
+            rec.__dict__.update(path=path, type=kind, hash=content_hash, sha256=sha256, size=size,
+                                _table=table, _key=doc_id)
+            put(table, doc_id, rec)
+        return table
 
 
-@dataclass
+class _TrackedList(list):
+    """A list whose appended tail is saved as new rows; any other change rewrites it."""
+
+    __slots__ = ("_lock", "_saved", "_stale")
+
+    def __init__(self, lock: threading.RLock, items: Iterable[Any] = (), *, saved: bool = False):
+        super().__init__(items)
+        self._lock = lock
+        self._saved = len(self) if saved else 0  # leading items the database holds
+        self._stale = not saved
+
+    def append(self, item: Any) -> None:
+        with self._lock:
+            list.append(self, item)
+
+    def extend(self, items: Iterable[Any]) -> None:
+        items = list(items)
+        with self._lock:
+            list.extend(self, items)
+
+    def __iadd__(self, items: Iterable[Any]) -> _TrackedList:
+        self.extend(items)
+        return self
+
+    def _take(self, convert: Any = None) -> ListChange | None:
+        """The rows to write, or None; forgets them (caller holds the lock)."""
+        if self._stale:
+            change = ListChange(True, 0, list(self))
+        elif len(self) > self._saved:
+            change = ListChange(False, self._saved, list.__getitem__(self, slice(self._saved, None)))
+        else:
+            change = None
+        self._saved, self._stale = len(self), False
+        if change is not None and convert is not None:
+            change.items = [convert(item) for item in change.items]
+        return change
+
+
+def _rewriting(name: str) -> Any:
+    method = getattr(list, name)
+
+    def change(self: _TrackedList, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self._stale = True
+            return method(self, *args, **kwargs)
+
+    change.__name__ = name
+    return change
+
+
+for _name in ("__setitem__", "__delitem__", "__imul__", "insert", "remove", "pop", "clear", "sort", "reverse"):
+    setattr(_TrackedList, _name, _rewriting(_name))
+
+
 class FolderState:
-    """What we know about one shared folder's working tree."""
+    """What we know about one shared folder's working tree.
 
-    files: dict[str, FileRecord] = field(default_factory=dict)  # doc id -> record (incl. folders)
-    dirty: list[str] = field(default_factory=list)  # repo paths changed since the last commit
-    changes: list[list[str]] = field(default_factory=list)  # [verb, path, (dst)] for the message
-    held: dict[str, Any] | None = None  # a mass deletion waiting for confirmation
-    last_sync: float | None = None
-    index_entries: int = 0
+    Attributes:
+        files: doc id -> :class:`FileRecord` (folders included).
+        dirty: repository paths changed since the last commit, in order.
+        changes: ``[verb, path, (dst)]`` lines for the next commit message.
+        held: a mass deletion waiting for confirmation, or None.
+        last_sync: when the folder was last synced (epoch seconds).
+        index_entries: entries in the folder index at the last sync.
+    """
+
+    def __init__(
+        self,
+        files: dict[str, FileRecord] | None = None,
+        dirty: list[str] | None = None,
+        changes: list[list[str]] | None = None,
+        held: dict[str, Any] | None = None,
+        last_sync: float | None = None,
+        index_entries: int = 0,
+        *,
+        lock: threading.RLock | None = None,
+    ):
+        self._lock = lock or threading.RLock()
+        self._files = _FileTable(self._lock, saved=False)
+        self._files.update(files or {})
+        self._dirty = _TrackedList(self._lock, dirty or ())
+        self._dirty_cache: set[str] | None = None
+        self._changes = _TrackedList(self._lock, changes or ())
+        self._held = held
+        self._last_sync = last_sync
+        self._index_entries = index_entries
+        self._row_changed = self._held_changed = True  # a new folder: all of it is unsaved
+
+    @classmethod
+    def _restore(cls, rows: FolderRows, lock: threading.RLock) -> FolderState:
+        state = cls.__new__(cls)
+        state._lock = lock
+        state._files = _FileTable.restore(lock, rows.files)
+        state._dirty = _TrackedList(lock, rows.dirty, saved=True)
+        state._dirty_cache = None
+        state._changes = _TrackedList(lock, rows.changes, saved=True)
+        state._held, state._last_sync, state._index_entries = rows.held, rows.last_sync, rows.index_entries
+        state._row_changed = state._held_changed = False
+        return state
+
+    # --- tracked attributes -----------------------------------------------------------
+
+    @property
+    def files(self) -> dict[str, FileRecord]:
+        return self._files
+
+    @files.setter
+    def files(self, value: dict[str, FileRecord]) -> None:
+        table = _FileTable(self._lock, saved=False)
+        table.update(value)
+        with self._lock:
+            self._files = table
+
+    @property
+    def dirty(self) -> list[str]:
+        return self._dirty
+
+    @dirty.setter
+    def dirty(self, value: Iterable[str]) -> None:
+        with self._lock:
+            self._dirty = _TrackedList(self._lock, value)
+            self._dirty_cache = None
+
+    @property
+    def changes(self) -> list[list[str]]:
+        return self._changes
+
+    @changes.setter
+    def changes(self, value: Iterable[list[str]]) -> None:
+        with self._lock:
+            self._changes = _TrackedList(self._lock, value)
+
+    @property
+    def held(self) -> dict[str, Any] | None:
+        return self._held
+
+    @held.setter
+    def held(self, value: dict[str, Any] | None) -> None:
+        with self._lock:
+            if value != self._held:
+                self._held_changed = True
+            self._held = value
+
+    @property
+    def last_sync(self) -> float | None:
+        return self._last_sync
+
+    @last_sync.setter
+    def last_sync(self, value: float | None) -> None:
+        with self._lock:
+            self._row_changed = self._row_changed or value != self._last_sync
+            self._last_sync = value
+
+    @property
+    def index_entries(self) -> int:
+        return self._index_entries
+
+    @index_entries.setter
+    def index_entries(self, value: int) -> None:
+        with self._lock:
+            self._row_changed = self._row_changed or value != self._index_entries
+            self._index_entries = value
+
+    # --- helpers for the engine ---------------------------------------------------------
 
     def add_dirty(self, repo_paths: Iterable[str]) -> None:
         """Remember repository paths to stage in the next commit."""
@@ -126,137 +445,239 @@ class FolderState:
 
     @property
     def _dirty_set(self) -> set[str]:
-        cache = self.__dict__.get("_dirty_cache")
+        cache = self._dirty_cache
         if cache is None:
-            cache = self.__dict__["_dirty_cache"] = set(self.dirty)
+            cache = self._dirty_cache = set(self.dirty)
         return cache
 
     def clear_pending(self, committed: list[str]) -> None:
         """Forget the dirty paths and change lines a commit has taken."""
         done = set(committed)
         self.dirty = [p for p in self.dirty if p not in done]
-        self.__dict__.pop("_dirty_cache", None)
         if not self.dirty:
             self.changes = []
 
     def by_path(self) -> dict[str, str]:
         return {rec.path: doc_id for doc_id, rec in self.files.items()}
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "files": {doc: rec.to_json() for doc, rec in sorted(self.files.items())},
-            "dirty": self.dirty,
-            "changes": self.changes,
-        }
-        if self.last_sync is not None:
-            out["last_sync"] = self.last_sync
+    # --- saving -------------------------------------------------------------------------
+
+    def _take(self, folder_id: str) -> FolderChanges | None:
+        """The rows changed since the last save, or None; forgets them (caller holds the lock)."""
+        reset, upserts, deletes = self._files._take()
+        out = FolderChanges(folder_id, files_reset=reset, files_upsert=upserts, files_delete=deletes,
+                            dirty=self._dirty._take(), changes=self._changes._take(change_row))
+        if self._row_changed:
+            out.row = (self._last_sync, self._index_entries)
+        if self._held_changed:
+            out.held = (self._held,)
+        self._row_changed = self._held_changed = False
+        if (out.row is None and out.held is None and not reset and not upserts and not deletes
+                and out.dirty is None and out.changes is None):
+            return None
         return out
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FolderState:
-        files = {}
-        for doc_id, rec in (data.get("files") or {}).items():
-            try:
-                files[doc_id] = FileRecord.from_json(rec)
-            except (KeyError, TypeError):
-                log.warning("state record skipped doc=%s", doc_id)
-        return cls(
-            files=files,
-            dirty=[str(p) for p in data.get("dirty") or []],
-            changes=[list(map(str, c)) for c in data.get("changes") or []],
-            last_sync=data.get("last_sync"),
-        )
+    def _untake(self, change: FolderChanges) -> None:
+        """A save failed: mark what it carried as unsaved again (caller holds the lock)."""
+        self._files._untake(change.files_reset, [k for k, _ in change.files_upsert] + change.files_delete)
+        if change.dirty is not None:
+            self._dirty._stale = True
+        if change.changes is not None:
+            self._changes._stale = True
+        self._row_changed = self._row_changed or change.row is not None
+        self._held_changed = self._held_changed or change.held is not None
+
+    def _mark_all(self) -> None:
+        """Write everything at the next save (the database was replaced)."""
+        with self._lock:
+            self._files._reset = True
+            self._dirty._stale = self._changes._stale = True
+            self._row_changed = self._held_changed = True
 
 
 class RelayState:
-    """The three state files of one relay, loaded once and saved atomically."""
+    """One relay's state: its folders and document hashes, saved as changed rows.
 
-    def __init__(self, state_dir: Path):
-        self.dir = state_dir
-        self.lock = threading.RLock()
-        for debris in state_dir.glob(".*.json.*.tmp") if state_dir.is_dir() else ():
-            debris.unlink(missing_ok=True)  # an interrupted write_atomic
-        self.doc_hashes: dict[str, str] = self._load(HASHES_FILE)
-        folders_meta = self._load(FOLDERS_FILE)
-        self.folder_meta: dict[str, dict[str, Any]] = folders_meta
-        local = self._load(LOCAL_FILE)
+    Args:
+        relay_id: the relay.
+        db: where :meth:`save` writes; None for a read-only view.
+        rows: the stored state to start from.
+    """
+
+    def __init__(self, relay_id: str, db: StateDB | None = None, rows: RelayRows | None = None):
+        self.relay_id = relay_id
+        self.lock = threading.RLock()  # one save at a time; creating folders
+        self._track = threading.RLock()  # every tracked change, and the snapshot of a save
+        self._db = db
+        rows = rows or RelayRows()
+        self._hashes = _TrackedDict(self._track, rows.hashes)
         self.folders: dict[str, FolderState] = {
-            folder_id: FolderState.from_json(data) for folder_id, data in local.items()
+            folder_id: FolderState._restore(folder, self._track) for folder_id, folder in rows.folders.items()
         }
-        for folder_id, meta in folders_meta.items():
-            if folder_id in self.folders:
-                self.folders[folder_id].held = meta.get("held")
-                self.folders[folder_id].index_entries = int(meta.get("entries", 0))
-        self._saved: dict[str, bytes] = {}
 
-    def _load(self, name: str) -> dict[str, Any]:
-        path = self.dir / name
-        try:
-            data = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            # A damaged state file must not stop the service: start that part afresh
-            # (a full sync rebuilds it) and keep the damaged copy for the operator.
-            backup = path.with_suffix(path.suffix + ".damaged")
-            log.error("state file unreadable, starting it afresh path=%s backup=%s error=%s", path, backup, exc)
-            try:
-                os.replace(path, backup)
-            except OSError:
-                pass
-            return {}
-        return data if isinstance(data, dict) else {}
+    @property
+    def doc_hashes(self) -> dict[str, str]:
+        """Compound doc id -> sha256 of the last update applied (changes are tracked)."""
+        return self._hashes
 
     def folder(self, folder_id: str) -> FolderState:
+        state = self.folders.get(folder_id)
+        if state is not None:
+            return state
         with self.lock:
             state = self.folders.get(folder_id)
             if state is None:
-                state = self.folders[folder_id] = FolderState()
+                state = self.folders[folder_id] = FolderState(lock=self._track)
             return state
 
     def save(self) -> None:
-        """Write the files whose content changed since the last save."""
+        """Write the rows changed since the last save in one transaction (on disk when it returns).
+
+        Raises:
+            RuntimeError: this is a read-only view.
+            sqlite3.Error: the write failed; the changes stay marked for the next save.
+        """
+        if self._db is None:
+            raise RuntimeError(f"state of relay {self.relay_id} was opened read-only")
         with self.lock:
-            meta = {}
-            for folder_id, folder in self.folders.items():
-                entry = dict(self.folder_meta.get(folder_id, {}))
-                entry["entries"] = folder.index_entries
-                if folder.last_sync is not None:
-                    entry["synced_at"] = folder.last_sync
-                if folder.held:
-                    entry["held"] = folder.held
-                else:
-                    entry.pop("held", None)
-                meta[folder_id] = entry
-            self.folder_meta = meta
-            payloads = {
-                HASHES_FILE: self.doc_hashes,
-                FOLDERS_FILE: meta,
-                LOCAL_FILE: {fid: f.to_json() for fid, f in self.folders.items()},
-            }
-            for name, obj in payloads.items():
-                # Compact: the C encoder is twice as fast as indented output at 10k files,
-                # and it serializes without yielding to threads changing other folders.
-                data = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-                if self._saved.get(name) != data:
-                    write_atomic(self.dir / name, data)
-                    self._saved[name] = data
+            for attempt in range(2):
+                changes = self._take()
+                if changes.empty:
+                    return
+                try:
+                    self._db.write(self.relay_id, changes)
+                    return
+                except StateReset:
+                    # The database was damaged and started afresh: every loaded relay was
+                    # marked for a full write; write ours now, once.
+                    if attempt:
+                        raise
+                except BaseException:
+                    self._untake(changes)
+                    raise
+
+    def _take(self) -> RelayChanges:
+        with self._track:
+            reset, upserts, deletes = self._hashes._take()
+            changes = RelayChanges(hashes_reset=reset, hashes_upsert=upserts, hashes_delete=deletes)
+            for folder_id, folder in list(self.folders.items()):
+                change = folder._take(folder_id)
+                if change is not None:
+                    changes.folders.append(change)
+        return changes
+
+    def _untake(self, changes: RelayChanges) -> None:
+        with self._track:
+            self._hashes._untake(
+                changes.hashes_reset, [k for k, _ in changes.hashes_upsert] + changes.hashes_delete)
+            for change in changes.folders:
+                folder = self.folders.get(change.folder_id)
+                if folder is not None:
+                    folder._untake(change)
+
+    def _mark_all(self) -> None:
+        with self._track:
+            self._hashes._reset = True
+            for folder in list(self.folders.values()):
+                folder._mark_all()
 
 
 class StateRegistry:
-    """One :class:`RelayState` per relay id, created on first use."""
+    """One :class:`RelayState` per relay id, all in ``<data-dir>/state/state.db``.
 
-    def __init__(self, data_dir: Path):
+    The database opens on first use.  A relay's JSON state files from earlier releases
+    are imported when that relay is first opened, then renamed to ``*.imported``.
+
+    Args:
+        readonly: for ``cli.py status`` while the service may run: read the database
+            without creating, migrating or importing anything; JSON files not yet
+            imported are read in place.  ``problem`` says why the state was unreadable.
+    """
+
+    def __init__(self, data_dir: Path, *, readonly: bool = False):
         self.root = data_dir / "state"
+        self.readonly = readonly
         self._lock = threading.Lock()
         self._relays: dict[str, RelayState] = {}
+        self._db: StateDB | None = None
+
+    @property
+    def db(self) -> StateDB:
+        with self._lock:
+            return self._open_db()
+
+    @property
+    def problem(self) -> str | None:
+        return self.db.problem
+
+    def _open_db(self) -> StateDB:
+        if self._db is None:
+            self._db = StateDB(self.root / DB_FILE, readonly=self.readonly, on_reset=self._mark_all)
+        return self._db
+
+    def _mark_all(self) -> None:
+        for relay in list(self._relays.values()):
+            relay._mark_all()
 
     def relay(self, relay_id: str) -> RelayState:
+        state = self._relays.get(relay_id)
+        if state is not None:
+            return state
         with self._lock:
             state = self._relays.get(relay_id)
             if state is None:
-                state = self._relays[relay_id] = RelayState(self.root / relay_id)
+                state = self._relays[relay_id] = self._open_relay(relay_id)
             return state
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+
+    def _open_relay(self, relay_id: str) -> RelayState:
+        db = self._open_db()
+        legacy_dir = self.root / relay_id
+        legacy = None
+        if legacy_dir.is_dir():
+            if not self.readonly:
+                for debris in legacy_dir.glob(".*.json.*.tmp"):
+                    debris.unlink(missing_ok=True)  # an interrupted write of an earlier release
+            legacy = read_legacy(legacy_dir, set_aside=not self.readonly)
+        if self.readonly:
+            rows = db.load(relay_id)
+            return RelayState(relay_id, None, legacy.apply_to(rows) if legacy else rows)
+        if legacy is not None and legacy.present:
+            return RelayState(relay_id, db, self._import(db, relay_id, legacy))
+        try:
+            rows = db.load(relay_id)
+        except StateReset:
+            rows = RelayRows()
+        return RelayState(relay_id, db, rows)
+
+    @staticmethod
+    def _import(db: StateDB, relay_id: str, legacy: LegacyState) -> RelayRows:
+        """Move a relay's JSON state into the database; the files are renamed only after.
+
+        Returns:
+            the relay's state as stored.
+        """
+        for attempt in range(2):
+            try:
+                rows = legacy.apply_to(db.load(relay_id))
+                db.replace_relay(relay_id, rows)
+                break
+            except StateReset:
+                if attempt:
+                    raise
+        mark_imported(legacy.present)
+        log.info("state imported into the database relay=%s files=%s database=%s", relay_id,
+                 ",".join(p.name for p in legacy.present), db.path)
+        return rows
+
+
+def damaged_state_files(data_dir: Path, relay_id: str) -> list[str]:
+    """Names of state files that were found damaged and set aside (rebuilt by a full sync)."""
+    return damaged_files(data_dir / "state", relay_id)
 
 
 class DataDirBusy(Exception):

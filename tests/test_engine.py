@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from gitsync.config import Connector, ConnectorsConfig, Settings
 from gitsync.devrelay import DevRelay, FolderHandle
 from gitsync.engine import Engine, SyncAborted, describe_changes
 from gitsync.relay import RelayClient, Unauthorized
+from gitsync.state import StateRegistry
 
 
 def make_engine(relay: DevRelay, data_dir: Path, folders: list[FolderHandle], *, prefix: str = "",
@@ -129,8 +129,9 @@ def test_mass_deletion_is_held_then_confirmed(relay_server, folder, tmp_path):
         assert len(list(engine.settings.repo_dir(conn).glob("*.md"))) == 40
         held = engine.folder_state(conn).held
         assert held["count"] == 30
-        saved = json.loads((tmp_path / "state" / folder.relay_id / "shared_folders.json").read_text())
-        assert saved[folder.folder_id]["held"]["count"] == 30
+        saved = StateRegistry(tmp_path, readonly=True)  # what a restart would find
+        assert saved.relay(folder.relay_id).folders[folder.folder_id].held["count"] == 30
+        saved.close()
         # a later read that still shows the deletion confirms it
         report = engine.sync_folder(conn)
         assert report.deleted == 30 and not report.held
@@ -198,18 +199,18 @@ def test_missing_folder_and_bad_key(relay_server, tmp_path):
         engine.close()
 
 
-def test_damaged_state_file_is_set_aside(relay_server, folder, tmp_path):
+def test_damaged_state_database_is_set_aside(relay_server, folder, tmp_path):
     folder.put_markdown("a.md", "a\n")
     engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
     engine.sync_folder(conn)
     engine.commit(conn)
     engine.close()
-    state_file = tmp_path / "state" / folder.relay_id / "local_state.json"
-    state_file.write_text("{ not json")
+    state_db = tmp_path / "state" / "state.db"
+    state_db.write_bytes(b"{ not a database" * 100)
     engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
     try:
         report = engine.sync_folder(conn)
-        assert state_file.with_suffix(".json.damaged").exists()
+        assert (tmp_path / "state" / "state.db.damaged").exists()
         assert report.created == 1  # rebuilt; same bytes so the next commit is empty
         assert engine.commit(conn) is None
     finally:
@@ -343,7 +344,8 @@ def test_half_written_temporary_files_are_removed_on_start(relay_server, folder,
     debris.write_bytes(b"half")
     mid_move = root / "notes" / ".gitsync-tmp-0b1f3c9e-8f43-4d6b-9a57-1f0d4c2b7a11"
     mid_move.write_bytes(b"a document between two moves")
-    state_debris = tmp_path / "state" / folder.relay_id / ".local_state.json.xyz.tmp"
+    state_debris = tmp_path / "state" / folder.relay_id / ".local_state.json.xyz.tmp"  # an earlier release's
+    state_debris.parent.mkdir(parents=True, exist_ok=True)
     state_debris.write_bytes(b"{")
     engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
     try:

@@ -90,8 +90,7 @@ def test_sync_200_documents_then_noop_then_edit_rename_delete(relay_server: DevR
     assert len(head_files(repo_dir)) == 200
     assert commit_count(repo_dir) == 1
     assert (repo_dir / "empty-folder").is_dir()
-    for name in ("document_hashes.json", "shared_folders.json", "local_state.json"):
-        assert (tmp_path / "state" / folder.relay_id / name).is_file()
+    assert (tmp_path / "state" / "state.db").is_file()
 
     # A second run with nothing changed (even after server housekeeping) makes no commit.
     folder.touch("README.md")
@@ -280,3 +279,34 @@ def test_status_reads_the_data_directory(relay_server, tmp_path):
     assert result.exit_code == 0, result.output
     assert "files: 1" in result.output and "uncommitted paths: 0" in result.output
     assert "head: " in result.output and "(no commit yet)" not in result.output
+
+
+def test_status_reads_the_state_database_while_it_is_written_and_reports_damage(relay_server, tmp_path):
+    from gitsync.state import FileRecord, StateRegistry
+
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "a\n")
+    (tmp_path / "git_connectors.toml").write_text(
+        f'[[git_connector]]\nshared_folder_id = "{folder.folder_id}"\nrelay_id = "{folder.relay_id}"\n')
+    assert run(["sync", "--all"], base_env(relay_server, tmp_path)).exit_code == 0
+    writer = StateRegistry(tmp_path)  # as the running service: open, its latest save still in the log
+    try:
+        relay = writer.relay(folder.relay_id)
+        relay.folder(folder.folder_id).files["another"] = FileRecord("b.md", "markdown")
+        relay.folder(folder.folder_id).add_dirty(["b.md"])
+        relay.save()
+        assert (tmp_path / "state" / "state.db-wal").stat().st_size > 0
+        result = run(["status", "--data-dir", str(tmp_path)], {})
+        assert result.exit_code == 0, result.output
+        assert "files: 2" in result.output and "uncommitted paths: 1" in result.output
+    finally:
+        writer.close()
+
+    (tmp_path / "state" / "state.db").write_bytes(b"not a database" * 1000)
+    result = run(["status", "--data-dir", str(tmp_path)], {})
+    assert result.exit_code == 0, result.output
+    assert "state: state database" in result.output and "never synced" in result.output, result.output
+    assert not (tmp_path / "state" / "state.db.damaged").exists()  # status changes nothing
+    assert run(["sync", "--all"], base_env(relay_server, tmp_path)).exit_code == 0
+    result = run(["status", "--data-dir", str(tmp_path)], {})
+    assert "set aside (state.db.damaged)" in result.output and "files: 1" in result.output

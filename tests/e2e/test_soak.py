@@ -165,16 +165,17 @@ def test_random_activity_with_kill_9_converges(relay_server: DevRelay, tmp_path)
                     have = head_files(data_dir, folder)
                     diff = {p: (have.get(p), want.get(p)) for p in set(have) | set(want)
                             if have.get(p) != want.get(p)}
-                    import json
+                    from gitsync.state import StateRegistry
 
-                    local = json.loads((data_dir / "state" / folder.relay_id / "local_state.json").read_text())
-                    mine = local[folder.folder_id]
-                    records = {d: r for d, r in mine["files"].items() if r["path"] in diff}
+                    saved = StateRegistry(data_dir, readonly=True)
+                    mine = saved.relay(folder.relay_id).folder(folder.folder_id)
+                    saved.close()
+                    records = {d: r for d, r in mine.files.items() if r.path in diff}
                     work = data_dir / "repos" / folder.relay_id / folder.folder_id
                     disk = {p: (work / p).read_bytes() if (work / p).is_file() else None for p in diff}
                     raise AssertionError(
                         f"not converged: {diff}\nrecords: {records}\ndisk: {disk}\n"
-                        f"dirty: {mine['dirty']}\n{svc.output()[-3000:]}") from None
+                        f"dirty: {list(mine.dirty)}\n{svc.output()[-3000:]}") from None
                 assert svc.terminate() == 0, svc.output()
         finally:
             svc.close()
