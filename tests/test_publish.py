@@ -1,4 +1,4 @@
-"""Publishing through Remotes: commit-then-push in one lock hold, over a local bare remote."""
+"""gitsync.publish: commit, push, back off and report, over a local bare remote."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dulwich.repo import Repo
 from gitsync import gitrepo
 from gitsync.config import Connector, ConnectorsConfig, Settings
 from gitsync.engine import Engine
+from gitsync.publish import Publisher, redact_url
 from gitsync.relay import RelayClient
-from gitsync.remotes import Remotes, redact_url
 
 
 def external_commit(bare, path: str, data: bytes, message: str = "by hand") -> bytes:
@@ -32,13 +32,13 @@ def external_commit(bare, path: str, data: bytes, message: str = "by hand") -> b
         return commit.id
 
 
-def publisher(relay_server, data_dir, conn, env=None):
-    """An engine and Remotes for one connector, as the service wires them."""
+def make_publisher(relay_server, data_dir, conn, env=None):
+    """An engine and a Publisher for one connector, as the service wires them."""
     settings = Settings(data_dir=data_dir, relay_server_url=relay_server.url,
                         relay_server_api_key=relay_server.api_key)
     config = ConnectorsConfig((conn,))
     engine = Engine(settings, RelayClient(relay_server.url, relay_server.api_key), config)
-    return engine, Remotes(settings, config, env=env or {}), settings
+    return engine, Publisher(settings, config, env=env or {}), settings
 
 
 def test_uncommitted_relay_edit_survives_a_rebuild_on_a_moved_remote(relay_server, tmp_path):
@@ -47,17 +47,17 @@ def test_uncommitted_relay_edit_survives_a_rebuild_on_a_moved_remote(relay_serve
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "v1\n")
     conn = Connector(folder.relay_id, folder.folder_id, url=str(bare))
-    engine, remotes, settings = publisher(relay_server, tmp_path / "data", conn)
+    engine, publisher, settings = make_publisher(relay_server, tmp_path / "data", conn)
     try:
         engine.sync_folder(conn)
         with engine.lock(conn):
-            assert remotes.push(engine, conn)["status"] == "created"
+            assert publisher.push(engine, conn).status == "created"
         theirs = external_commit(bare, "a.md", b"person's edit\n")
         folder.edit_markdown("a.md", "v2 from relay\n")
         engine.sync_docs(conn, [folder.doc_id("a.md")])  # written, not committed yet
         with engine.lock(conn):
-            result = remotes.push(engine, conn)
-        assert result["ok"], result
+            result = publisher.push(engine, conn)
+        assert result.ok, result
         work = settings.repo_dir(conn) / "a.md"
         assert work.read_text() == "v2 from relay\n"
         with Repo(str(bare)) as repo:
@@ -72,15 +72,18 @@ def test_failed_push_backs_off_and_reports_without_secrets(relay_server, tmp_pat
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "a\n")
     conn = Connector(folder.relay_id, folder.folder_id, url="https://u:TOKEN-MARKER@127.0.0.1:9/x.git")
-    engine, remotes, _ = publisher(relay_server, tmp_path, conn)
+    engine, publisher, _ = make_publisher(relay_server, tmp_path, conn)
     try:
         engine.sync_folder(conn)
         with engine.lock(conn):
-            result = remotes.push(engine, conn)
-        assert result["ok"] is False and result["failures"] == 1 and result["retry_in"] > 0
+            result = publisher.push(engine, conn)
+        assert result.ok is False and result.failures == 1 and result.retry_in > 0
+        assert not result.permanent
         assert "TOKEN-MARKER" not in str(result)
-        assert not remotes.due(conn)  # backing off
-        assert remotes.due(conn, force=True)
+        assert publisher.status(conn) == result
+        assert set(result.as_status()) == {"ok", "at", "error", "failures", "retry_in", "permanent"}
+        assert not publisher.due(conn)  # backing off
+        assert publisher.due(conn, force=True)
         assert gitrepo.head_commit(engine.repo(conn), "main")  # the commit stays local
     finally:
         engine.close()
