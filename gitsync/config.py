@@ -52,6 +52,7 @@ ENV_VARS: dict[str, str] = {
     "author_name": "RELAY_GIT_AUTHOR_NAME",
     "author_email": "RELAY_GIT_AUTHOR_EMAIL",
     "trust_on_first_use": "RELAY_GIT_SSH_TRUST_ON_FIRST_USE",
+    "ssh_idle_timeout": "RELAY_GIT_SSH_IDLE_TIMEOUT",
     "log_level": "RELAY_GIT_LOG_LEVEL",
 }
 
@@ -118,6 +119,8 @@ class Settings:
     author_name: str = "Relay Git Sync"
     author_email: str = "relay-git-sync@localhost"
     trust_on_first_use: bool = False
+    # Seconds an unused SSH connection to a remote host stays open for the next push.
+    ssh_idle_timeout: float = 300.0
     log_level: str = "INFO"
     max_body_bytes: int = 64 * 1024
     # A folder update deleting more than this share of files (and more than
@@ -177,7 +180,7 @@ class Settings:
 
 
 # Settings read from the environment only (no command-line flag).
-ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use"}
+ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use", "ssh_idle_timeout"}
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -215,6 +218,7 @@ _KINDS = {
     "fetch_concurrency": int,
     "reconcile_interval": float,
     "trust_on_first_use": bool,
+    "ssh_idle_timeout": float,
     "connectors_file": Path,
 }
 
@@ -259,6 +263,8 @@ def validate(settings: Settings) -> Settings:
         raise bad("--workers", "must be at least 1", settings.workers)
     if settings.fetch_concurrency < 1:
         raise bad("--fetch-concurrency", "must be at least 1", settings.fetch_concurrency)
+    if settings.ssh_idle_timeout <= 0:
+        raise bad("--ssh-idle-timeout", "must be more than 0 seconds", settings.ssh_idle_timeout)
     if settings.reconcile_interval < 0:
         raise bad("--reconcile-interval", "must be 0 (off) or more seconds", settings.reconcile_interval)
     if settings.relay_server_url:

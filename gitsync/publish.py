@@ -105,6 +105,7 @@ class Publisher:
         self._next_try: dict[tuple[str, str], float] = {}
         self._last: dict[tuple[str, str], PushOutcome] = {}
         self._lock = threading.Lock()
+        self._vendor = None
         self._pkey = None
         self.secrets = [s for s in (settings.relay_server_api_key, settings.webhook_secret,
                                     settings.ssh_private_key, self._env.get(gitrepo.HTTPS_PASSWORD_ENV)) if s]
@@ -126,7 +127,10 @@ class Publisher:
         return public_key_line(self._pkey), "ecdsa" if kind.startswith("ecdsa") else kind
 
     def vendor(self):
-        """A Paramiko vendor holding our key and the trusted host keys.
+        """The Paramiko vendor holding our key, the trusted host keys and the kept connections.
+
+        One per publisher, made on first use: every fetch and push of every connector
+        to the same host, port and user shares one SSH connection.
 
         Raises:
             gitrepo.GitError: no SSH key is configured.
@@ -138,11 +142,15 @@ class Publisher:
                 "no SSH key configured for an ssh:// remote: set SSH_PRIVATE_KEY to the private key "
                 "text and add its public key (cli.py ssh show-pubkey) as a deploy key with write access"
             )
-        return ParamikoVendor(
-            self._pkey,
-            list(self.config.known_hosts),
-            trust_on_first_use=self.settings.trust_on_first_use,
-        )
+        with self._lock:
+            if self._vendor is None:
+                self._vendor = ParamikoVendor(
+                    self._pkey,
+                    list(self.config.known_hosts),
+                    trust_on_first_use=self.settings.trust_on_first_use,
+                    idle_timeout=self.settings.ssh_idle_timeout,
+                )
+            return self._vendor
 
     def spec(self, connector: Connector) -> gitrepo.RemoteSpec:
         """The connector's remote, with https credentials from the environment."""
@@ -159,7 +167,11 @@ class Publisher:
         return gitrepo.remote_head(spec, branch=connector.branch, vendor=vendor)
 
     def close(self) -> None:
-        """Let go of network connections (nothing is kept yet)."""
+        """Close the kept SSH connections (a later push opens new ones)."""
+        with self._lock:
+            vendor, self._vendor = self._vendor, None
+        if vendor is not None:
+            vendor.close()
 
     # --- bookkeeping ------------------------------------------------------------------
 

@@ -363,6 +363,23 @@ def test_remote_down_then_back_delivers_all_commits_in_order(repo: Repo, sshd_pr
 
 
 @pytest.mark.ssh
+def test_several_pushes_share_one_ssh_connection(repo: Repo, sshd_private, git_binary: str, make_vendor):
+    from tests.fixtures_ssh import GitRemote, make_bare_repo, settled
+
+    remote = GitRemote(sshd_private, make_bare_repo(sshd_private, git_binary, "kept"), git_binary)
+    spec = parse_remote_url(remote.url)
+    vendor = make_vendor(remote.client_private_key, [remote.known_hosts_line])
+    root = workdir(repo)
+    for i in range(4):
+        write(root, "a.md", str(i))
+        commit_paths(repo, ["a.md"], message=f"c{i}", author=AUTHOR, branch="main")
+        assert push_fast_forward(repo, spec, branch="main", vendor=vendor).status in ("created", "pushed")
+    assert remote.subjects() == ["c0", "c1", "c2", "c3"]
+    assert settled(sshd_private.logins, 1) == 1  # one SSH handshake for four pushes
+    assert vendor.connections_opened == 1
+
+
+@pytest.mark.ssh
 def test_rejected_ref_raises_push_rejected(repo: Repo, git_remote, tmp_path: Path):
     # a server-side hook refuses every update: the rejection must not pass silently
     hook = git_remote.bare / "hooks" / "update"
