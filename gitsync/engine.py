@@ -165,6 +165,7 @@ class Engine:
         self.states = StateRegistry(settings.data_dir)
         self.hold_confirm_seconds = hold_confirm_seconds
         self._locks: dict[tuple[str, str], threading.RLock] = {}
+        self._repo_locks: dict[tuple[str, str], threading.RLock] = {}
         self._repos: dict[tuple[str, str], object] = {}
         self._meta_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(
@@ -191,6 +192,19 @@ class Engine:
             lock = self._locks.get(connector.key)
             if lock is None:
                 lock = self._locks[connector.key] = threading.RLock()
+            return lock
+
+    def repo_lock(self, connector: Connector) -> threading.RLock:
+        """The lock of the folder's repository (object store, refs, index).
+
+        A Dulwich repository is not thread-safe. Committing takes the folder lock, then
+        this one; a push that leaves the working tree alone takes only this one, so the
+        folder's documents keep syncing while it waits on the network.
+        """
+        with self._meta_lock:
+            lock = self._repo_locks.get(connector.key)
+            if lock is None:
+                lock = self._repo_locks[connector.key] = threading.RLock()
             return lock
 
     def repo(self, connector: Connector):
@@ -640,7 +654,7 @@ class Engine:
 
     def commit(self, connector: Connector, *, timestamp: int | None = None) -> str | None:
         """Commit the paths changed since the last commit; None when nothing changed."""
-        with self.lock(connector):
+        with self.lock(connector), self.repo_lock(connector):
             state = self._folder_state(connector)
             if not state.dirty:
                 return None

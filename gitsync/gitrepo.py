@@ -37,6 +37,8 @@ __all__ = [
     "GitError",
     "PushRejected",
     "PushResult",
+    "REF_IDENTITY",
+    "RemoteMoved",
     "RemoteSpec",
     "RemoteUnavailable",
     "commit_paths",
@@ -50,6 +52,7 @@ __all__ = [
     "remote_head",
     "set_remote",
     "push_fast_forward",
+    "push_without_fetch",
     "read_tree_paths",
 ]
 
@@ -57,6 +60,15 @@ log = logging.getLogger(__name__)
 
 #: More blobs than this in one commit go into one pack instead of loose objects.
 BULK_THRESHOLD = 200
+
+#: Who the reflog names for ref updates that are not commits (tracking refs, rebuilds):
+#: given explicitly, so no user or machine git config is consulted for it.
+REF_IDENTITY = b"relay-git-sync <relay-git-sync@localhost>"
+
+#: Refusals that mean the remote moved between its ref advertisement and our update
+#: (git's receive-pack and dulwich's local client): fetch, rebuild and try again.
+_RACE_STATUS = ("failed to update ref", "fetch first", "non-fast-forward", "stale info",
+                "failed to lock", "unable to set")
 
 _FILE_MODE = 0o100644
 _EXEC_MODE = 0o100755
@@ -67,16 +79,30 @@ class GitError(Exception):
 
 
 class PushRejected(GitError):
-    """The remote refused our update (or moved while we pushed); commits are kept locally."""
+    """The remote refused our update (or moved while we pushed); commits are kept locally.
 
-    def __init__(self, message: str, *, remote_head: str | None = None, our_head: str | None = None):
+    ``permanent`` is True when the server itself refused the update (a hook, a file size
+    limit): trying again soon gives the same answer.
+    """
+
+    def __init__(self, message: str, *, remote_head: str | None = None, our_head: str | None = None,
+                 permanent: bool = False):
         super().__init__(message)
         self.remote_head = remote_head
         self.our_head = our_head
+        self.permanent = permanent
 
 
 class RemoteUnavailable(GitError):
     """The remote could not be reached or read (network, auth, missing repository)."""
+
+
+class RemoteMoved(GitError):
+    """The remote branch is not where our history has it: fetch and rebuild before pushing."""
+
+    def __init__(self, message: str, *, remote_head: str | None = None):
+        super().__init__(message)
+        self.remote_head = remote_head
 
 
 # ---------------------------------------------------------------------------
@@ -461,13 +487,16 @@ class PushResult:
 
     status: ``"pushed"`` (fast-forward), ``"created"`` (remote branch was absent) or
     ``"up-to-date"``; remote_head: the remote branch head afterwards (hex) or None;
-    pushed_commits: commits newly on the remote; rebuilt: commits rebuilt on a moved remote.
+    pushed_commits: commits newly on the remote; rebuilt: commits rebuilt on a moved remote;
+    fetched: whether the remote branch had to be fetched (it was not where our history
+    had it).
     """
 
     status: str
     remote_head: str | None
     pushed_commits: int = 0
     rebuilt: int = 0
+    fetched: bool = False
 
 
 def _redact(url: str) -> str:
@@ -796,6 +825,128 @@ def _count(repo: Repo, head: bytes, exclude: bytes | None) -> int:
     return sum(1 for _ in repo.get_walker(include=[head], exclude=[exclude] if exclude else []))
 
 
+def _is_race(status: str) -> bool:
+    """A refused update that means the remote moved after its advertisement."""
+    text = status.lower()
+    return any(marker in text for marker in _RACE_STATUS)
+
+
+def _send(repo: Repo, client: Any, path: str, ref: bytes, new_head: bytes | None,
+          accept: Any) -> tuple[bytes | None, str | None]:
+    """One receive-pack exchange: update ``ref`` to ``new_head`` if ``accept(current)``.
+
+    ``current`` is the remote's head as its ref advertisement states it, so no fetch is
+    needed to know it. ``accept`` raising or returning False aborts before any pack is
+    sent (:class:`_RemoteMoved`); when the remote already has ``new_head`` (or there is
+    nothing to send) no update is requested.
+
+    Returns:
+        (the advertised head, the server's refusal text or None).
+    """
+    seen: list[bytes | None] = []
+
+    def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        # our fast-forward check: send_pack itself would happily force-push
+        current = refs.get(ref)
+        seen.append(current)
+        if not accept(current):
+            raise _RemoteMoved(current)
+        if new_head is None or current == new_head:
+            return {}
+        return {ref: new_head}
+
+    def generate_pack_data(have: Any, want: Any, ofs_delta: bool = False, progress: Any = None) -> Any:
+        return repo.generate_pack_data(have, want, ofs_delta=ofs_delta, progress=progress)
+
+    result = client.send_pack(path, update_refs, generate_pack_data)
+    status = (result.ref_status or {}).get(ref)
+    return (seen[-1] if seen else None), status
+
+
+def _close(client: Any) -> None:
+    close = getattr(client, "close", None)
+    if close is not None:
+        close()
+
+
+def _set_tracking(repo: Repo, tracking: bytes, sha: bytes, committer: bytes) -> None:
+    repo.refs.set_if_equals(tracking, None, sha, committer=committer, message=b"update by push")
+
+
+def push_without_fetch(
+    repo: Repo,
+    spec: RemoteSpec,
+    *,
+    branch: str,
+    remote_name: str = "origin",
+    vendor: Any = None,
+    committer: bytes = REF_IDENTITY,
+) -> PushResult:
+    """Push our branch when the remote branch is where our history says; never fetches.
+
+    The remote's ref advertisement (the first thing receive-pack sends) tells where its
+    branch is. When the branch is absent, at our head, or at a commit of our history,
+    the update is a fast-forward and is sent in the same exchange: one round trip, no
+    fetch, no working-tree change. Otherwise nothing is sent and :class:`RemoteMoved`
+    says that a fetch and rebuild (:func:`push_fast_forward`) are needed.
+
+    Only the object store and refs are read and written, never the working tree or the
+    index: the caller holds the repository's lock, not necessarily the folder's.
+
+    Raises:
+        RemoteMoved: the remote head is not in our history (someone else pushed), or
+            our branch has no commit yet and the remote has one (to adopt).
+        RemoteUnavailable: the remote could not be reached or read (commits stay local).
+        PushRejected: the remote refused the update (commits stay local).
+    """
+    from dulwich.graph import can_fast_forward
+
+    ref = _ref(branch)
+    tracking = f"refs/remotes/{remote_name}/{branch}".encode()
+    where = spec.display
+    local_head = _get_ref(repo, ref)
+
+    def accept(current: bytes | None) -> bool:
+        if current is None or current == local_head:
+            return True
+        if local_head is None or current not in repo.object_store:
+            return False
+        return can_fast_forward(repo, current, local_head)
+
+    client, path = make_client(spec, vendor=vendor)
+    try:
+        current, status = _send(repo, client, path, ref, local_head, accept)
+    except _RemoteMoved as moved:
+        head = moved.current.decode("ascii") if moved.current else None
+        raise RemoteMoved(f"{branch} on {where} is at {head}, not in our history", remote_head=head) from None
+    except SendPackError as exc:
+        raise PushRejected(
+            f"{where} rejected the pack for {branch}: {_describe(exc)}; commits stay local",
+            our_head=local_head.decode("ascii") if local_head else None,
+        ) from exc
+    except _network_errors() as exc:
+        raise RemoteUnavailable(f"pushing {branch} to {where} failed: {_describe(exc)}; commits stay local") from exc
+    finally:
+        _close(client)
+    head_hex = current.decode("ascii") if current else None
+    if status is not None:
+        if _is_race(status):
+            raise RemoteMoved(f"{branch} on {where} moved during the push ({status})", remote_head=head_hex)
+        raise PushRejected(
+            f"{where} refused the update of {branch}: {status}; commits stay local",
+            remote_head=head_hex, our_head=local_head.decode("ascii") if local_head else None, permanent=True,
+        )
+    if local_head is None or current == local_head:
+        if current is not None:
+            _set_tracking(repo, tracking, current, committer)
+        return PushResult("up-to-date", head_hex)
+    count = _count(repo, local_head, current)
+    _set_tracking(repo, tracking, local_head, committer)
+    pushed = "created" if current is None else "pushed"
+    log.info("pushed remote=%s branch=%s commits=%d status=%s", where, branch, count, pushed)
+    return PushResult(pushed, local_head.decode("ascii"), count, 0)
+
+
 def push_fast_forward(
     repo: Repo,
     spec: RemoteSpec,
@@ -804,26 +955,36 @@ def push_fast_forward(
     remote_name: str = "origin",
     vendor: Any = None,
     attempts: int = 3,
+    fetch_first: bool = False,
+    committer: bytes = REF_IDENTITY,
 ) -> PushResult:
     """Publish our branch on the remote without ever forcing.
 
-    Fetches only the branch (stored as ``refs/remotes/<remote_name>/<branch>``). If the
-    remote branch is absent it is created; if its head is already in our history we
-    fast-forward; if it moved, our unpushed commits are rebuilt on the remote head by
+    First a push without fetch (:func:`push_without_fetch`, skipped with
+    ``fetch_first``): when the remote branch is where our history has it, that is all.
+    Otherwise only the branch is fetched (stored as ``refs/remotes/<remote_name>/<branch>``)
+    and, if the remote moved, our unpushed commits are rebuilt on the remote head by
     construction (remote tree + the paths each of our commits changed; messages and
-    authors kept), the local branch, working tree and index move to the rebuilt head,
+    authors kept); the local branch, working tree and index move to the rebuilt head,
     then we fast-forward. ``update_refs`` refuses unless the remote still points at the
     head we built on; a race is retried up to ``attempts`` times.
 
     When our branch has no commit yet and the remote has one, the remote branch is
     adopted (checked out) and nothing is pushed.
 
-    The caller holds the folder lock.
+    The caller holds the folder lock: a rebuild rewrites the working tree.
 
     Raises:
         RemoteUnavailable: the remote could not be reached or read (commits stay local).
         PushRejected: the remote refused the update (commits stay local).
     """
+    if not fetch_first:
+        try:
+            return push_without_fetch(repo, spec, branch=branch, remote_name=remote_name, vendor=vendor,
+                                      committer=committer)
+        except RemoteMoved as exc:
+            log.info("remote moved, fetching it remote=%s branch=%s head=%s", spec.display, branch,
+                     (exc.remote_head or "none")[:12])
     ref = _ref(branch)
     tracking = f"refs/remotes/{remote_name}/{branch}".encode()
     where = spec.display
@@ -839,18 +1000,18 @@ def push_fast_forward(
                     f"fetching {branch} from {where} failed: {_describe(exc)}; commits stay local"
                 ) from exc
             if remote_head:
-                repo.refs[tracking] = remote_head
+                _set_tracking(repo, tracking, remote_head, committer)
             local_head = _get_ref(repo, ref)
             remote_hex = remote_head.decode("ascii") if remote_head else None
             if local_head is None:
                 if remote_head:
-                    if not repo.refs.add_if_new(ref, remote_head):
+                    if not repo.refs.add_if_new(ref, remote_head, committer=committer, message=b"adopt remote"):
                         raise GitError(f"branch {branch} appeared while adopting {where}")
                     _checkout_change(repo, None, remote_head)
                     log.info("adopted remote branch remote=%s branch=%s", where, branch)
-                return PushResult("up-to-date", remote_hex)
+                return PushResult("up-to-date", remote_hex, fetched=True)
             if local_head == remote_head:
-                return PushResult("up-to-date", remote_hex)
+                return PushResult("up-to-date", remote_hex, fetched=True)
             rebuilt = 0
             if remote_head is not None:
                 from dulwich.graph import can_fast_forward
@@ -858,7 +1019,8 @@ def push_fast_forward(
                 if not can_fast_forward(repo, remote_head, local_head):
                     pending = _pending_chain(repo, local_head, remote_head)
                     new_head, rebuilt = _rebuild(repo, pending, remote_head)
-                    if not repo.refs.set_if_equals(ref, local_head, new_head):
+                    if not repo.refs.set_if_equals(ref, local_head, new_head, committer=committer,
+                                                   message=b"rebuild on remote"):
                         raise GitError(f"branch {branch} moved while rebuilding on {where}")
                     _checkout_change(repo, local_head, new_head)
                     log.info(
@@ -867,31 +1029,13 @@ def push_fast_forward(
                     )
                     local_head = new_head
                     if local_head == remote_head:
-                        return PushResult("up-to-date", remote_hex, 0, 0)
+                        return PushResult("up-to-date", remote_hex, 0, 0, fetched=True)
             count = _count(repo, local_head, remote_head)
-            new_head_sha = local_head
-
-            def update_refs(
-                refs: dict[bytes, bytes], _built_on: bytes | None = remote_head, _new: bytes = new_head_sha
-            ) -> dict[bytes, bytes]:
-                # our fast-forward check: send_pack itself would happily force-push
-                current = refs.get(ref)
-                if current != _built_on:
-                    raise _RemoteMoved(current)
-                return {ref: _new}
-
-            def generate_pack_data(have: Any, want: Any, ofs_delta: bool = False, progress: Any = None) -> Any:
-                return repo.generate_pack_data(have, want, ofs_delta=ofs_delta, progress=progress)
-
             try:
-                result = client.send_pack(path, update_refs, generate_pack_data)
+                _current, status = _send(repo, client, path, ref, local_head,
+                                         lambda current, built_on=remote_head: current == built_on)
             except _RemoteMoved:
-                last_reject = PushRejected(
-                    f"{branch} on {where} moved during the push; commits stay local",
-                    remote_head=remote_hex, our_head=local_head.decode("ascii"),
-                )
-                log.info("remote moved during push, retrying remote=%s attempt=%d", where, attempt)
-                continue
+                status = "remote moved after the fetch"
             except SendPackError as exc:
                 raise PushRejected(
                     f"{where} rejected the pack for {branch}: {_describe(exc)}; commits stay local",
@@ -901,20 +1045,24 @@ def push_fast_forward(
                 raise RemoteUnavailable(
                     f"pushing {branch} to {where} failed: {_describe(exc)}; commits stay local"
                 ) from exc
-            status = (result.ref_status or {}).get(ref)
             if status is not None:
+                if status == "remote moved after the fetch" or _is_race(status):
+                    last_reject = PushRejected(
+                        f"{branch} on {where} moved during the push; commits stay local",
+                        remote_head=remote_hex, our_head=local_head.decode("ascii"),
+                    )
+                    log.info("remote moved during push, retrying remote=%s attempt=%d", where, attempt)
+                    continue
                 raise PushRejected(
                     f"{where} refused the update of {branch}: {status}; commits stay local",
-                    remote_head=remote_hex, our_head=local_head.decode("ascii"),
+                    remote_head=remote_hex, our_head=local_head.decode("ascii"), permanent=True,
                 )
-            repo.refs[tracking] = local_head
+            _set_tracking(repo, tracking, local_head, committer)
             pushed = "created" if remote_head is None else "pushed"
             log.info("pushed remote=%s branch=%s commits=%d status=%s", where, branch, count, pushed)
-            return PushResult(pushed, local_head.decode("ascii"), count, rebuilt)
+            return PushResult(pushed, local_head.decode("ascii"), count, rebuilt, fetched=True)
         finally:
-            close = getattr(client, "close", None)
-            if close is not None:
-                close()
+            _close(client)
     assert last_reject is not None
     raise last_reject
 

@@ -200,39 +200,53 @@ class Publisher:
         A push is skipped while the connector backs off after a failure (unless
         ``final``: the last push before stopping) and when no local commit is missing
         on the remote (unless ``force_push``: the startup push that also learns where the
-        remote is).
-
-        Commit and push run in one hold of the folder lock: a push that rebuilds on a
-        moved remote rewrites the working tree, so nothing uncommitted may be in it.
+        remote is). Locks as in :meth:`push`.
         """
         with engine.lock(connector):
             sha = engine.commit(connector)
-            if not connector.url or not (force_push or self.due(connector, force=final)):
-                return Published(sha)
-            repo = engine.repo(connector)
-            if not force_push and not gitrepo.has_unpushed(repo, branch=connector.branch,
-                                                           remote_name=connector.remote_name):
-                return Published(sha)  # nothing to send: no network round trip
-            return Published(sha, self.push(engine, connector))
+        if not connector.url or not (force_push or self.due(connector, force=final)):
+            return Published(sha)
+        if not force_push:
+            with engine.repo_lock(connector):
+                if not gitrepo.has_unpushed(engine.repo(connector), branch=connector.branch,
+                                            remote_name=connector.remote_name):
+                    return Published(sha)  # nothing to send: no network round trip
+        return Published(sha, self.push(engine, connector))
 
     def push(self, engine, connector: Connector) -> PushOutcome:
         """Commit pending paths, then push the connector's branch. Never raises.
 
-        The caller holds the folder lock for the whole call: a push that rebuilds on a
-        moved remote rewrites the working tree, so nothing uncommitted may be in it.
+        The usual push holds only the repository lock: it reads commits and writes a
+        tracking ref, never the working tree, and every other user of the repository
+        (committing) takes that lock too, so the folder's documents keep syncing during
+        the network round trip. Only when the remote moved does it take the folder lock,
+        commit what was written meanwhile and, in that one hold, fetch, rebuild (which
+        rewrites the working tree) and push: nothing uncommitted may be in the tree
+        then. Lock order is folder, then repository; the repository lock is never held
+        while waiting for the folder lock.
         """
         when = time.time()
         key = connector.key
         try:
-            engine.commit(connector)
             spec = self.spec(connector)
-            result = gitrepo.push_fast_forward(
-                engine.repo(connector),
-                spec,
-                branch=connector.branch,
-                remote_name=connector.remote_name,
-                vendor=self.vendor() if spec.kind == "ssh" else None,
-            )
+            vendor = self.vendor() if spec.kind == "ssh" else None
+            with engine.lock(connector):
+                engine.commit(connector)
+            options = dict(branch=connector.branch, remote_name=connector.remote_name, vendor=vendor)
+            with engine.repo_lock(connector):
+                try:
+                    result = gitrepo.push_without_fetch(engine.repo(connector), spec, **options)
+                except gitrepo.RemoteMoved as moved:
+                    log.info("remote moved, fetching and rebuilding relay=%s folder=%s remote=%s head=%s",
+                             connector.relay_id, connector.folder_id, spec.display,
+                             (moved.remote_head or "none")[:12])
+                    result = None
+            if result is None:
+                with engine.lock(connector):
+                    engine.commit(connector)
+                    with engine.repo_lock(connector):
+                        result = gitrepo.push_fast_forward(engine.repo(connector), spec, fetch_first=True,
+                                                           **options)
         except Exception as exc:  # every failure is retried later; commits stay local
             permanent = bool(getattr(exc, "permanent", False))
             delay = self._backoff.failure(key)
@@ -250,7 +264,7 @@ class Publisher:
         outcome = PushOutcome(ok=True, at=when, status=result.status, remote_head=result.remote_head,
                               pushed=result.pushed_commits, rebuilt=result.rebuilt)
         if result.status != "up-to-date":
-            log.info("push done relay=%s folder=%s remote=%s status=%s commits=%d",
+            log.info("push done relay=%s folder=%s remote=%s status=%s commits=%d rebuilt=%d",
                      connector.relay_id, connector.folder_id, redact_url(connector.url),
-                     result.status, result.pushed_commits)
+                     result.status, result.pushed_commits, result.rebuilt)
         return self._record(connector, outcome, 0.0)

@@ -153,8 +153,7 @@ def sync_once(
 
 def push_connector(engine: Engine, connector: Connector, publisher: Publisher) -> tuple[str, bool]:
     """Push the connector's branch to its remote; returns a line for the operator."""
-    with engine.lock(connector):
-        result = publisher.push(engine, connector)
+    result = publisher.push(engine, connector)
     where = redact_url(connector.url)
     if result.ok:
         return f"  push to {where} ({connector.branch}): {result.status}", True

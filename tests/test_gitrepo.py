@@ -363,7 +363,8 @@ def test_remote_down_then_back_delivers_all_commits_in_order(repo: Repo, sshd_pr
 
 
 @pytest.mark.ssh
-def test_several_pushes_share_one_ssh_connection(repo: Repo, sshd_private, git_binary: str, make_vendor):
+def test_pushes_share_one_ssh_connection_and_fetch_only_when_the_remote_moved(
+        repo: Repo, sshd_private, git_binary: str, make_vendor, tmp_path: Path):
     from tests.fixtures_ssh import GitRemote, make_bare_repo, settled
 
     remote = GitRemote(sshd_private, make_bare_repo(sshd_private, git_binary, "kept"), git_binary)
@@ -373,10 +374,27 @@ def test_several_pushes_share_one_ssh_connection(repo: Repo, sshd_private, git_b
     for i in range(4):
         write(root, "a.md", str(i))
         commit_paths(repo, ["a.md"], message=f"c{i}", author=AUTHOR, branch="main")
-        assert push_fast_forward(repo, spec, branch="main", vendor=vendor).status in ("created", "pushed")
+        result = push_fast_forward(repo, spec, branch="main", vendor=vendor)
+        assert result.status in ("created", "pushed") and not result.fetched
     assert remote.subjects() == ["c0", "c1", "c2", "c3"]
     assert settled(sshd_private.logins, 1) == 1  # one SSH handshake for four pushes
     assert vendor.connections_opened == 1
+    # no fetch before a push: the receive-pack advertisement says where the remote is
+    assert [c.split()[0] for c in sshd_private.commands()] == ["git-receive-pack"] * 4
+
+    person = remote.clone(tmp_path / "person")
+    person.write("theirs.md", "x\n")
+    person.commit_all("theirs")
+    person.push()
+    before = len(settled(sshd_private.commands, None, timeout=0.5))
+    write(root, "a.md", "4")
+    commit_paths(repo, ["a.md"], message="c4", author=AUTHOR, branch="main")
+    result = push_fast_forward(repo, spec, branch="main", vendor=vendor)
+    assert (result.status, result.rebuilt, result.fetched) == ("pushed", 1, True)
+    assert remote.subjects() == ["c0", "c1", "c2", "c3", "theirs", "c4"]  # rebuilt, never forced
+    # only a moved remote costs a fetch: the first receive-pack learns it moved and sends nothing
+    want = ["git-receive-pack", "git-upload-pack", "git-receive-pack"]
+    assert [c.split()[0] for c in settled(lambda: sshd_private.commands()[before:], want)] == want
 
 
 @pytest.mark.ssh

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+import uuid
 
+import pytest
 from dulwich.object_store import commit_tree_changes
 from dulwich.objects import Blob, Commit
 from dulwich.repo import Repo
@@ -13,6 +17,7 @@ from gitsync.config import Connector, ConnectorsConfig, Settings
 from gitsync.engine import Engine
 from gitsync.publish import Publisher, redact_url
 from gitsync.relay import RelayClient
+from tests.fixtures_ssh import settled
 
 
 def external_commit(bare, path: str, data: bytes, message: str = "by hand") -> bytes:
@@ -32,11 +37,11 @@ def external_commit(bare, path: str, data: bytes, message: str = "by hand") -> b
         return commit.id
 
 
-def make_publisher(relay_server, data_dir, conn, env=None):
+def make_publisher(relay_server, data_dir, conn, env=None, known_hosts=(), **options):
     """An engine and a Publisher for one connector, as the service wires them."""
     settings = Settings(data_dir=data_dir, relay_server_url=relay_server.url,
-                        relay_server_api_key=relay_server.api_key)
-    config = ConnectorsConfig((conn,))
+                        relay_server_api_key=relay_server.api_key, **options)
+    config = ConnectorsConfig((conn,), tuple(known_hosts))
     engine = Engine(settings, RelayClient(relay_server.url, relay_server.api_key), config)
     return engine, Publisher(settings, config, env=env or {}), settings
 
@@ -88,3 +93,54 @@ def test_failed_push_backs_off_and_reports_without_secrets(relay_server, tmp_pat
     finally:
         engine.close()
     assert redact_url("https://u:secret@host/x.git") == "https://u@host/x.git"
+
+
+def server_hook(remote, name: str, script: str) -> None:
+    """Install a hook in the bare repository on the test sshd, owned by its git user."""
+    hook = remote.bare / "hooks" / name
+    hook.write_text("#!/bin/sh\n" + script)
+    hook.chmod(0o755)
+    if os.geteuid() == 0:
+        import pwd
+
+        entry = pwd.getpwnam(remote.server.user)
+        os.chown(hook, entry.pw_uid, entry.pw_gid)
+
+
+@pytest.mark.ssh
+def test_documents_sync_while_a_push_waits_on_the_network(relay_server, git_remote, tmp_path):
+    gate = git_remote.server.base / f"gate-{uuid.uuid4().hex}"
+    gate.mkdir()
+    gate.chmod(0o777)
+    # the server holds the push (after receiving the pack) until the test releases it
+    server_hook(git_remote, "pre-receive",
+                f"touch {gate}/started\nwhile [ ! -e {gate}/release ]; do sleep 0.02; done\n")
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "v1\n")
+    conn = Connector(folder.relay_id, folder.folder_id, url=git_remote.url)
+    engine, publisher, _ = make_publisher(relay_server, tmp_path / "data", conn,
+                                          known_hosts=[git_remote.known_hosts_line],
+                                          ssh_private_key=git_remote.client_private_key)
+    done = []
+    pusher = threading.Thread(target=lambda: done.append(publisher.publish(engine, conn)))
+    try:
+        engine.sync_folder(conn)
+        pusher.start()
+        assert settled(lambda: (gate / "started").exists(), True), "the push never reached the server"
+        # the push is on the network: the folder lock is free and a webhook's sync runs
+        lock = engine.lock(conn)
+        assert lock.acquire(timeout=5), "the folder lock is held across the network push"
+        lock.release()
+        folder.edit_markdown("a.md", "v2\n")
+        assert engine.sync_docs(conn, [folder.doc_id("a.md")]).updated == 1
+    finally:
+        (gate / "release").touch()
+        pusher.join(timeout=60)
+    try:
+        assert done[0].push.ok and done[0].push.status == "created"
+        assert git_remote.read("a.md") == "v1\n"
+        again = publisher.publish(engine, conn)  # the edit made during the push follows
+        assert again.commit and again.push.ok and git_remote.read("a.md") == "v2\n"
+    finally:
+        publisher.close()
+        engine.close()
