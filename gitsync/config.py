@@ -162,6 +162,11 @@ class Settings:
         return self.data_dir / "state" / relay_id
 
     @property
+    def learned_hosts_path(self) -> Path:
+        """Where SSH host keys accepted on first use are kept (OpenSSH known_hosts format)."""
+        return self.data_dir / "ssh" / "known_hosts"
+
+    @property
     def queue_dir(self) -> Path:
         return self.data_dir / "state" / "queue"
 

@@ -149,6 +149,7 @@ class Publisher:
                     list(self.config.known_hosts),
                     trust_on_first_use=self.settings.trust_on_first_use,
                     idle_timeout=self.settings.ssh_idle_timeout,
+                    learned_hosts_file=self.settings.learned_hosts_path,
                 )
             return self._vendor
 

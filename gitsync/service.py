@@ -163,9 +163,9 @@ def push_connector(engine: Engine, connector: Connector, publisher: Publisher) -
 def describe_connectors(settings: Settings, config: ConnectorsConfig) -> list[str]:
     """One line per connector: folder, remote, branch, prefix and host-key trust."""
     from . import gitrepo
-    from .ssh import host_key_name, parse_known_hosts
+    from .ssh import host_key_name, parse_known_hosts, read_known_hosts_file
 
-    known = parse_known_hosts(config.known_hosts)
+    known = parse_known_hosts(read_known_hosts_file(settings.learned_hosts_path) + list(config.known_hosts))
     lines = []
     for connector in config.connectors:
         prefix = f" prefix={connector.prefix}" if connector.prefix else ""

@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import paramiko
@@ -47,6 +48,7 @@ __all__ = [
     "load_private_key",
     "parse_known_hosts",
     "public_key_line",
+    "read_known_hosts_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,8 @@ class HostKeyUnknown(SSHError):
 class HostKeyMismatch(SSHError):
     """The server offered a different key than the trusted one (possible interception)."""
 
-    def __init__(self, host: str, offered: paramiko.PKey, expected: paramiko.PKey | None):
+    def __init__(self, host: str, offered: paramiko.PKey, expected: paramiko.PKey | None,
+                 *, learned_in: Path | None = None):
         self.host = host
         self.key_type = offered.get_name()
         self.fingerprint = fingerprint(offered)
@@ -114,6 +117,14 @@ class HostKeyMismatch(SSHError):
         exp = (
             f"{expected.get_name()} {self.expected_fingerprint}" if expected is not None else "another key type"
         )
+        if learned_in is not None:
+            super().__init__(
+                f"host key of {host} changed: the server offered {self.key_type} {self.fingerprint} "
+                f"but the key learned on first use (kept in {learned_in}) is {exp}. Refusing to "
+                f"connect. If the server's key really changed, delete the {host} line from that "
+                "file, or add the verified new key to known_hosts in git_connectors.toml"
+            )
+            return
         super().__init__(
             f"host key of {host} changed: the server offered {self.key_type} {self.fingerprint} "
             f"but known_hosts trusts {exp}. Refusing to connect. If the server's key really "
@@ -261,6 +272,19 @@ def parse_known_hosts(lines: Iterable[str], *, include_builtin: bool = True) -> 
     return keys
 
 
+def read_known_hosts_file(path: Path | None) -> list[str]:
+    """The lines of a known_hosts file, or none when it does not exist or is unreadable."""
+    if path is None:
+        return []
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.error("cannot read known hosts file=%s error=%s", path, exc)
+        return []
+
+
 # ---------------------------------------------------------------------------
 # vendor
 
@@ -353,6 +377,9 @@ class ParamikoVendor:
         known_host_lines: OpenSSH known_hosts lines trusted in addition to the built-in keys.
         trust_on_first_use: accept an unknown host's key (logged with the line to add).
             Off by default.
+        learned_hosts_file: where keys accepted on first use are kept (OpenSSH
+            known_hosts format, mode 0600) and read back from, so a later connection,
+            after a restart too, trusts only the key seen first.
         timeout: seconds for TCP connect, banner, authentication and opening a channel.
         io_timeout: seconds a read or write on the channel may block.
         keepalive: seconds between SSH keepalive messages on an open connection.
@@ -373,11 +400,20 @@ class ParamikoVendor:
         keepalive: float = 30,
         idle_timeout: float = IDLE_TIMEOUT,
         max_channels: int = 8,
+        learned_hosts_file: Path | None = None,
     ):
         self._pkey = pkey
-        self._lines = list(known_host_lines)
-        self._host_keys = parse_known_hosts(self._lines, include_builtin=include_builtin)
+        self._learned_file = learned_hosts_file
         self._learned: dict[str, paramiko.PKey] = {}
+        kept = read_known_hosts_file(learned_hosts_file) if learned_hosts_file else []
+        self._learned_names = set()
+        for name, hkey in parse_known_hosts(kept, include_builtin=False).items():
+            for found in hkey.values():
+                self._learned[name] = found
+                self._learned_names.add(name)
+        # configured lines last: an entry there wins over a key learned for the same name
+        self._lines = kept + list(known_host_lines)
+        self._host_keys = parse_known_hosts(self._lines, include_builtin=include_builtin)
         self._lock = threading.Lock()
         self._links: dict[tuple[str, int, str], list[_Link]] = {}
         self._reaper: threading.Thread | None = None
@@ -403,10 +439,20 @@ class ParamikoVendor:
     def _learn(self, host: str, key: paramiko.PKey) -> None:
         with self._lock:
             self._learned[host] = key
+            self._learned_names.add(host)
             self._host_keys.add(host, key.get_name(), key)
+            lines = [f"{h} {k.get_name()} {k.get_base64()}" for h, k in self._learned.items()]
+            if self._learned_file is not None:
+                from .durable import replace_private_file
+
+                try:
+                    replace_private_file(self._learned_file, ("\n".join(lines) + "\n").encode())
+                except OSError as exc:
+                    log.error("cannot keep a host key learned on first use file=%s error=%s",
+                              self._learned_file, exc)
         log.warning(
-            "trusting unknown host key on first use host=%s type=%s fingerprint=%s",
-            host, key.get_name(), fingerprint(key),
+            "trusting unknown host key on first use host=%s type=%s fingerprint=%s kept_in=%s",
+            host, key.get_name(), fingerprint(key), self._learned_file or "memory only",
         )
 
     def is_trusted(self, host: str, port: int | None = None) -> bool:
@@ -521,7 +567,11 @@ class ParamikoVendor:
             raise
         except paramiko.BadHostKeyException as exc:
             client.close()
-            raise HostKeyMismatch(exc.hostname, exc.key, exc.expected_key) from exc
+            name = host_key_name(host, port)  # paramiko names the bare host even on another port
+            with self._lock:
+                learned = name in self._learned_names
+            raise HostKeyMismatch(name, exc.key, exc.expected_key,
+                                  learned_in=self._learned_file if learned else None) from exc
         except paramiko.AuthenticationException as exc:
             client.close()
             raise SSHAuthFailed(

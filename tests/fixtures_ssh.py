@@ -150,6 +150,14 @@ class SSHServer:
         with self.authorized_keys.open("a") as fh:
             fh.write(public_line.strip() + "\n")
 
+    def rekey(self) -> None:
+        """Give the server a new host key (stopped and started again around it)."""
+        self.stop()
+        for path in (self.host_key, Path(str(self.host_key) + ".pub")):
+            path.unlink()
+        _ssh_keygen("-t", "ed25519", "-N", "", "-f", str(self.host_key))
+        self.start()
+
     def log_text(self) -> str:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
 

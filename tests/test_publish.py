@@ -144,3 +144,46 @@ def test_documents_sync_while_a_push_waits_on_the_network(relay_server, git_remo
     finally:
         publisher.close()
         engine.close()
+
+
+@pytest.mark.ssh
+def test_a_host_key_trusted_on_first_use_is_kept_and_a_changed_one_refused(relay_server, sshd_private,
+                                                                           git_binary, tmp_path):
+    from gitsync.ssh import fingerprint, parse_known_hosts
+    from tests.fixtures_ssh import GitRemote, make_bare_repo
+
+    remote = GitRemote(sshd_private, make_bare_repo(sshd_private, git_binary, "tofu"), git_binary)
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "a\n")
+    conn = Connector(folder.relay_id, folder.folder_id, url=remote.url)
+    data = tmp_path / "data"
+    options = dict(ssh_private_key=remote.client_private_key, trust_on_first_use=True)
+    engine, publisher, settings = make_publisher(relay_server, data, conn, **options)
+    try:
+        engine.sync_folder(conn)
+        assert publisher.publish(engine, conn).push.ok  # no known_hosts entry: learned on first use
+    finally:
+        publisher.close()
+        engine.close()
+    kept = settings.learned_hosts_path
+    assert kept.read_text() == remote.known_hosts_line + "\n"
+    assert (kept.stat().st_mode & 0o777, kept.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    learned = fingerprint(next(iter(parse_known_hosts([remote.known_hosts_line], include_builtin=False)
+                                    .lookup(f"[{sshd_private.host}]:{sshd_private.port}").values())))
+
+    sshd_private.rekey()  # the server (or someone in the middle) now presents another key
+    folder.edit_markdown("a.md", "b\n")
+    engine, publisher, _ = make_publisher(relay_server, data, conn, **options)  # a restart
+    try:
+        engine.sync_folder(conn)
+        outcome = publisher.publish(engine, conn).push
+    finally:
+        publisher.close()
+        engine.close()
+    assert not outcome.ok
+    offered = sshd_private.host_public_key.split()[1]
+    assert "changed" in outcome.error and str(kept) in outcome.error and learned in outcome.error
+    assert fingerprint(next(iter(parse_known_hosts([f"x {sshd_private.host_public_key}"], include_builtin=False)
+                                 .lookup("x").values()))) in outcome.error
+    assert offered not in kept.read_text()  # the new key was not learned over the old one
+    assert remote.read("a.md") == "a\n"

@@ -246,6 +246,7 @@ def test_changed_host_key_is_refused(git_remote, tmp_path: Path):
         get_refs(server, vendor, git_remote.bare)
     assert info.value.expected_fingerprint == fingerprint(other)
     assert info.value.fingerprint in str(info.value) and "changed" in str(info.value)
+    assert info.value.known_hosts_line.startswith(f"[{server.host}]:{server.port} ssh-ed25519 ")
 
 
 @pytest.mark.ssh
