@@ -53,6 +53,7 @@ ENV_VARS: dict[str, str] = {
     "author_email": "RELAY_GIT_AUTHOR_EMAIL",
     "trust_on_first_use": "RELAY_GIT_SSH_TRUST_ON_FIRST_USE",
     "ssh_idle_timeout": "RELAY_GIT_SSH_IDLE_TIMEOUT",
+    "max_file_bytes": "RELAY_GIT_MAX_FILE_BYTES",
     "log_level": "RELAY_GIT_LOG_LEVEL",
 }
 
@@ -121,6 +122,9 @@ class Settings:
     trust_on_first_use: bool = False
     # Seconds an unused SSH connection to a remote host stays open for the next push.
     ssh_idle_timeout: float = 300.0
+    # A file larger than this is left out of commits (hosts refuse big files, e.g.
+    # GitHub at 100 MB): it stays uncommitted, with a reason, instead of blocking pushes.
+    max_file_bytes: int = 100 * 1024 * 1024
     log_level: str = "INFO"
     max_body_bytes: int = 64 * 1024
     # A folder update deleting more than this share of files (and more than
@@ -185,7 +189,8 @@ class Settings:
 
 
 # Settings read from the environment only (no command-line flag).
-ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use", "ssh_idle_timeout"}
+ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use", "ssh_idle_timeout",
+            "max_file_bytes"}
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -224,6 +229,7 @@ _KINDS = {
     "reconcile_interval": float,
     "trust_on_first_use": bool,
     "ssh_idle_timeout": float,
+    "max_file_bytes": int,
     "connectors_file": Path,
 }
 
@@ -268,6 +274,8 @@ def validate(settings: Settings) -> Settings:
         raise bad("--workers", "must be at least 1", settings.workers)
     if settings.fetch_concurrency < 1:
         raise bad("--fetch-concurrency", "must be at least 1", settings.fetch_concurrency)
+    if settings.max_file_bytes < 1:
+        raise bad("--max-file-bytes", "must be at least 1 byte", settings.max_file_bytes)
     if settings.ssh_idle_timeout <= 0:
         raise bad("--ssh-idle-timeout", "must be more than 0 seconds", settings.ssh_idle_timeout)
     if settings.reconcile_interval < 0:

@@ -194,6 +194,11 @@ class Publisher:
 
     # --- publishing -------------------------------------------------------------------
 
+    def _sweep(self, engine, connector: Connector) -> gitrepo.LockSweep:
+        """Remove lock files in the repository that are old enough to be stale."""
+        with engine.repo_lock(connector):
+            return gitrepo.clear_stale_locks(engine.settings.repo_dir(connector))
+
     def publish(self, engine, connector: Connector, *, force_push: bool = False,
                 final: bool = False) -> Published:
         """Commit the folder's pending paths, then push when there is something to send.
@@ -204,7 +209,12 @@ class Publisher:
         remote is). Locks as in :meth:`push`.
         """
         with engine.lock(connector):
-            sha = engine.commit(connector)
+            try:
+                sha = engine.commit(connector)
+            except gitrepo.RepositoryLocked:
+                if not self._sweep(engine, connector).removed:  # a recent lock: someone's git
+                    raise
+                sha = engine.commit(connector)
         if not connector.url or not (force_push or self.due(connector, force=final)):
             return Published(sha)
         if not force_push:
@@ -249,6 +259,8 @@ class Publisher:
                         result = gitrepo.push_fast_forward(engine.repo(connector), spec, fetch_first=True,
                                                            **options)
         except Exception as exc:  # every failure is retried later; commits stay local
+            if isinstance(exc, gitrepo.RepositoryLocked):
+                self._sweep(engine, connector)
             permanent = bool(getattr(exc, "permanent", False))
             delay = self._backoff.failure(key)
             if permanent:

@@ -17,6 +17,7 @@ from enum import StrEnum
 from .backoff import Backoff
 from .config import ConfigError, Connector, ConnectorsConfig, Settings, load_connectors
 from .engine import Engine, SyncAborted, SyncReport
+from .gitrepo import GitError
 from .logsetup import redact
 from .publish import Publisher, PushOutcome, redact_url, remote_spec
 from .relay import RelayClient, Unauthorized
@@ -127,7 +128,7 @@ def sync_once(
                 outcome.ok = False
                 outcome.lines.append(f"{connector.name}: failed: internal error: {exc}")
                 continue
-            report.commit = engine.commit(connector)
+            report.commit = engine.commit(connector, report=report)
             outcome.reports.append(report)
             outcome.lines.append(report.summary())
             for path, reason in report.skipped:
@@ -606,6 +607,8 @@ class Service:
         for connector in self.config.connectors:
             try:
                 self._commit_and_push(connector, final=final)
+            except GitError as exc:  # e.g. a lock file someone holds: said plainly, retried
+                self._record_error(connector, f"commit failed: {exc}")
             except Exception as exc:  # one broken repository must not stop the others
                 log.exception("commit or push failed relay=%s folder=%s",
                               connector.relay_id, connector.folder_id)
@@ -710,6 +713,7 @@ class Service:
                 "held_deletion": ({k: v for k, v in dict(held).items() if k != "docs"}
                                   if (held := fstate.held) else None),
                 "push": st.push.as_status() if st.push else None,
+                "left_out": [{"path": path, "reason": reason} for path, reason in self.engine.left_out(connector)],
             })
         with self._lock:
             counts = dict(self._counts)

@@ -187,3 +187,56 @@ def test_a_host_key_trusted_on_first_use_is_kept_and_a_changed_one_refused(relay
                                  .lookup("x").values()))) in outcome.error
     assert offered not in kept.read_text()  # the new key was not learned over the old one
     assert remote.read("a.md") == "a\n"
+
+
+@pytest.mark.ssh
+def test_a_permanent_rejection_is_reported_as_such_and_waits_longest(relay_server, git_remote, tmp_path):
+    from gitsync.backoff import MAX_DELAY
+
+    # what a host's size limit or policy hook does: refuse every update, with a reason
+    server_hook(git_remote, "pre-receive", "echo 'GH001: Large files detected' >&2\nexit 1\n")
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "a\n")
+    conn = Connector(folder.relay_id, folder.folder_id, url=git_remote.url)
+    engine, publisher, _ = make_publisher(relay_server, tmp_path / "data", conn,
+                                          known_hosts=[git_remote.known_hosts_line],
+                                          ssh_private_key=git_remote.client_private_key)
+    try:
+        engine.sync_folder(conn)
+        outcome = publisher.publish(engine, conn).push
+        assert not outcome.ok and outcome.permanent
+        assert outcome.retry_in == MAX_DELAY  # not the short first backoff: no hammering
+        assert outcome.as_status()["permanent"] is True
+        assert "declined" in outcome.error
+        assert not publisher.due(conn)
+        assert git_remote.head() is None
+    finally:
+        publisher.close()
+        engine.close()
+
+
+def test_a_stale_branch_lock_is_cleared_by_the_next_publish(relay_server, tmp_path):
+    bare = tmp_path / "remote.git"
+    Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "a\n")
+    conn = Connector(folder.relay_id, folder.folder_id, url=str(bare))
+    engine, publisher, settings = make_publisher(relay_server, tmp_path / "data", conn)
+    try:
+        engine.sync_folder(conn)
+        assert publisher.publish(engine, conn).push.ok
+        lock = settings.repo_dir(conn) / ".git" / "refs" / "heads" / "main.lock"
+        lock.write_bytes(b"left by a process killed mid-commit")
+        folder.edit_markdown("a.md", "b\n")
+        engine.sync_docs(conn, [folder.doc_id("a.md")])
+        with pytest.raises(gitrepo.RepositoryLocked):
+            publisher.publish(engine, conn)  # recent: maybe a person's git, left alone
+        assert lock.exists()
+        old = time.time() - gitrepo.STALE_LOCK_AGE - 1
+        os.utime(lock, (old, old))
+        done = publisher.publish(engine, conn)  # old: a dead process's, removed, commit made
+        assert done.commit and done.push.ok and not lock.exists()
+        with Repo(str(bare)) as remote:
+            assert gitrepo.read_tree_paths(remote, "main") == {"a.md": b"b\n"}
+    finally:
+        engine.close()
