@@ -52,6 +52,8 @@ ENV_VARS: dict[str, str] = {
     "author_name": "RELAY_GIT_AUTHOR_NAME",
     "author_email": "RELAY_GIT_AUTHOR_EMAIL",
     "trust_on_first_use": "RELAY_GIT_SSH_TRUST_ON_FIRST_USE",
+    "ssh_idle_timeout": "RELAY_GIT_SSH_IDLE_TIMEOUT",
+    "max_file_bytes": "RELAY_GIT_MAX_FILE_BYTES",
     "log_level": "RELAY_GIT_LOG_LEVEL",
     "max_update_bytes": "RELAY_GIT_MAX_UPDATE_BYTES",
     "max_attachment_bytes": "RELAY_GIT_MAX_ATTACHMENT_BYTES",
@@ -120,6 +122,11 @@ class Settings:
     author_name: str = "Relay Git Sync"
     author_email: str = "relay-git-sync@localhost"
     trust_on_first_use: bool = False
+    # Seconds an unused SSH connection to a remote host stays open for the next push.
+    ssh_idle_timeout: float = 300.0
+    # A file larger than this is left out of commits (hosts refuse big files, e.g.
+    # GitHub at 100 MB): it stays uncommitted, with a reason, instead of blocking pushes.
+    max_file_bytes: int = 100 * 1024 * 1024
     log_level: str = "INFO"
     max_body_bytes: int = 64 * 1024
     # A folder update deleting more than this share of files (and more than
@@ -165,6 +172,11 @@ class Settings:
         return self.data_dir / "state" / relay_id
 
     @property
+    def learned_hosts_path(self) -> Path:
+        """Where SSH host keys accepted on first use are kept (OpenSSH known_hosts format)."""
+        return self.data_dir / "ssh" / "known_hosts"
+
+    @property
     def queue_dir(self) -> Path:
         return self.data_dir / "state" / "queue"
 
@@ -183,7 +195,8 @@ class Settings:
 
 
 # Settings read from the environment only (no command-line flag).
-ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use"}
+ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use", "ssh_idle_timeout",
+            "max_file_bytes"}
 
 MIN_SIZE_CAP = 4096  # bytes: the smallest size cap accepted
 
@@ -223,6 +236,8 @@ _KINDS = {
     "fetch_concurrency": int,
     "reconcile_interval": float,
     "trust_on_first_use": bool,
+    "ssh_idle_timeout": float,
+    "max_file_bytes": int,
     "connectors_file": Path,
     "max_update_bytes": int,
     "max_attachment_bytes": int,
@@ -269,6 +284,10 @@ def validate(settings: Settings) -> Settings:
         raise bad("--workers", "must be at least 1", settings.workers)
     if settings.fetch_concurrency < 1:
         raise bad("--fetch-concurrency", "must be at least 1", settings.fetch_concurrency)
+    if settings.max_file_bytes < 1:
+        raise bad("--max-file-bytes", "must be at least 1 byte", settings.max_file_bytes)
+    if settings.ssh_idle_timeout <= 0:
+        raise bad("--ssh-idle-timeout", "must be more than 0 seconds", settings.ssh_idle_timeout)
     if settings.reconcile_interval < 0:
         raise bad("--reconcile-interval", "must be 0 (off) or more seconds", settings.reconcile_interval)
     # Below a few KiB even an empty folder's index would be refused.

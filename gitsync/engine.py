@@ -213,6 +213,8 @@ class Engine:
         self.states = StateRegistry(settings.data_dir)
         self.hold_confirm_seconds = hold_confirm_seconds
         self._locks: dict[tuple[str, str], threading.RLock] = {}
+        self._repo_locks: dict[tuple[str, str], threading.RLock] = {}
+        self._left_out: dict[tuple[str, str], dict[str, str]] = {}
         self._repos: dict[tuple[str, str], object] = {}
         self._meta_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(
@@ -240,6 +242,19 @@ class Engine:
             lock = self._locks.get(connector.key)
             if lock is None:
                 lock = self._locks[connector.key] = threading.RLock()
+            return lock
+
+    def repo_lock(self, connector: Connector) -> threading.RLock:
+        """The lock of the folder's repository (object store, refs, index).
+
+        A Dulwich repository is not thread-safe. Committing takes the folder lock, then
+        this one; a push that leaves the working tree alone takes only this one, so the
+        folder's documents keep syncing while it waits on the network.
+        """
+        with self._meta_lock:
+            lock = self._repo_locks.get(connector.key)
+            if lock is None:
+                lock = self._repo_locks[connector.key] = threading.RLock()
             return lock
 
     def repo(self, connector: Connector):
@@ -723,26 +738,57 @@ class Engine:
 
     # --- committing -----------------------------------------------------------------
 
-    def commit(self, connector: Connector, *, timestamp: int | None = None) -> str | None:
-        """Commit the paths changed since the last commit; None when nothing changed."""
-        with self.lock(connector):
+    def left_out(self, connector: Connector) -> list[tuple[str, str]]:
+        """Files the last commit left out, with the reason: ``(repo path, reason)``."""
+        with self._meta_lock:
+            return list(self._left_out.get(connector.key, {}).items())
+
+    def _note_left_out(self, connector: Connector, left_out, report: SyncReport | None) -> set[str]:
+        limit = self.settings.max_file_bytes
+        reasons = {path: (f"{size} bytes is over the limit of {limit} bytes per file "
+                          "(RELAY_GIT_MAX_FILE_BYTES): not committed until it is smaller or the limit is raised")
+                   for path, size in left_out}
+        with self._meta_lock:
+            before = self._left_out.get(connector.key, {})
+            self._left_out[connector.key] = reasons
+        for path, reason in reasons.items():
+            if before.get(path) != reason:
+                log.warning("file left out of the commit relay=%s folder=%s path=%s reason=%s",
+                            connector.relay_id, connector.folder_id, path, reason)
+            if report is not None:
+                report.skipped.append((path, reason))
+        return set(reasons)
+
+    def commit(self, connector: Connector, *, timestamp: int | None = None,
+               report: SyncReport | None = None) -> str | None:
+        """Commit the paths changed since the last commit; None when nothing changed.
+
+        A file over ``max_file_bytes`` is left out and stays pending (committed once it
+        fits); its reason goes to ``report.skipped`` and :meth:`left_out`.
+        """
+        with self.lock(connector), self.repo_lock(connector):
             state = self._folder_state(connector)
             if not state.dirty:
                 return None
             repo = self.repo(connector)
             paths = list(state.dirty)
             message = describe_changes(state.changes)
-            sha = gitrepo.commit_paths(
+            result = gitrepo.commit_changes(
                 repo,
                 paths,
                 message=message,
                 author=self.settings.author,
                 branch=connector.branch,
                 timestamp=timestamp,
+                max_file_bytes=self.settings.max_file_bytes,
             )
-            state.clear_pending(paths)
-            state.changes = []
-            self._save(connector)
+            sha = result.commit
+            held = self._note_left_out(connector, result.left_out, report)
+            done = [p for p in paths if p not in held]
+            if done or state.changes:
+                state.clear_pending(done)
+                state.changes = []
+                self._save(connector)
             if sha:
                 # Counting loose objects lists 256 directories: do it now and then only.
                 made = self._commits_since_pack.get(connector.key, 0) + 1

@@ -2,15 +2,26 @@
 
 Commits are built directly in the object store (``commit_tree_changes`` on the parent's
 tree sha, then a ``Commit`` object) so that their cost does not grow with the size of the
-repository, no hook runs, no user gitconfig is read and no ``git`` binary is spawned
-(TECH-NOTES §1-§3). The working tree stays a normal checkout that people can browse with
-real git: only the index entries of the paths we commit are refreshed.
+repository, no hook runs and no ``git`` binary is spawned. The working tree stays a
+normal checkout that people can browse with real git: only the index entries of the
+paths we commit are refreshed.
 
-Pushing never forces (DESIGN invariant 2): when the remote branch moved, our unpushed
-commits are rebuilt on top of the remote head *by construction* (remote tree + the paths
-our commits changed), then pushed fast-forward with our own check inside ``update_refs``.
+No user or machine git config (``~/.gitconfig``, ``/etc/gitconfig``) is consulted: the
+index and the working-tree update read the repository's own ``.git/config`` only, and
+every ref update names its identity, so a colleague's global settings (index format,
+case folding, sparse checkout, identity) cannot change what we write.
 
-A dulwich ``Repo`` is not thread-safe: the caller holds the folder lock around every call.
+Durability: objects are written with fsync (loose and packs), the directories their
+names were renamed into are flushed before a branch is moved to them, and the branch's
+directory is flushed after the move, so after a power cut a branch never points at a
+missing object.
+
+Pushing never forces: when the remote branch moved, our unpushed commits are rebuilt on
+top of the remote head *by construction* (remote tree + the paths our commits changed),
+then pushed fast-forward with our own check inside ``update_refs``.
+
+A dulwich ``Repo`` is not thread-safe: the caller holds the repository's lock around
+every call (and the folder's lock for anything that touches the working tree).
 """
 
 from __future__ import annotations
@@ -27,18 +38,28 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dulwich.diff_tree import tree_changes
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository, SendPackError
+from dulwich.file import FileLocked
 from dulwich.index import index_entry_from_stat, update_working_tree
 from dulwich.object_store import commit_tree_changes, iter_tree_contents
-from dulwich.objects import Blob, Commit, Tree
+from dulwich.objects import Blob, Commit, ShaFile, Tree
 from dulwich.repo import Repo
+
+from .durable import fsync_dirs
 
 __all__ = [
     "BULK_THRESHOLD",
+    "CommitResult",
     "GitError",
+    "LockSweep",
+    "RepositoryLocked",
+    "STALE_LOCK_AGE",
     "PushRejected",
     "PushResult",
+    "REF_IDENTITY",
+    "RemoteMoved",
     "RemoteSpec",
     "RemoteUnavailable",
+    "commit_changes",
     "commit_paths",
     "head_commit",
     "make_client",
@@ -50,13 +71,28 @@ __all__ = [
     "remote_head",
     "set_remote",
     "push_fast_forward",
+    "push_without_fetch",
     "read_tree_paths",
 ]
 
 log = logging.getLogger(__name__)
 
-#: More blobs than this in one commit go into one pack instead of loose objects.
+#: More objects than this in one commit go into one pack instead of loose objects.
 BULK_THRESHOLD = 200
+
+#: Seconds after which a ``.lock`` file in ``.git`` is taken to be left by a dead process
+#: and removed. A younger one may belong to a person running git in the checkout right
+#: now: it is left alone and reported.
+STALE_LOCK_AGE = 120.0
+
+#: Who the reflog names for ref updates that are not commits (tracking refs, rebuilds):
+#: given explicitly, so no user or machine git config is consulted for it.
+REF_IDENTITY = b"relay-git-sync <relay-git-sync@localhost>"
+
+#: Refusals that mean the remote moved between its ref advertisement and our update
+#: (git's receive-pack and dulwich's local client): fetch, rebuild and try again.
+_RACE_STATUS = ("failed to update ref", "fetch first", "non-fast-forward", "stale info",
+                "failed to lock", "unable to set")
 
 _FILE_MODE = 0o100644
 _EXEC_MODE = 0o100755
@@ -67,16 +103,38 @@ class GitError(Exception):
 
 
 class PushRejected(GitError):
-    """The remote refused our update (or moved while we pushed); commits are kept locally."""
+    """The remote refused our update (or moved while we pushed); commits are kept locally.
 
-    def __init__(self, message: str, *, remote_head: str | None = None, our_head: str | None = None):
+    ``permanent`` is True when the server itself refused the update (a hook, a file size
+    limit): trying again soon gives the same answer.
+    """
+
+    def __init__(self, message: str, *, remote_head: str | None = None, our_head: str | None = None,
+                 permanent: bool = False):
         super().__init__(message)
         self.remote_head = remote_head
         self.our_head = our_head
+        self.permanent = permanent
 
 
 class RemoteUnavailable(GitError):
     """The remote could not be reached or read (network, auth, missing repository)."""
+
+
+class RepositoryLocked(GitError):
+    """A ``.lock`` file in ``.git`` stops an update: someone (or a dead process) holds it."""
+
+    def __init__(self, message: str, *, lock: str):
+        super().__init__(message)
+        self.lock = lock
+
+
+class RemoteMoved(GitError):
+    """The remote branch is not where our history has it: fetch and rebuild before pushing."""
+
+    def __init__(self, message: str, *, remote_head: str | None = None):
+        super().__init__(message)
+        self.remote_head = remote_head
 
 
 # ---------------------------------------------------------------------------
@@ -98,7 +156,8 @@ def open_or_init(path: Path | str, *, branch: str) -> Repo:
         branch: branch name, e.g. ``"main"``.
 
     Returns:
-        An open ``Repo``; the caller closes it.
+        An open ``Repo`` whose object store fsyncs every object it writes; the caller
+        closes it.
 
     Raises:
         GitError: the directory exists but is not a usable repository.
@@ -119,11 +178,14 @@ def open_or_init(path: Path | str, *, branch: str) -> Repo:
             current = None
         if current != ref:
             log.info("pointing HEAD at branch path=%s branch=%s", path, branch)
-            repo.refs.set_symbolic_ref(b"HEAD", ref)
+            repo.refs.set_symbolic_ref(b"HEAD", ref, committer=REF_IDENTITY)
+        repo.object_store.fsync_object_files = True
         return repo
     path.mkdir(parents=True, exist_ok=True)
     log.info("initializing repository path=%s branch=%s", path, branch)
-    return Repo.init(str(path), mkdir=False, default_branch=branch.encode("utf-8"))
+    repo = Repo.init(str(path), mkdir=False, default_branch=branch.encode("utf-8"))
+    repo.object_store.fsync_object_files = True
+    return repo
 
 
 def _get_ref(repo: Repo, ref: bytes) -> bytes | None:
@@ -211,6 +273,93 @@ def _new_commit(tree: bytes, parents: list[bytes], *, message: bytes, ident: byt
     return commit
 
 
+@dataclass(frozen=True)
+class CommitResult:
+    """What :func:`commit_changes` did.
+
+    commit: the new commit id (hex), or None when the tree did not change;
+    left_out: ``(path, size)`` of files over ``max_file_bytes``, not committed.
+    """
+
+    commit: str | None
+    left_out: tuple[tuple[str, int], ...] = ()
+
+
+class _Staged:
+    """An object-store view that keeps new objects in memory until :meth:`flush`.
+
+    ``commit_tree_changes`` writes each new tree as it goes; gathering them lets one
+    commit's objects be written together (one pack for a bulk commit, so one fsync) and
+    made durable before any ref points at them.
+    """
+
+    def __init__(self, store: Any):
+        self._store = store
+        self.objects: dict[bytes, ShaFile] = {}
+
+    def __getitem__(self, sha: bytes) -> ShaFile:
+        found = self.objects.get(sha)
+        # a copy, like a read from disk: commit_tree_changes edits the trees it reads
+        return found.copy() if found is not None else self._store[sha]
+
+    def __contains__(self, sha: bytes) -> bool:
+        return sha in self.objects or sha in self._store
+
+    def add_object(self, obj: ShaFile) -> None:
+        self.objects.setdefault(obj.id, obj)
+
+    def flush(self, repo: Repo) -> None:
+        """Write the gathered objects (new ones only) and flush their directories."""
+        _write_objects(repo, [o for sha, o in self.objects.items() if sha not in self._store])
+        self.objects.clear()
+
+
+def _write_objects(repo: Repo, objects: list[ShaFile]) -> None:
+    """Loose objects for a small batch, one pack for a bulk one; then flush directories.
+
+    Many packs slow down the first lookup of every fresh ``Repo``, so small commits stay
+    loose; each object file is fsync'd by the store, and the directories its name was
+    renamed into are flushed here.
+    """
+    if not objects:
+        return
+    store = repo.object_store
+    base = os.path.join(repo.controldir(), "objects")
+    if len(objects) > BULK_THRESHOLD:
+        store.add_objects([(o, None) for o in objects])
+        fsync_dirs([os.path.join(base, "pack")])
+        return
+    dirs = []
+    for obj in objects:
+        store.add_object(obj)
+        dirs.append(os.path.join(base, obj.id[:2].decode("ascii")))
+    fsync_dirs([*dirs, base])
+
+
+def _move_ref(repo: Repo, ref: bytes, old: bytes | None, new: bytes, *, committer: bytes,
+              message: bytes) -> bool:
+    """Compare-and-swap ``ref`` from ``old`` (None: must not exist) to ``new``, durably.
+
+    Raises:
+        RepositoryLocked: the ref's ``.lock`` file exists.
+    """
+    try:
+        if old is None:
+            ok = repo.refs.add_if_new(ref, new, committer=committer, message=message)
+        else:
+            ok = repo.refs.set_if_equals(ref, old, new, committer=committer, message=message)
+    except FileLocked:
+        lock = ref.decode("utf-8", "replace") + ".lock"
+        raise RepositoryLocked(
+            f"{lock} exists in {repo.controldir()}: someone may be running git in the checkout; "
+            f"the update is retried (the lock is removed once older than {STALE_LOCK_AGE:.0f} s)",
+            lock=lock,
+        ) from None
+    if ok:
+        fsync_dirs([os.path.dirname(os.path.join(repo.controldir(), os.fsdecode(ref)))])
+    return ok
+
+
 def commit_paths(
     repo: Repo,
     paths: Iterable[str],
@@ -219,28 +368,48 @@ def commit_paths(
     author: str,
     branch: str,
     timestamp: int | None = None,
+    max_file_bytes: int | None = None,
 ) -> str | None:
+    """Like :func:`commit_changes`, returning only the new commit id (hex) or None."""
+    return commit_changes(repo, paths, message=message, author=author, branch=branch,
+                          timestamp=timestamp, max_file_bytes=max_file_bytes).commit
+
+
+def commit_changes(
+    repo: Repo,
+    paths: Iterable[str],
+    *,
+    message: str,
+    author: str,
+    branch: str,
+    timestamp: int | None = None,
+    max_file_bytes: int | None = None,
+) -> CommitResult:
     """Commit the working-tree state of ``paths`` on top of ``refs/heads/<branch>``.
 
     Each path is read from the working tree: a regular file is staged with its bytes
     (mode 100755 when executable), a missing path is a deletion, a symlink or directory
     is skipped (a file in the tree that became a directory is removed from the tree).
-    Only the index entries of these paths are refreshed; nothing else is scanned.
+    A file larger than ``max_file_bytes`` is left out (its previous version, if any,
+    stays in the tree) and listed in the result. Only the index entries of these paths
+    are refreshed; nothing else is scanned.
 
     Args:
-        repo: open non-bare repository (caller holds the folder lock).
+        repo: open non-bare repository (caller holds the repository lock).
         paths: repo-relative posix paths, prefix included.
         message: commit message.
         author: ``"Name <email>"``, used as author and committer.
         branch: branch to advance.
         timestamp: seconds since the epoch (default: now), timezone UTC.
+        max_file_bytes: largest file to commit (None: no limit).
 
     Returns:
-        The new commit id (hex), or None when the tree did not change (no commit made).
+        The new commit (None when the tree did not change) and the files left out.
 
     Raises:
         ValueError: a path is not repo-relative or the author is malformed.
         GitError: the branch moved under us (someone else wrote the ref).
+        RepositoryLocked: the branch's lock file exists.
     """
     ident = _identity(author)
     ref = _ref(branch)
@@ -255,7 +424,8 @@ def commit_paths(
         wanted[_check_rel(p)] = None
 
     changes: dict[bytes, tuple[int | None, bytes | None]] = {}
-    blobs: list[Blob] = []
+    staged = _Staged(store)
+    left_out: list[tuple[str, int]] = []
     index_updates: dict[bytes, tuple[os.stat_result, bytes, int] | None] = {}
     for bpath in wanted:
         full = root / bpath.decode("utf-8")
@@ -279,6 +449,9 @@ def commit_paths(
         if not stat.S_ISREG(st.st_mode):
             log.debug("skipping non-regular file path=%s", bpath.decode("utf-8", "replace"))
             continue
+        if max_file_bytes is not None and st.st_size > max_file_bytes:
+            left_out.append((bpath.decode("utf-8"), st.st_size))
+            continue
         try:
             data = full.read_bytes()
         except FileNotFoundError:  # removed between lstat and read
@@ -291,7 +464,7 @@ def commit_paths(
         index_updates[bpath] = (st, blob.id, mode)
         if old == (mode, blob.id):
             continue
-        blobs.append(blob)
+        staged.add_object(blob)
         changes[bpath] = (mode, blob.id)
         blocker = view.blocking_file(bpath)
         if blocker is not None and blocker not in changes:
@@ -308,21 +481,18 @@ def commit_paths(
 
     new_commit: str | None = None
     if change_list:
-        _store_blobs(store, blobs)
         base: bytes | Tree = parent_tree if parent_tree else Tree()
-        new_tree = commit_tree_changes(store, base, change_list)
+        new_tree = commit_tree_changes(staged, base, change_list)
         if new_tree != parent_tree and not (parent is None and new_tree == Tree().id):
             text = message if message.endswith("\n") else message + "\n"
             when = int(time.time()) if timestamp is None else int(timestamp)
             commit = _new_commit(
                 new_tree, [parent] if parent else [], message=text.encode("utf-8"), ident=ident, when=when
             )
-            store.add_object(commit)
-            ok = (
-                repo.refs.set_if_equals(ref, parent, commit.id, committer=ident, message=b"commit: gitsync")
-                if parent
-                else repo.refs.add_if_new(ref, commit.id, committer=ident, message=b"commit (initial): gitsync")
-            )
+            staged.add_object(commit)
+            staged.flush(repo)  # durable before the branch points at it
+            ok = _move_ref(repo, ref, parent, commit.id, committer=ident,
+                           message=b"commit: gitsync" if parent else b"commit (initial): gitsync")
             if not ok:
                 raise GitError(
                     f"branch {branch} moved while committing in {root}; the files stay dirty and "
@@ -331,7 +501,7 @@ def commit_paths(
             new_commit = commit.id.decode("ascii")
             log.debug("committed branch=%s commit=%s paths=%d", branch, new_commit[:12], len(change_list))
     _refresh_index(repo, index_updates)
-    return new_commit
+    return CommitResult(new_commit, tuple(left_out))
 
 
 def _ancestors(path: bytes) -> Iterable[bytes]:
@@ -340,26 +510,20 @@ def _ancestors(path: bytes) -> Iterable[bytes]:
         yield b"/".join(parts[:i])
 
 
-def _store_blobs(store: Any, blobs: list[Blob]) -> None:
-    """Loose objects for small commits, one pack for bulk ones (TECH-NOTES §2 hygiene)."""
-    if len(blobs) > BULK_THRESHOLD:
-        seen: set[bytes] = set()
-        todo = []
-        for b in blobs:
-            if b.id not in seen and b.id not in store:
-                seen.add(b.id)
-                todo.append((b, None))
-        if todo:
-            store.add_objects(todo)
-    else:
-        for b in blobs:
-            store.add_object(b)
+def _local_config(repo: Repo) -> Any:
+    """The repository's own ``.git/config``: never the user's or the machine's."""
+    return repo.get_config()
 
 
 def _refresh_index(repo: Repo, updates: Mapping[bytes, tuple[os.stat_result, bytes, int] | None]) -> None:
+    """Refresh the index entries of committed paths (a convenience for people using git).
+
+    A locked index (a person's git holds ``index.lock``) is left as it is: the commit
+    does not depend on it.
+    """
     if not updates:
         return
-    idx = repo.open_index()
+    idx = repo.open_index(config=_local_config(repo))
     changed = False
     for bpath, info in updates.items():
         if info is None:
@@ -377,7 +541,11 @@ def _refresh_index(repo: Repo, updates: Mapping[bytes, tuple[os.stat_result, byt
             idx[bpath] = entry
             changed = True
     if changed:
-        idx.write()
+        try:
+            idx.write()
+        except FileLocked:
+            log.warning("index is locked, entries not refreshed (git status may show committed "
+                        "files as changed) path=%s", repo.path)
 
 
 def read_tree_paths(repo: Repo, branch: str, prefix: str = "") -> dict[str, bytes]:
@@ -461,13 +629,16 @@ class PushResult:
 
     status: ``"pushed"`` (fast-forward), ``"created"`` (remote branch was absent) or
     ``"up-to-date"``; remote_head: the remote branch head afterwards (hex) or None;
-    pushed_commits: commits newly on the remote; rebuilt: commits rebuilt on a moved remote.
+    pushed_commits: commits newly on the remote; rebuilt: commits rebuilt on a moved remote;
+    fetched: whether the remote branch had to be fetched (it was not where our history
+    had it).
     """
 
     status: str
     remote_head: str | None
     pushed_commits: int = 0
     rebuilt: int = 0
+    fetched: bool = False
 
 
 def _redact(url: str) -> str:
@@ -567,35 +738,65 @@ def make_client(spec: RemoteSpec, *, vendor: Any = None) -> tuple[Any, str]:
     raise InvalidRemote(f"unsupported remote kind {spec.kind!r}")
 
 
-def clear_stale_locks(path: Path | str) -> list[str]:
-    """Remove ``*.lock`` files a killed process left in ``.git`` (index, refs, HEAD, config).
+@dataclass(frozen=True)
+class LockSweep:
+    """What :func:`clear_stale_locks` found: removed stale locks and recent ones left alone."""
+
+    removed: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
+
+
+def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
+                      now: float | None = None) -> LockSweep:
+    """Remove ``*.lock`` files a killed process left in ``.git``; leave recent ones.
 
     Dulwich, like git, refuses to write while such a file exists, so one SIGKILL during
-    a commit would block every later commit. Only call this when no other process can
-    be writing the repository (the service holds the data-directory lock).
+    a commit would block every later commit. A lock on the index, HEAD, config or a ref
+    is removed only when older than ``min_age`` seconds: a younger one may be held by a
+    person running git in the checkout right now, so it is left and reported (and
+    removed by a later sweep once old). A lock on an object file is always ours (git
+    writes objects through temporary files, not locks) and is removed at any age.
+
+    Only call this when no other process of ours can be writing the repository (the
+    service holds the data-directory lock) and, in this process, under the repository
+    lock; call it before opening the repository, since opening may write HEAD.
 
     Args:
-        path: the repository's working directory (its ``.git`` is cleaned); call it
-            before opening the repository, since opening may write HEAD.
+        path: the repository's working directory (its ``.git`` is cleaned).
+        min_age: seconds a lock must have existed to be taken as stale.
+        now: the current time (seconds since the epoch; tests pass it).
 
     Returns:
-        The removed paths, relative to ``.git``.
+        The removed and the kept lock files, relative to ``.git``.
     """
     git_dir = Path(path) / ".git"
     if not git_dir.is_dir():
-        return []
+        return LockSweep()
+    current = time.time() if now is None else now
     candidates = [git_dir / name for name in ("index.lock", "HEAD.lock", "config.lock", "packed-refs.lock")]
     candidates += list((git_dir / "refs").rglob("*.lock"))
-    removed = []
-    for path in candidates:
+    objects = list((git_dir / "objects").glob("??/*.lock"))
+    removed, kept = [], []
+    for lock in candidates + objects:
         try:
-            path.unlink()
+            age = current - lock.lstat().st_mtime
         except FileNotFoundError:
             continue
-        removed.append(str(path.relative_to(git_dir)))
+        name = str(lock.relative_to(git_dir))
+        if age < min_age and lock not in objects:
+            kept.append(name)
+            continue
+        try:
+            lock.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(name)
     if removed:
         log.warning("removed stale lock files path=%s files=%s", path, ",".join(removed))
-    return removed
+    if kept:
+        log.warning("lock files younger than %.0f s left alone (someone may be running git in the "
+                    "checkout; they are removed once older) path=%s files=%s", min_age, path, ",".join(kept))
+    return LockSweep(tuple(removed), tuple(kept))
 
 
 def has_unpushed(repo: Repo, *, branch: str, remote_name: str) -> bool:
@@ -689,6 +890,7 @@ def _fetch_branch(repo: Repo, client: Any, path: str, ref: bytes) -> bytes | Non
         return []
 
     result = client.fetch(path, repo, determine_wants=determine_wants, ref_prefix=[ref])
+    fsync_dirs([os.path.join(repo.controldir(), "objects", "pack")])  # before a ref names them
     refs = result.refs or {}
     sha = refs.get(ref)
     return sha or None
@@ -747,8 +949,11 @@ def _replay(store: Any, base_tree: bytes, parent_tree: bytes | None, tree: bytes
 
 
 def _rebuild(repo: Repo, pending: list[Commit], remote_head: bytes) -> tuple[bytes, int]:
-    """Rebuild ``pending`` on ``remote_head`` by construction; returns (new head, commits made)."""
-    store = repo.object_store
+    """Rebuild ``pending`` on ``remote_head`` by construction; returns (new head, commits made).
+
+    The new trees and commits are written (durably) before returning.
+    """
+    store = _Staged(repo.object_store)
     prev = remote_head
     prev_tree = store[remote_head].tree
     made = 0
@@ -773,7 +978,23 @@ def _rebuild(repo: Repo, pending: list[Commit], remote_head: bytes) -> tuple[byt
         store.add_object(commit)
         prev, prev_tree = commit.id, new_tree
         made += 1
+    store.flush(repo)
     return prev, made
+
+
+def _require_free_index(repo: Repo, where: str) -> None:
+    """Refuse to rewrite the working tree while someone holds the index lock.
+
+    Raises:
+        RepositoryLocked: ``.git/index.lock`` exists.
+    """
+    if os.path.lexists(os.path.join(repo.controldir(), "index.lock")):
+        raise RepositoryLocked(
+            f"cannot rebuild on {where}: index.lock exists in {repo.controldir()} (someone may be "
+            f"running git in the checkout); retried later, the lock is removed once older than "
+            f"{STALE_LOCK_AGE:.0f} s",
+            lock="index.lock",
+        )
 
 
 def _checkout_change(repo: Repo, old_commit: bytes | None, new_commit: bytes) -> None:
@@ -789,11 +1010,138 @@ def _checkout_change(repo: Repo, old_commit: bytes | None, new_commit: bytes) ->
         new_tree,
         change_iterator=tree_changes(store, old_tree, new_tree),
         allow_overwrite_modified=True,
+        config=_local_config(repo),
     )
 
 
 def _count(repo: Repo, head: bytes, exclude: bytes | None) -> int:
     return sum(1 for _ in repo.get_walker(include=[head], exclude=[exclude] if exclude else []))
+
+
+def _is_race(status: str) -> bool:
+    """A refused update that means the remote moved after its advertisement."""
+    text = status.lower()
+    return any(marker in text for marker in _RACE_STATUS)
+
+
+def _send(repo: Repo, client: Any, path: str, ref: bytes, new_head: bytes | None,
+          accept: Any) -> tuple[bytes | None, str | None]:
+    """One receive-pack exchange: update ``ref`` to ``new_head`` if ``accept(current)``.
+
+    ``current`` is the remote's head as its ref advertisement states it, so no fetch is
+    needed to know it. ``accept`` raising or returning False aborts before any pack is
+    sent (:class:`_RemoteMoved`); when the remote already has ``new_head`` (or there is
+    nothing to send) no update is requested.
+
+    Returns:
+        (the advertised head, the server's refusal text or None).
+    """
+    seen: list[bytes | None] = []
+
+    def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        # our fast-forward check: send_pack itself would happily force-push
+        current = refs.get(ref)
+        seen.append(current)
+        if not accept(current):
+            raise _RemoteMoved(current)
+        if new_head is None or current == new_head:
+            return {}
+        return {ref: new_head}
+
+    def generate_pack_data(have: Any, want: Any, ofs_delta: bool = False, progress: Any = None) -> Any:
+        return repo.generate_pack_data(have, want, ofs_delta=ofs_delta, progress=progress)
+
+    result = client.send_pack(path, update_refs, generate_pack_data)
+    status = (result.ref_status or {}).get(ref)
+    return (seen[-1] if seen else None), status
+
+
+def _close(client: Any) -> None:
+    close = getattr(client, "close", None)
+    if close is not None:
+        close()
+
+
+def _set_tracking(repo: Repo, tracking: bytes, sha: bytes, committer: bytes) -> None:
+    """Remember where the remote branch is (a hint: a missed update costs one more push)."""
+    try:
+        repo.refs.set_if_equals(tracking, None, sha, committer=committer, message=b"update by push")
+    except FileLocked:
+        log.warning("remote-tracking ref is locked, not updated ref=%s", tracking.decode("utf-8", "replace"))
+
+
+def push_without_fetch(
+    repo: Repo,
+    spec: RemoteSpec,
+    *,
+    branch: str,
+    remote_name: str = "origin",
+    vendor: Any = None,
+    committer: bytes = REF_IDENTITY,
+) -> PushResult:
+    """Push our branch when the remote branch is where our history says; never fetches.
+
+    The remote's ref advertisement (the first thing receive-pack sends) tells where its
+    branch is. When the branch is absent, at our head, or at a commit of our history,
+    the update is a fast-forward and is sent in the same exchange: one round trip, no
+    fetch, no working-tree change. Otherwise nothing is sent and :class:`RemoteMoved`
+    says that a fetch and rebuild (:func:`push_fast_forward`) are needed.
+
+    Only the object store and refs are read and written, never the working tree or the
+    index: the caller holds the repository's lock, not necessarily the folder's.
+
+    Raises:
+        RemoteMoved: the remote head is not in our history (someone else pushed), or
+            our branch has no commit yet and the remote has one (to adopt).
+        RemoteUnavailable: the remote could not be reached or read (commits stay local).
+        PushRejected: the remote refused the update (commits stay local).
+    """
+    from dulwich.graph import can_fast_forward
+
+    ref = _ref(branch)
+    tracking = f"refs/remotes/{remote_name}/{branch}".encode()
+    where = spec.display
+    local_head = _get_ref(repo, ref)
+
+    def accept(current: bytes | None) -> bool:
+        if current is None or current == local_head:
+            return True
+        if local_head is None or current not in repo.object_store:
+            return False
+        return can_fast_forward(repo, current, local_head)
+
+    client, path = make_client(spec, vendor=vendor)
+    try:
+        current, status = _send(repo, client, path, ref, local_head, accept)
+    except _RemoteMoved as moved:
+        head = moved.current.decode("ascii") if moved.current else None
+        raise RemoteMoved(f"{branch} on {where} is at {head}, not in our history", remote_head=head) from None
+    except SendPackError as exc:
+        raise PushRejected(
+            f"{where} rejected the pack for {branch}: {_describe(exc)}; commits stay local",
+            our_head=local_head.decode("ascii") if local_head else None,
+        ) from exc
+    except _network_errors() as exc:
+        raise RemoteUnavailable(f"pushing {branch} to {where} failed: {_describe(exc)}; commits stay local") from exc
+    finally:
+        _close(client)
+    head_hex = current.decode("ascii") if current else None
+    if status is not None:
+        if _is_race(status):
+            raise RemoteMoved(f"{branch} on {where} moved during the push ({status})", remote_head=head_hex)
+        raise PushRejected(
+            f"{where} refused the update of {branch}: {status}; commits stay local",
+            remote_head=head_hex, our_head=local_head.decode("ascii") if local_head else None, permanent=True,
+        )
+    if local_head is None or current == local_head:
+        if current is not None:
+            _set_tracking(repo, tracking, current, committer)
+        return PushResult("up-to-date", head_hex)
+    count = _count(repo, local_head, current)
+    _set_tracking(repo, tracking, local_head, committer)
+    pushed = "created" if current is None else "pushed"
+    log.info("pushed remote=%s branch=%s commits=%d status=%s", where, branch, count, pushed)
+    return PushResult(pushed, local_head.decode("ascii"), count, 0)
 
 
 def push_fast_forward(
@@ -804,26 +1152,36 @@ def push_fast_forward(
     remote_name: str = "origin",
     vendor: Any = None,
     attempts: int = 3,
+    fetch_first: bool = False,
+    committer: bytes = REF_IDENTITY,
 ) -> PushResult:
     """Publish our branch on the remote without ever forcing.
 
-    Fetches only the branch (stored as ``refs/remotes/<remote_name>/<branch>``). If the
-    remote branch is absent it is created; if its head is already in our history we
-    fast-forward; if it moved, our unpushed commits are rebuilt on the remote head by
+    First a push without fetch (:func:`push_without_fetch`, skipped with
+    ``fetch_first``): when the remote branch is where our history has it, that is all.
+    Otherwise only the branch is fetched (stored as ``refs/remotes/<remote_name>/<branch>``)
+    and, if the remote moved, our unpushed commits are rebuilt on the remote head by
     construction (remote tree + the paths each of our commits changed; messages and
-    authors kept), the local branch, working tree and index move to the rebuilt head,
+    authors kept); the local branch, working tree and index move to the rebuilt head,
     then we fast-forward. ``update_refs`` refuses unless the remote still points at the
     head we built on; a race is retried up to ``attempts`` times.
 
     When our branch has no commit yet and the remote has one, the remote branch is
     adopted (checked out) and nothing is pushed.
 
-    The caller holds the folder lock.
+    The caller holds the folder lock: a rebuild rewrites the working tree.
 
     Raises:
         RemoteUnavailable: the remote could not be reached or read (commits stay local).
         PushRejected: the remote refused the update (commits stay local).
     """
+    if not fetch_first:
+        try:
+            return push_without_fetch(repo, spec, branch=branch, remote_name=remote_name, vendor=vendor,
+                                      committer=committer)
+        except RemoteMoved as exc:
+            log.info("remote moved, fetching it remote=%s branch=%s head=%s", spec.display, branch,
+                     (exc.remote_head or "none")[:12])
     ref = _ref(branch)
     tracking = f"refs/remotes/{remote_name}/{branch}".encode()
     where = spec.display
@@ -839,26 +1197,29 @@ def push_fast_forward(
                     f"fetching {branch} from {where} failed: {_describe(exc)}; commits stay local"
                 ) from exc
             if remote_head:
-                repo.refs[tracking] = remote_head
+                _set_tracking(repo, tracking, remote_head, committer)
             local_head = _get_ref(repo, ref)
             remote_hex = remote_head.decode("ascii") if remote_head else None
             if local_head is None:
                 if remote_head:
-                    if not repo.refs.add_if_new(ref, remote_head):
+                    _require_free_index(repo, where)
+                    if not _move_ref(repo, ref, None, remote_head, committer=committer, message=b"adopt remote"):
                         raise GitError(f"branch {branch} appeared while adopting {where}")
                     _checkout_change(repo, None, remote_head)
                     log.info("adopted remote branch remote=%s branch=%s", where, branch)
-                return PushResult("up-to-date", remote_hex)
+                return PushResult("up-to-date", remote_hex, fetched=True)
             if local_head == remote_head:
-                return PushResult("up-to-date", remote_hex)
+                return PushResult("up-to-date", remote_hex, fetched=True)
             rebuilt = 0
             if remote_head is not None:
                 from dulwich.graph import can_fast_forward
 
                 if not can_fast_forward(repo, remote_head, local_head):
+                    _require_free_index(repo, where)
                     pending = _pending_chain(repo, local_head, remote_head)
                     new_head, rebuilt = _rebuild(repo, pending, remote_head)
-                    if not repo.refs.set_if_equals(ref, local_head, new_head):
+                    if not _move_ref(repo, ref, local_head, new_head, committer=committer,
+                                     message=b"rebuild on remote"):
                         raise GitError(f"branch {branch} moved while rebuilding on {where}")
                     _checkout_change(repo, local_head, new_head)
                     log.info(
@@ -867,31 +1228,13 @@ def push_fast_forward(
                     )
                     local_head = new_head
                     if local_head == remote_head:
-                        return PushResult("up-to-date", remote_hex, 0, 0)
+                        return PushResult("up-to-date", remote_hex, 0, 0, fetched=True)
             count = _count(repo, local_head, remote_head)
-            new_head_sha = local_head
-
-            def update_refs(
-                refs: dict[bytes, bytes], _built_on: bytes | None = remote_head, _new: bytes = new_head_sha
-            ) -> dict[bytes, bytes]:
-                # our fast-forward check: send_pack itself would happily force-push
-                current = refs.get(ref)
-                if current != _built_on:
-                    raise _RemoteMoved(current)
-                return {ref: _new}
-
-            def generate_pack_data(have: Any, want: Any, ofs_delta: bool = False, progress: Any = None) -> Any:
-                return repo.generate_pack_data(have, want, ofs_delta=ofs_delta, progress=progress)
-
             try:
-                result = client.send_pack(path, update_refs, generate_pack_data)
+                _current, status = _send(repo, client, path, ref, local_head,
+                                         lambda current, built_on=remote_head: current == built_on)
             except _RemoteMoved:
-                last_reject = PushRejected(
-                    f"{branch} on {where} moved during the push; commits stay local",
-                    remote_head=remote_hex, our_head=local_head.decode("ascii"),
-                )
-                log.info("remote moved during push, retrying remote=%s attempt=%d", where, attempt)
-                continue
+                status = "remote moved after the fetch"
             except SendPackError as exc:
                 raise PushRejected(
                     f"{where} rejected the pack for {branch}: {_describe(exc)}; commits stay local",
@@ -901,20 +1244,24 @@ def push_fast_forward(
                 raise RemoteUnavailable(
                     f"pushing {branch} to {where} failed: {_describe(exc)}; commits stay local"
                 ) from exc
-            status = (result.ref_status or {}).get(ref)
             if status is not None:
+                if status == "remote moved after the fetch" or _is_race(status):
+                    last_reject = PushRejected(
+                        f"{branch} on {where} moved during the push; commits stay local",
+                        remote_head=remote_hex, our_head=local_head.decode("ascii"),
+                    )
+                    log.info("remote moved during push, retrying remote=%s attempt=%d", where, attempt)
+                    continue
                 raise PushRejected(
                     f"{where} refused the update of {branch}: {status}; commits stay local",
-                    remote_head=remote_hex, our_head=local_head.decode("ascii"),
+                    remote_head=remote_hex, our_head=local_head.decode("ascii"), permanent=True,
                 )
-            repo.refs[tracking] = local_head
+            _set_tracking(repo, tracking, local_head, committer)
             pushed = "created" if remote_head is None else "pushed"
             log.info("pushed remote=%s branch=%s commits=%d status=%s", where, branch, count, pushed)
-            return PushResult(pushed, local_head.decode("ascii"), count, rebuilt)
+            return PushResult(pushed, local_head.decode("ascii"), count, rebuilt, fetched=True)
         finally:
-            close = getattr(client, "close", None)
-            if close is not None:
-                close()
+            _close(client)
     assert last_reject is not None
     raise last_reject
 

@@ -8,19 +8,19 @@ engine, gitrepo and the work queue in the right order and keeps their status.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from . import gitrepo
+from .backoff import Backoff
 from .config import ConfigError, Connector, ConnectorsConfig, Settings, load_connectors
 from .engine import Engine, SyncAborted, SyncReport
+from .gitrepo import GitError
 from .logsetup import redact
+from .publish import Publisher, PushOutcome, redact_url, remote_spec
 from .relay import RelayClient, Unauthorized
-from .remotes import Remotes, redact_url, remote_spec
 from .service_errors import CredentialsError, ServiceError, ServiceUnavailable
 from .state import DataDirBusy
 
@@ -112,7 +112,7 @@ def sync_once(
                 "or pass --relay-id and --folder-id"
             )
     engine = open_engine(settings, config)
-    remotes = Remotes(settings, config)
+    publisher = Publisher(settings, config)
     outcome = SyncOutcome()
     try:
         for connector in targets:
@@ -130,7 +130,7 @@ def sync_once(
                 outcome.ok = False
                 outcome.lines.append(f"{connector.name}: failed: internal error: {exc}")
                 continue
-            report.commit = engine.commit(connector)
+            report.commit = engine.commit(connector, report=report)
             outcome.reports.append(report)
             outcome.lines.append(report.summary())
             for path, reason in report.skipped:
@@ -145,31 +145,30 @@ def sync_once(
                     f"--folder-id {connector.folder_id} --confirm-deletions"
                 )
             if push and connector.url:
-                line, ok = push_connector(engine, connector, remotes)
+                line, ok = push_connector(engine, connector, publisher)
                 outcome.lines.append(line)
                 outcome.ok = outcome.ok and ok
     finally:
+        publisher.close()
         engine.close()
     return outcome
 
 
-def push_connector(engine: Engine, connector: Connector, remotes: Remotes | None = None) -> tuple[str, bool]:
+def push_connector(engine: Engine, connector: Connector, publisher: Publisher) -> tuple[str, bool]:
     """Push the connector's branch to its remote; returns a line for the operator."""
-    remotes = remotes or Remotes(engine.settings, engine.connectors)
-    with engine.lock(connector):
-        result = remotes.push(engine, connector)
+    result = publisher.push(engine, connector)
     where = redact_url(connector.url)
-    if result["ok"]:
-        return f"  push to {where} ({connector.branch}): {result['status']}", True
-    return f"  push to {where} ({connector.branch}) failed: {result['error']}", False
+    if result.ok:
+        return f"  push to {where} ({connector.branch}): {result.status}", True
+    return f"  push to {where} ({connector.branch}) failed: {result.error}", False
 
 
 def describe_connectors(settings: Settings, config: ConnectorsConfig) -> list[str]:
     """One line per connector: folder, remote, branch, prefix and host-key trust."""
     from . import gitrepo
-    from .ssh import host_key_name, parse_known_hosts
+    from .ssh import host_key_name, parse_known_hosts, read_known_hosts_file
 
-    known = parse_known_hosts(config.known_hosts)
+    known = parse_known_hosts(read_known_hosts_file(settings.learned_hosts_path) + list(config.known_hosts))
     lines = []
     for connector in config.connectors:
         prefix = f" prefix={connector.prefix}" if connector.prefix else ""
@@ -193,21 +192,21 @@ def describe_connectors(settings: Settings, config: ConnectorsConfig) -> list[st
 
 def check_remotes(settings: Settings, config: ConnectorsConfig):
     """Connect to each remote and read its branch; yields ``(line, ok)``."""
-    from . import gitrepo
-
-    remotes = Remotes(settings, config)
-    for connector in config.connectors:
-        if not connector.url:
-            continue
-        try:
-            spec = remote_spec(settings, connector, remotes._env)
-            vendor = remotes.vendor() if spec.kind == "ssh" else None
-            head = gitrepo.remote_head(spec, branch=connector.branch, vendor=vendor)
-        except Exception as exc:
-            yield f"{connector.name}: {redact_url(connector.url)}: {redact(str(exc), remotes._secrets)}", False
-            continue
-        state = f"{connector.branch} at {head[:10]}" if head else f"{connector.branch} absent (will be created)"
-        yield f"{connector.name}: {spec.display}: reachable, {state}", True
+    publisher = Publisher(settings, config)
+    try:
+        for connector in config.connectors:
+            if not connector.url:
+                continue
+            try:
+                spec = publisher.spec(connector)
+                head = publisher.remote_head(connector)
+            except Exception as exc:
+                yield f"{connector.name}: {redact_url(connector.url)}: {redact(str(exc), publisher.secrets)}", False
+                continue
+            state = f"{connector.branch} at {head[:10]}" if head else f"{connector.branch} absent (will be created)"
+            yield f"{connector.name}: {spec.display}: reachable, {state}", True
+    finally:
+        publisher.close()
 
 
 def connector_problems(settings: Settings, config: ConnectorsConfig) -> list[str]:
@@ -323,7 +322,7 @@ class FolderStatus:
     last_error: str | None = None
     failures: int = 0
     last_commit: str | None = None
-    push: dict = field(default_factory=dict)
+    push: PushOutcome | None = None
 
 
 class Service:
@@ -348,14 +347,14 @@ class Service:
         self.config = connectors if connectors is not None else self.check(settings)
         # A gunicorn worker replacing another waits for it to let go of the data dir.
         self.engine = open_engine(settings, self.config, lock_timeout=60.0)
-        self.remotes = Remotes(settings, self.config)
+        self.publisher = Publisher(settings, self.config)
         self.queue = WorkQueue(settings.queue_dir / "journal.jsonl")
         self.state = State.STARTING
         self.initial_sync_done = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._status = {c.key: FolderStatus() for c in self.config.connectors}
-        self._attempts: dict[tuple[str, str], int] = {}
+        self._retry = Backoff()  # per queue key (and per connector for full syncs)
         self._foreign: dict[tuple[str, str], float] = {}  # docs of folders we do not sync
         self._unknown_since: dict[tuple[str, str], float] = {}  # docs waiting for an index
         self._refreshed: dict[str, float] = {}  # relay -> last folder refresh for an unknown doc
@@ -432,6 +431,7 @@ class Service:
         for thread in self._threads:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self._commit_and_push_all(final=True)
+        self.publisher.close()
         self.engine.close()
         self._set_state(State.STOPPED)
         log.info("service stopped")
@@ -504,9 +504,7 @@ class Service:
                     pass
 
     def _backoff(self, key: tuple[str, str]) -> float:
-        attempts = self._attempts.get(key, 0) + 1
-        self._attempts[key] = attempts
-        return min(300.0, 2.0 ** min(attempts, 8)) * (0.5 + random.random() / 2)
+        return self._retry.failure(key)
 
     def _process(self, batch: list[tuple[str, str]], found) -> dict[tuple[str, str], float | None]:
         """Sync what the keys name; returns per key a delay to retry after (None: done).
@@ -555,7 +553,7 @@ class Service:
             return result
         status.state = "held" if report.held else "idle"
         for key in batch:
-            self._attempts.pop(key, None)
+            self._retry.reset(key)
             self._unknown_since.pop(key, None)
         status.last_success = time.time()
         status.failures = 0
@@ -615,6 +613,8 @@ class Service:
         for connector in self.config.connectors:
             try:
                 self._commit_and_push(connector, final=final)
+            except GitError as exc:  # e.g. a lock file someone holds: said plainly, retried
+                self._record_error(connector, f"commit failed: {exc}")
             except Exception as exc:  # one broken repository must not stop the others
                 log.exception("commit or push failed relay=%s folder=%s",
                               connector.relay_id, connector.folder_id)
@@ -622,27 +622,17 @@ class Service:
 
     def _commit_and_push(self, connector: Connector, *, final: bool = False,
                          force_push: bool = False) -> None:
-        """Commit the folder's pending paths, then push, in one hold of the folder lock.
-
-        One hold matters: a push that rebuilds on a moved remote rewrites the working
-        tree, so no file may be written between our commit and that checkout.
-        """
+        """Commit the folder's pending paths, then push (see :meth:`Publisher.publish`)."""
         status = self._status.setdefault(connector.key, FolderStatus())
-        with self.engine.lock(connector):
-            sha = self.engine.commit(connector)
-            if sha:
-                status.last_commit = sha
-                with self._lock:
-                    self._counts["commits"] += 1
-            if not connector.url or not (force_push or self.remotes.due(connector, force=final)):
-                return
-            repo = self.engine.repo(connector)
-            if not force_push and not gitrepo.has_unpushed(repo, branch=connector.branch,
-                                                           remote_name=connector.remote_name):
-                return  # nothing to send: no network round trip
-            result = self.remotes.push(self.engine, connector)
-        status.push = result
-        if result.get("ok") and result.get("status") != "up-to-date":
+        done = self.publisher.publish(self.engine, connector, force_push=force_push, final=final)
+        if done.commit:
+            status.last_commit = done.commit
+            with self._lock:
+                self._counts["commits"] += 1
+        if done.push is None:
+            return
+        status.push = done.push
+        if done.push.ok and done.push.status != "up-to-date":
             with self._lock:
                 self._counts["pushes"] += 1
 
@@ -690,6 +680,7 @@ class Service:
             self._record_error(connector, f"internal error: {exc}")
             self.queue.put_later((connector.relay_id, connector.folder_id), self._backoff(connector.key))
             return
+        self._retry.reset(connector.key)
         status.state = "held" if report.held else "idle"
         status.last_success = time.time()
         status.failures = 0
@@ -727,7 +718,8 @@ class Service:
                 "uncommitted_paths": len(fstate.dirty),
                 "held_deletion": ({k: v for k, v in dict(held).items() if k != "docs"}
                                   if (held := fstate.held) else None),
-                "push": st.push or None,
+                "push": st.push.as_status() if st.push else None,
+                "left_out": [{"path": path, "reason": reason} for path, reason in self.engine.left_out(connector)],
             })
         with self._lock:
             counts = dict(self._counts)
@@ -741,7 +733,7 @@ class Service:
         }
 
     def public_key(self) -> tuple[str, str] | None:
-        return self.remotes.public_key()
+        return self.publisher.public_key()
 
 
 def _progress_logger(connector: Connector, every: float = 5.0) -> Callable[[int, int], None]:

@@ -1,16 +1,18 @@
-"""Paramiko SSH for Dulwich: the private key from text, strict host-key checking.
+"""Paramiko SSH for Dulwich: the private key from text, strict host keys, kept connections.
 
-Dulwich no longer ships a Paramiko vendor (TECH-NOTES §1), so this module is ours. One
-:class:`ParamikoVendor` per connector holds that connector's key and trusted host keys;
-Dulwich's ``SSHGitClient`` calls :meth:`ParamikoVendor.run_command` for each operation.
+Dulwich ships no Paramiko vendor, so this module is ours. One :class:`ParamikoVendor`
+holds our key and the trusted host keys; Dulwich's ``SSHGitClient`` calls
+:meth:`ParamikoVendor.run_command` for each git command. The vendor keeps one
+authenticated connection per host, port and user and runs every command as a channel
+on it, so a push after the first costs no TCP or SSH handshake.
 
 Host keys are checked strictly: trusted keys are the configured OpenSSH ``known_hosts``
 lines plus the keys github.com, gitlab.com and bitbucket.org publish. An unknown or
 changed key refuses the connection with the offered key's fingerprint and the exact line
 to add. Trust on first use only with an explicit opt-in.
 
-No key material ever reaches a log line, an exception message or a repr (DESIGN
-invariant 7); public keys and fingerprints are not secret and are shown.
+No key material ever reaches a log line, an exception message or a repr; public keys
+and fingerprints are not secret and are shown.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import hashlib
 import io
 import logging
 import threading
+import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import paramiko
@@ -30,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 __all__ = [
     "BUILTIN_KNOWN_HOSTS",
+    "IDLE_TIMEOUT",
     "HostKeyMismatch",
     "HostKeyUnknown",
     "ParamikoVendor",
@@ -43,11 +48,14 @@ __all__ = [
     "load_private_key",
     "parse_known_hosts",
     "public_key_line",
+    "read_known_hosts_file",
 ]
 
 log = logging.getLogger(__name__)
 
 KEY_VARIABLE = "SSH_PRIVATE_KEY"
+#: Seconds an unused SSH connection stays open before it is closed.
+IDLE_TIMEOUT = 300.0
 
 #: Host keys published by the services themselves. Each line was checked against the
 #: SHA256 fingerprints on the service's own page (ssh-keygen -lf):
@@ -99,7 +107,8 @@ class HostKeyUnknown(SSHError):
 class HostKeyMismatch(SSHError):
     """The server offered a different key than the trusted one (possible interception)."""
 
-    def __init__(self, host: str, offered: paramiko.PKey, expected: paramiko.PKey | None):
+    def __init__(self, host: str, offered: paramiko.PKey, expected: paramiko.PKey | None,
+                 *, learned_in: Path | None = None):
         self.host = host
         self.key_type = offered.get_name()
         self.fingerprint = fingerprint(offered)
@@ -108,6 +117,14 @@ class HostKeyMismatch(SSHError):
         exp = (
             f"{expected.get_name()} {self.expected_fingerprint}" if expected is not None else "another key type"
         )
+        if learned_in is not None:
+            super().__init__(
+                f"host key of {host} changed: the server offered {self.key_type} {self.fingerprint} "
+                f"but the key learned on first use (kept in {learned_in}) is {exp}. Refusing to "
+                f"connect. If the server's key really changed, delete the {host} line from that "
+                "file, or add the verified new key to known_hosts in git_connectors.toml"
+            )
+            return
         super().__init__(
             f"host key of {host} changed: the server offered {self.key_type} {self.fingerprint} "
             f"but known_hosts trusts {exp}. Refusing to connect. If the server's key really "
@@ -255,6 +272,19 @@ def parse_known_hosts(lines: Iterable[str], *, include_builtin: bool = True) -> 
     return keys
 
 
+def read_known_hosts_file(path: Path | None) -> list[str]:
+    """The lines of a known_hosts file, or none when it does not exist or is unreadable."""
+    if path is None:
+        return []
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.error("cannot read known hosts file=%s error=%s", path, exc)
+        return []
+
+
 # ---------------------------------------------------------------------------
 # vendor
 
@@ -272,16 +302,34 @@ class _Policy(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
-class _Connection:
-    """What Dulwich reads from and writes to: one exec channel on its own SSH client.
+class _Link:
+    """One authenticated SSH connection; each git command is an exec channel on it."""
 
-    ``close()`` closes the channel *and* the client; closing only the channel leaks a
-    paramiko transport thread per operation (TECH-NOTES §1).
+    def __init__(self, client: paramiko.SSHClient, transport: paramiko.Transport):
+        self.client = client
+        self.transport = transport
+        self.channels = 0
+        self.last_used = time.monotonic()
+
+    def usable(self) -> bool:
+        return self.transport.is_active() and self.transport.is_authenticated()
+
+    def close(self) -> None:
+        self.client.close()  # closes the transport and ends its thread
+
+
+class _Connection:
+    """What Dulwich reads from and writes to: one exec channel on a shared connection.
+
+    ``close()`` closes the channel and hands the connection back to the vendor, which
+    keeps it for the next command and closes it when idle (or at once when broken).
     """
 
-    def __init__(self, client: paramiko.SSHClient, channel: paramiko.Channel):
-        self._client = client
+    def __init__(self, vendor: ParamikoVendor, link: _Link, channel: paramiko.Channel):
+        self._vendor = vendor
+        self._link = link
         self._channel = channel
+        self._closed = False
         self.stderr = channel.makefile_stderr("rb")
 
     def can_read(self) -> bool:
@@ -307,22 +355,37 @@ class _Connection:
         return bytes(buf)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._channel.close()
         finally:
-            self._client.close()
+            self._vendor._release(self._link)
 
 
 class ParamikoVendor:
-    """Dulwich SSH vendor holding one key and one set of trusted host keys.
+    """Dulwich SSH vendor holding one key, the trusted host keys and live connections.
+
+    One authenticated connection per ``(host, port, user)`` is kept and reused for every
+    git command (each an exec channel on it): a push costs one channel, not a TCP and
+    SSH handshake. A connection found dead is replaced once, transparently; one unused
+    for ``idle_timeout`` seconds is closed; :meth:`close` closes them all.
 
     Args:
         pkey: the client key (from :func:`load_private_key`).
         known_host_lines: OpenSSH known_hosts lines trusted in addition to the built-in keys.
-        trust_on_first_use: accept an unknown host's key (kept in memory only, logged
-            with the line to add). Off by default.
-        timeout: seconds for TCP connect, banner and authentication.
+        trust_on_first_use: accept an unknown host's key (logged with the line to add).
+            Off by default.
+        learned_hosts_file: where keys accepted on first use are kept (OpenSSH
+            known_hosts format, mode 0600) and read back from, so a later connection,
+            after a restart too, trusts only the key seen first.
+        timeout: seconds for TCP connect, banner, authentication and opening a channel.
         io_timeout: seconds a read or write on the channel may block.
+        keepalive: seconds between SSH keepalive messages on an open connection.
+        idle_timeout: seconds an unused connection stays open.
+        max_channels: concurrent git commands on one connection before another is opened
+            (OpenSSH allows 10 sessions per connection by default).
     """
 
     def __init__(
@@ -334,15 +397,35 @@ class ParamikoVendor:
         timeout: float = 15,
         io_timeout: float = 300,
         include_builtin: bool = True,
+        keepalive: float = 30,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_channels: int = 8,
+        learned_hosts_file: Path | None = None,
     ):
         self._pkey = pkey
-        self._lines = list(known_host_lines)
-        self._host_keys = parse_known_hosts(self._lines, include_builtin=include_builtin)
+        self._learned_file = learned_hosts_file
         self._learned: dict[str, paramiko.PKey] = {}
+        kept = read_known_hosts_file(learned_hosts_file) if learned_hosts_file else []
+        self._learned_names = set()
+        for name, hkey in parse_known_hosts(kept, include_builtin=False).items():
+            for found in hkey.values():
+                self._learned[name] = found
+                self._learned_names.add(name)
+        # configured lines last: an entry there wins over a key learned for the same name
+        self._lines = kept + list(known_host_lines)
+        self._host_keys = parse_known_hosts(self._lines, include_builtin=include_builtin)
         self._lock = threading.Lock()
+        self._links: dict[tuple[str, int, str], list[_Link]] = {}
+        self._reaper: threading.Thread | None = None
+        self._closing = threading.Event()
         self.trust_on_first_use = trust_on_first_use
         self.timeout = timeout
         self.io_timeout = io_timeout
+        self.keepalive = keepalive
+        self.idle_timeout = idle_timeout
+        self.max_channels = max(1, max_channels)
+        #: SSH connections opened (handshake and authentication) since creation.
+        self.connections_opened = 0
 
     def __repr__(self) -> str:
         return f"ParamikoVendor(key={key_type(self._pkey)} {fingerprint(self._pkey)}, tofu={self.trust_on_first_use})"
@@ -356,16 +439,32 @@ class ParamikoVendor:
     def _learn(self, host: str, key: paramiko.PKey) -> None:
         with self._lock:
             self._learned[host] = key
+            self._learned_names.add(host)
             self._host_keys.add(host, key.get_name(), key)
+            lines = [f"{h} {k.get_name()} {k.get_base64()}" for h, k in self._learned.items()]
+            if self._learned_file is not None:
+                from .durable import replace_private_file
+
+                try:
+                    replace_private_file(self._learned_file, ("\n".join(lines) + "\n").encode())
+                except OSError as exc:
+                    log.error("cannot keep a host key learned on first use file=%s error=%s",
+                              self._learned_file, exc)
         log.warning(
-            "trusting unknown host key on first use host=%s type=%s fingerprint=%s",
-            host, key.get_name(), fingerprint(key),
+            "trusting unknown host key on first use host=%s type=%s fingerprint=%s kept_in=%s",
+            host, key.get_name(), fingerprint(key), self._learned_file or "memory only",
         )
 
     def is_trusted(self, host: str, port: int | None = None) -> bool:
         """Whether any host key is known for ``host`` (and port)."""
         with self._lock:
             return self._host_keys.lookup(host_key_name(host, port)) is not None
+
+    @property
+    def open_connections(self) -> int:
+        """SSH connections currently kept open."""
+        with self._lock:
+            return sum(len(links) for links in self._links.values())
 
     def run_command(
         self,
@@ -379,22 +478,74 @@ class ParamikoVendor:
         protocol_version: int | None = None,
         **_ignored: Any,
     ) -> _Connection:
-        """Open an SSH connection, authenticate with our key and exec ``command``.
+        """Exec ``command`` on a kept connection to the host (opened on first use).
 
         ``password``, ``key_filename`` and ``ssh_command`` are ignored: the key is ours.
+        A kept connection that fails to open a channel is dropped and the command is
+        tried once more on a new connection.
 
         Raises:
             HostKeyUnknown, HostKeyMismatch, SSHAuthFailed, SSHConnectFailed
         """
         port = port or 22
         user = username or "git"
+        key = (host, port, user)
+        while True:
+            link, fresh = self._acquire(key)
+            try:
+                channel = link.transport.open_session(timeout=self.timeout)
+                channel.settimeout(self.io_timeout)
+                if protocol_version == 2:
+                    channel.set_environment_variable("GIT_PROTOCOL", "version=2")
+                channel.exec_command(command)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                self._release(link, broken=True)
+                if fresh:
+                    raise SSHConnectFailed(
+                        f"SSH connection to {user}@{host}:{port} failed: {_describe(exc)}"
+                    ) from exc
+                log.info("kept SSH connection failed, reconnecting host=%s port=%d error=%s",
+                         host, port, _describe(exc))
+                continue
+            return _Connection(self, link, channel)
+
+    def _acquire(self, key: tuple[str, int, str]) -> tuple[_Link, bool]:
+        """A connection with a free channel slot (counted as used), and whether it is new."""
+        with self._lock:
+            links = self._links.get(key, [])
+            for link in [lk for lk in links if not lk.usable()]:
+                links.remove(link)
+                link.close()
+            for link in links:
+                if link.channels < self.max_channels:
+                    link.channels += 1
+                    return link, False
+        link = self._connect(*key)  # slow: outside the lock
+        with self._lock:
+            link.channels = 1
+            self._links.setdefault(key, []).append(link)
+            self._start_reaper()
+        return link, True
+
+    def _release(self, link: _Link, *, broken: bool = False) -> None:
+        with self._lock:
+            link.channels = max(0, link.channels - 1)
+            link.last_used = time.monotonic()
+            if not broken:
+                return
+            for links in self._links.values():
+                if link in links:
+                    links.remove(link)
+        link.close()
+
+    def _connect(self, host: str, port: int, user: str) -> _Link:
         where = f"{user}@{host}:{port}"
         client = paramiko.SSHClient()
         with self._lock:
             known = client.get_host_keys()
             for name in self._host_keys.keys():
-                for ktype, key in self._host_keys[name].items():
-                    known.add(name, ktype, key)
+                for ktype, hkey in self._host_keys[name].items():
+                    known.add(name, ktype, hkey)
         client.set_missing_host_key_policy(_Policy(self))
         try:
             client.connect(
@@ -410,18 +561,17 @@ class ParamikoVendor:
             )
             transport = client.get_transport()
             assert transport is not None
-            transport.set_keepalive(30)
-            channel = transport.open_session(timeout=self.timeout)
-            channel.settimeout(self.io_timeout)
-            if protocol_version == 2:
-                channel.set_environment_variable("GIT_PROTOCOL", "version=2")
-            channel.exec_command(command)
+            transport.set_keepalive(max(1, int(self.keepalive)))
         except HostKeyUnknown:
             client.close()
             raise
         except paramiko.BadHostKeyException as exc:
             client.close()
-            raise HostKeyMismatch(exc.hostname, exc.key, exc.expected_key) from exc
+            name = host_key_name(host, port)  # paramiko names the bare host even on another port
+            with self._lock:
+                learned = name in self._learned_names
+            raise HostKeyMismatch(name, exc.key, exc.expected_key,
+                                  learned_in=self._learned_file if learned else None) from exc
         except paramiko.AuthenticationException as exc:
             client.close()
             raise SSHAuthFailed(
@@ -435,7 +585,53 @@ class ParamikoVendor:
         except BaseException:
             client.close()
             raise
-        return _Connection(client, channel)
+        with self._lock:
+            self.connections_opened += 1
+        log.debug("SSH connection opened host=%s port=%d user=%s", host, port, user)
+        return _Link(client, transport)
+
+    def _start_reaper(self) -> None:
+        """Start the idle-close thread unless it runs (caller holds ``_lock``)."""
+        if self._reaper is not None and self._reaper.is_alive():
+            return
+        self._closing.clear()
+        self._reaper = threading.Thread(target=self._reap, name="ssh-idle-close", daemon=True)
+        self._reaper.start()
+
+    def _reap(self) -> None:
+        """Close connections unused for ``idle_timeout``; end when none is left."""
+        interval = max(0.05, min(self.idle_timeout / 2, 30.0))
+        while not self._closing.wait(interval):
+            now = time.monotonic()
+            idle: list[_Link] = []
+            with self._lock:
+                for key, links in list(self._links.items()):
+                    for link in list(links):
+                        if link.channels == 0 and (now - link.last_used >= self.idle_timeout or not link.usable()):
+                            links.remove(link)
+                            idle.append(link)
+                    if not links:
+                        del self._links[key]
+                left = bool(self._links)
+                if not left:
+                    self._reaper = None
+            for link in idle:
+                log.debug("closing idle SSH connection")
+                link.close()
+            if not left:
+                return
+
+    def close(self) -> None:
+        """Close every kept connection (commands in flight fail) and stop the idle thread."""
+        with self._lock:
+            links = [link for group in self._links.values() for link in group]
+            self._links.clear()
+            reaper, self._reaper = self._reaper, None
+            self._closing.set()
+        for link in links:
+            link.close()
+        if reaper is not None and reaper is not threading.current_thread():
+            reaper.join(timeout=5)
 
 
 def _describe(exc: BaseException) -> str:

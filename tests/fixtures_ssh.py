@@ -43,6 +43,20 @@ def tool(name: str) -> str:
     return found
 
 
+def settled(read, want, timeout: float = 10.0):
+    """``read()`` once it equals ``want``, else its last value after ``timeout`` seconds.
+
+    sshd writes a log line a moment after the event it describes; this waits for the
+    log to catch up instead of sleeping a fixed time.
+    """
+    deadline = time.monotonic() + timeout
+    value = read()
+    while value != want and time.monotonic() < deadline:
+        time.sleep(0.02)
+        value = read()
+    return value
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -80,7 +94,7 @@ def _ids(user: str) -> tuple[int, int]:
 class SSHServer:
     """One sshd instance with its own directory, host key and authorized client key."""
 
-    def __init__(self, base: Path, user: str, port: int | None = None):
+    def __init__(self, base: Path, user: str, port: int | None = None, log_level: str = "VERBOSE"):
         self.base = base
         self.user = user
         self.port = port or _free_port()
@@ -109,7 +123,8 @@ class SSHServer:
                     "PermitRootLogin no",
                     f"AllowUsers {self.user}",
                     "AcceptEnv GIT_PROTOCOL",
-                    "LogLevel VERBOSE",
+                    # VERBOSE logs each login and session; DEBUG3 also each command run
+                    f"LogLevel {log_level}",
                     "",
                 ]
             )
@@ -135,6 +150,51 @@ class SSHServer:
         with self.authorized_keys.open("a") as fh:
             fh.write(public_line.strip() + "\n")
 
+    def rekey(self) -> None:
+        """Give the server a new host key (stopped and started again around it)."""
+        self.stop()
+        for path in (self.host_key, Path(str(self.host_key) + ".pub")):
+            path.unlink()
+        _ssh_keygen("-t", "ed25519", "-N", "", "-f", str(self.host_key))
+        self.start()
+
+    def log_text(self) -> str:
+        return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+    def logins(self) -> int:
+        """Successful SSH authentications (one per connection) logged so far."""
+        return self.log_text().count("Accepted publickey for ")
+
+    def commands(self) -> list[str]:
+        """Commands run through the server so far, e.g. ``git-receive-pack '/x.git'``.
+
+        Needs ``LogLevel DEBUG3`` (the ``sshd_private`` fixture).
+        """
+        marker = "mm_audit_run_command entering command "
+        return [line.split(marker, 1)[1].strip() for line in self.log_text().splitlines() if marker in line]
+
+    def drop_connections(self) -> list[int]:
+        """Kill the server side of every open SSH connection (the listener keeps running).
+
+        Returns the pids stopped: the per-connection processes the listener forked.
+        """
+        listener = int(self.pidfile.read_text().strip())
+        dropped = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == listener:
+                try:
+                    os.kill(int(entry.name), signal.SIGTERM)
+                    dropped.append(int(entry.name))
+                except ProcessLookupError:
+                    pass
+        return dropped
+
     def running(self) -> bool:
         try:
             with socket.create_connection((self.host, self.port), timeout=1) as s:
@@ -152,10 +212,12 @@ class SSHServer:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        """Stop the server like a host going down: open connections end too."""
         try:
             pid = int(self.pidfile.read_text().strip())
         except (FileNotFoundError, ValueError):
             return
+        self.drop_connections()
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -174,14 +236,14 @@ def _make_base() -> Path:
     return base
 
 
-def _serve(*, need_git_shell: bool) -> Iterator[SSHServer]:
+def _serve(*, need_git_shell: bool, log_level: str = "VERBOSE") -> Iterator[SSHServer]:
     if not Path(SSHD).exists():
         pytest.skip(f"{SSHD} not installed (apt-get install openssh-server)")
     tool("ssh-keygen")
     if need_git_shell and os.geteuid() == 0 and not Path(GIT_SHELL).exists():
         pytest.skip(f"{GIT_SHELL} not installed (apt-get install git)")
     base = _make_base()
-    server = SSHServer(base, _ensure_user())
+    server = SSHServer(base, _ensure_user(), log_level=log_level)
     server.start()
     try:
         yield server
@@ -198,8 +260,29 @@ def sshd() -> Iterator[SSHServer]:
 
 @pytest.fixture
 def sshd_private() -> Iterator[SSHServer]:
-    """A function-scoped sshd of its own, for tests that stop and restart the server."""
-    yield from _serve(need_git_shell=True)
+    """A function-scoped sshd of its own, for tests that stop and restart the server or
+    count its logins and commands (it logs at DEBUG3)."""
+    yield from _serve(need_git_shell=True, log_level="DEBUG3")
+
+
+@pytest.fixture
+def make_vendor() -> Iterator:
+    """``make_vendor(private_key_text, known_host_lines, **options)``: a ParamikoVendor
+    whose kept connections are closed when the test ends."""
+    from gitsync.ssh import ParamikoVendor, load_private_key
+
+    made = []
+
+    def make(private_key: str, known_hosts=(), **options):
+        vendor = ParamikoVendor(load_private_key(private_key), list(known_hosts), **options)
+        made.append(vendor)
+        return vendor
+
+    try:
+        yield make
+    finally:
+        for vendor in made:
+            vendor.close()
 
 
 @dataclass

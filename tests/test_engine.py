@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -321,8 +322,10 @@ def test_lock_files_left_by_a_killed_process_are_cleared(relay_server, folder, t
     engine.commit(conn)
     engine.close()
     git_dir = engine.settings.repo_dir(conn) / ".git"
+    old = time.time() - gitrepo.STALE_LOCK_AGE - 5  # older than a person's git could hold them
     for name in ("index.lock", "refs/heads/main.lock", "HEAD.lock"):
         (git_dir / name).write_bytes(b"half-written by a killed process")
+        os.utime(git_dir / name, (old, old))
     folder.edit_markdown("a.md", "after the crash\n")
     engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
     try:
@@ -505,5 +508,51 @@ def test_relay_outage_mid_sync_fails_fast_and_heals_later(relay_server, folder, 
         relay_server.clear_faults()
         report = engine.sync_folder(conn)
         assert not report.failed and report.unchanged == 40
+    finally:
+        engine.close()
+
+
+def test_a_file_over_max_file_bytes_stays_out_of_commits_with_a_reason(relay_server, folder, tmp_path):
+    from gitsync.engine import SyncReport
+
+    folder.put_markdown("small.md", "small\n")
+    folder.put_markdown("big.md", "x" * 3000)
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder], max_file_bytes=1000)
+    try:
+        engine.sync_folder(conn)
+        report = SyncReport(conn)
+        assert engine.commit(conn, report=report)
+        assert tree(engine, conn) == {"small.md": b"small\n"}  # the folder is not blocked
+        assert [p for p, _ in report.skipped] == ["big.md"]
+        assert "3000 bytes" in report.skipped[0][1] and "RELAY_GIT_MAX_FILE_BYTES" in report.skipped[0][1]
+        assert [p for p, _ in engine.left_out(conn)] == ["big.md"]
+        assert engine.commit(conn) is None  # still pending, nothing new to commit
+        folder.edit_markdown("big.md", "fits now\n")
+        engine.sync_docs(conn, [folder.doc_id("big.md")])
+        assert engine.commit(conn)
+        assert tree(engine, conn) == {"small.md": b"small\n", "big.md": b"fits now\n"}
+        assert engine.left_out(conn) == []
+    finally:
+        engine.close()
+
+
+def test_a_recent_lock_file_is_left_alone_and_reported(relay_server, folder, tmp_path, caplog):
+    folder.put_markdown("a.md", "a\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    engine.sync_folder(conn)
+    engine.commit(conn)
+    engine.close()
+    git_dir = engine.settings.repo_dir(conn) / ".git"
+    (git_dir / "refs/heads/main.lock").write_bytes(b"a person's git commit in progress")
+    folder.edit_markdown("a.md", "b\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        assert (git_dir / "refs/heads/main.lock").exists()  # not removed on start
+        assert "refs/heads/main.lock" in caplog.text and "left alone" in caplog.text
+        with pytest.raises(gitrepo.RepositoryLocked, match="refs/heads/main.lock"):
+            engine.commit(conn)
+        assert tree(engine, conn) == {"a.md": b"a\n"}
+        assert engine.folder_state(conn).dirty  # nothing lost: the edit is still pending
     finally:
         engine.close()

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,13 @@ from dulwich.repo import Repo
 
 from gitsync.gitrepo import (
     BULK_THRESHOLD,
+    STALE_LOCK_AGE,
     GitError,
     InvalidRemote,
     PushRejected,
     RemoteUnavailable,
+    clear_stale_locks,
+    commit_changes,
     commit_paths,
     head_commit,
     open_or_init,
@@ -363,6 +367,41 @@ def test_remote_down_then_back_delivers_all_commits_in_order(repo: Repo, sshd_pr
 
 
 @pytest.mark.ssh
+def test_pushes_share_one_ssh_connection_and_fetch_only_when_the_remote_moved(
+        repo: Repo, sshd_private, git_binary: str, make_vendor, tmp_path: Path):
+    from tests.fixtures_ssh import GitRemote, make_bare_repo, settled
+
+    remote = GitRemote(sshd_private, make_bare_repo(sshd_private, git_binary, "kept"), git_binary)
+    spec = parse_remote_url(remote.url)
+    vendor = make_vendor(remote.client_private_key, [remote.known_hosts_line])
+    root = workdir(repo)
+    for i in range(4):
+        write(root, "a.md", str(i))
+        commit_paths(repo, ["a.md"], message=f"c{i}", author=AUTHOR, branch="main")
+        result = push_fast_forward(repo, spec, branch="main", vendor=vendor)
+        assert result.status in ("created", "pushed") and not result.fetched
+    assert remote.subjects() == ["c0", "c1", "c2", "c3"]
+    assert settled(sshd_private.logins, 1) == 1  # one SSH handshake for four pushes
+    assert vendor.connections_opened == 1
+    # no fetch before a push: the receive-pack advertisement says where the remote is
+    assert [c.split()[0] for c in sshd_private.commands()] == ["git-receive-pack"] * 4
+
+    person = remote.clone(tmp_path / "person")
+    person.write("theirs.md", "x\n")
+    person.commit_all("theirs")
+    person.push()
+    before = len(settled(sshd_private.commands, None, timeout=0.5))
+    write(root, "a.md", "4")
+    commit_paths(repo, ["a.md"], message="c4", author=AUTHOR, branch="main")
+    result = push_fast_forward(repo, spec, branch="main", vendor=vendor)
+    assert (result.status, result.rebuilt, result.fetched) == ("pushed", 1, True)
+    assert remote.subjects() == ["c0", "c1", "c2", "c3", "theirs", "c4"]  # rebuilt, never forced
+    # only a moved remote costs a fetch: the first receive-pack learns it moved and sends nothing
+    want = ["git-receive-pack", "git-upload-pack", "git-receive-pack"]
+    assert [c.split()[0] for c in settled(lambda: sshd_private.commands()[before:], want)] == want
+
+
+@pytest.mark.ssh
 def test_rejected_ref_raises_push_rejected(repo: Repo, git_remote, tmp_path: Path):
     # a server-side hook refuses every update: the rejection must not pass silently
     hook = git_remote.bare / "hooks" / "update"
@@ -429,3 +468,118 @@ def test_client_never_spawns_a_process(repo: Repo, git_remote, tmp_path: Path):
         _WATCH.clear()
     assert result.rebuilt == 1
     assert _SPAWNS == []
+
+
+# ---------------------------------------------------------------- durability and hostile config
+
+
+@pytest.fixture
+def fsynced(monkeypatch):
+    """Every path os.fsync is called on, in order (a pass-through recorder)."""
+    calls: list[str] = []
+    real = os.fsync
+
+    def record(fd):
+        try:
+            calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            calls.append("?")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    return calls
+
+
+def test_objects_and_the_branch_are_flushed_before_and_after_the_ref_moves(repo: Repo, fsynced):
+    root = workdir(repo)
+    git_dir = str(root / ".git")
+    write(root, "notes/deep/a.md", "a\n")
+    sha = commit_paths(repo, ["notes/deep/a.md"], message="one", author=AUTHOR, branch="main")
+    commit = repo[sha.encode()]
+    new = [commit.id, commit.tree]
+    tree = repo[commit.tree]
+    new.append(tree[b"notes"][1])
+    new.append(repo[tree[b"notes"][1]][b"deep"][1])
+    new.append(repo[new[-1]][b"a.md"][1])
+    objects = [f"{git_dir}/objects/{o[:2].decode()}/{o[2:].decode()}" for o in new]
+    for path in objects:  # each object file itself (written as .lock, then renamed)
+        assert path + ".lock" in fsynced or path in fsynced, path
+    ref_dir = fsynced.index(f"{git_dir}/refs/heads")
+    for path in objects:  # the directory of every new name, before the branch names it
+        assert fsynced.index(os.path.dirname(path)) < ref_dir
+
+    fsynced.clear()
+    for i in range(BULK_THRESHOLD + 5):
+        write(root, f"bulk/{i}.md", str(i))
+    commit_paths(repo, [f"bulk/{i}.md" for i in range(BULK_THRESHOLD + 5)], message="bulk",
+                 author=AUTHOR, branch="main")
+    packs = [p for p in fsynced if p.startswith(f"{git_dir}/objects/pack/") and p.endswith(".pack")]
+    assert packs and fsynced.index(f"{git_dir}/objects/pack") < fsynced.index(f"{git_dir}/refs/heads")
+
+
+def test_checkout_and_index_ignore_the_global_git_config(repo: Repo, tmp_path: Path):
+    # a colleague's machine-wide settings that would change what we write
+    Path(os.environ["HOME"], ".gitconfig").write_text(
+        "[core]\n\tautocrlf = true\n\tignorecase = true\n\tprecomposeunicode = true\n"
+        "[index]\n\tversion = 4\n\tskipHash = true\n[feature]\n\tmanyFiles = true\n"
+        "[user]\n\tname = Hostile Global\n\temail = hostile@example.com\n"
+    )
+    bare = tmp_path / "remote.git"
+    Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
+    spec = parse_remote_url(str(bare))
+    root = workdir(repo)
+    write(root, "a.md", "line one\nline two\n")
+    commit_paths(repo, ["a.md"], message="ours", author=AUTHOR, branch="main")
+    push_fast_forward(repo, spec, branch="main")
+    from tests.test_publish import external_commit
+
+    external_commit(bare, "theirs.md", b"theirs\nwith LF\n")
+    write(root, "a.md", "line one\nline 2\n")
+    commit_paths(repo, ["a.md"], message="ours again", author=AUTHOR, branch="main")
+    result = push_fast_forward(repo, spec, branch="main")  # rebuild + checkout of theirs.md
+    assert result.rebuilt == 1
+    assert (root / "theirs.md").read_bytes() == b"theirs\nwith LF\n"
+    index = (root / ".git" / "index").read_bytes()
+    assert index[:8] == b"DIRC\x00\x00\x00\x02"  # the index format the repository had
+    assert index[-20:] != b"\x00" * 20  # and its checksum (skipHash not taken from the user)
+    logs = b"".join(p.read_bytes() for p in (root / ".git" / "logs").rglob("*") if p.is_file())
+    assert b"Hostile" not in logs
+
+
+def test_only_old_lock_files_are_removed(repo: Repo):
+    git_dir = workdir(repo) / ".git"
+    now = time.time()
+    for name, age in (("index.lock", 5), ("HEAD.lock", 600), ("refs/heads/main.lock", 30),
+                      ("objects/ab/cdef.lock", 1)):
+        path = git_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        os.utime(path, (now - age, now - age))
+    sweep = clear_stale_locks(workdir(repo), now=now)
+    # a person's git may hold the young ones right now; object locks are only ever ours
+    assert sorted(sweep.removed) == ["HEAD.lock", "objects/ab/cdef.lock"]
+    assert sorted(sweep.kept) == ["index.lock", "refs/heads/main.lock"]
+    assert (git_dir / "index.lock").exists() and (git_dir / "refs/heads/main.lock").exists()
+    assert clear_stale_locks(workdir(repo), now=now + STALE_LOCK_AGE).removed == (
+        "index.lock", "refs/heads/main.lock")
+
+
+def test_a_held_index_lock_does_not_block_a_commit(repo: Repo):
+    root = workdir(repo)
+    write(root, "a.md", "a")
+    commit_paths(repo, ["a.md"], message="one", author=AUTHOR, branch="main")
+    (root / ".git" / "index.lock").write_bytes(b"someone's git status")
+    write(root, "a.md", "b")
+    assert commit_paths(repo, ["a.md"], message="two", author=AUTHOR, branch="main")
+    assert read_tree_paths(repo, "main") == {"a.md": b"b"}
+    assert (root / ".git" / "index.lock").read_bytes() == b"someone's git status"
+
+
+def test_files_over_the_size_limit_are_left_out(repo: Repo):
+    root = workdir(repo)
+    write(root, "small.md", "s")
+    write(root, "big.bin", "x" * 50)
+    result = commit_changes(repo, ["small.md", "big.bin"], message="one", author=AUTHOR, branch="main",
+                            max_file_bytes=10)
+    assert result.commit and result.left_out == (("big.bin", 50),)
+    assert read_tree_paths(repo, "main") == {"small.md": b"s"}

@@ -16,8 +16,8 @@ from werkzeug.serving import make_server
 from gitsync import gitrepo
 from gitsync.config import Connector, ConnectorsConfig, Settings
 from gitsync.engine import Engine
+from gitsync.publish import Publisher
 from gitsync.relay import RelayClient
-from gitsync.remotes import Remotes
 
 USER, PASSWORD = "sync-bot", "PASSWORD-MARKER-91"
 
@@ -69,12 +69,12 @@ def make(relay_server, tmp_path, url):
 def test_push_with_credentials_from_the_environment(relay_server, http_remote, tmp_path):
     url, bare = http_remote
     engine, conn, settings, config = make(relay_server, tmp_path, url)
-    remotes = Remotes(settings, config, env={"GIT_HTTPS_USERNAME": USER, "GIT_HTTPS_PASSWORD": PASSWORD})
+    publisher = Publisher(settings, config, env={"GIT_HTTPS_USERNAME": USER, "GIT_HTTPS_PASSWORD": PASSWORD})
     try:
         engine.sync_folder(conn)
         with engine.lock(conn):
-            result = remotes.push(engine, conn)
-        assert result["ok"], result
+            result = publisher.push(engine, conn)
+        assert result.ok, result
         with Repo(str(bare)) as repo:
             assert gitrepo.read_tree_paths(repo, "main") == {"a.md": b"over http\n"}
         assert PASSWORD.encode() not in (settings.repo_dir(conn) / ".git" / "config").read_bytes()
@@ -85,13 +85,13 @@ def test_push_with_credentials_from_the_environment(relay_server, http_remote, t
 def test_wrong_credentials_fail_clearly_without_the_password(relay_server, http_remote, tmp_path):
     url, _ = http_remote
     engine, conn, settings, config = make(relay_server, tmp_path, url)
-    remotes = Remotes(settings, config, env={"GIT_HTTPS_USERNAME": USER, "GIT_HTTPS_PASSWORD": "wrong-" + PASSWORD})
+    publisher = Publisher(settings, config, env={"GIT_HTTPS_USERNAME": USER, "GIT_HTTPS_PASSWORD": "wrong-" + PASSWORD})
     try:
         engine.sync_folder(conn)
         with engine.lock(conn):
-            result = remotes.push(engine, conn)
-        assert result["ok"] is False
+            result = publisher.push(engine, conn)
+        assert result.ok is False
         assert PASSWORD not in str(result)
-        assert "127.0.0.1" in result["error"]
+        assert "127.0.0.1" in result.error
     finally:
         engine.close()

@@ -27,7 +27,7 @@ from gitsync.ssh import (
     parse_known_hosts,
     public_key_line,
 )
-from tests.fixtures_ssh import tool
+from tests.fixtures_ssh import settled, tool
 
 # SHA256 fingerprints as published by the services (docs.github.com, about.gitlab.com,
 # support.atlassian.com); the built-in lines must hash to exactly these.
@@ -246,6 +246,7 @@ def test_changed_host_key_is_refused(git_remote, tmp_path: Path):
         get_refs(server, vendor, git_remote.bare)
     assert info.value.expected_fingerprint == fingerprint(other)
     assert info.value.fingerprint in str(info.value) and "changed" in str(info.value)
+    assert info.value.known_hosts_line.startswith(f"[{server.host}]:{server.port} ssh-ed25519 ")
 
 
 @pytest.mark.ssh
@@ -286,3 +287,58 @@ def test_closed_port_is_connect_failed(git_remote):
     client = SSHGitClient("127.0.0.1", port=port, username="git", vendor=vendor)
     with pytest.raises(SSHConnectFailed, match=str(port)):
         client.get_refs("/x.git")
+
+
+# ---------------------------------------------------------------- kept connections
+
+
+@pytest.mark.ssh
+def test_one_connection_carries_every_command(sshd_private, git_binary, make_vendor):
+    from tests.fixtures_ssh import make_bare_repo
+
+    bare = make_bare_repo(sshd_private, git_binary, "kept")
+    vendor = make_vendor(sshd_private.client_private_key, [sshd_private.known_hosts_line])
+    for _ in range(5):
+        get_refs(sshd_private, vendor, bare)
+    assert settled(lambda: len(sshd_private.commands()), 5) == 5
+    assert sshd_private.logins() == 1  # one handshake and authentication for five commands
+    assert vendor.connections_opened == 1 and vendor.open_connections == 1
+
+
+@pytest.mark.ssh
+def test_a_dropped_connection_is_replaced(sshd_private, git_binary, make_vendor):
+    from tests.fixtures_ssh import make_bare_repo
+
+    bare = make_bare_repo(sshd_private, git_binary, "dropped")
+    vendor = make_vendor(sshd_private.client_private_key, [sshd_private.known_hosts_line])
+    get_refs(sshd_private, vendor, bare)
+    assert sshd_private.drop_connections()  # the server side of our connection is killed
+    get_refs(sshd_private, vendor, bare)  # no error: a new connection is made
+    assert vendor.connections_opened == 2
+    assert settled(sshd_private.logins, 2) == 2
+    get_refs(sshd_private, vendor, bare)
+    assert vendor.connections_opened == 2
+
+
+@pytest.mark.ssh
+def test_an_idle_connection_is_closed_and_reopened_on_demand(sshd_private, git_binary, make_vendor):
+    from tests.fixtures_ssh import make_bare_repo
+
+    bare = make_bare_repo(sshd_private, git_binary, "idle")
+    vendor = make_vendor(sshd_private.client_private_key, [sshd_private.known_hosts_line], idle_timeout=0.2)
+    get_refs(sshd_private, vendor, bare)
+    assert settled(lambda: vendor.open_connections, 0) == 0
+    assert settled(lambda: "Connection closed by 127.0.0.1" in sshd_private.log_text(), True)
+    get_refs(sshd_private, vendor, bare)
+    assert vendor.connections_opened == 2
+
+
+@pytest.mark.ssh
+def test_close_ends_every_connection_and_thread(git_remote, make_vendor):
+    before = {t.ident for t in threading.enumerate()}
+    vendor = make_vendor(git_remote.client_private_key, [git_remote.known_hosts_line])
+    get_refs(git_remote.server, vendor, git_remote.bare)
+    assert vendor.open_connections == 1
+    vendor.close()
+    assert vendor.open_connections == 0
+    assert settled(lambda: {t.ident for t in threading.enumerate() if t.is_alive()} - before, set()) == set()

@@ -50,6 +50,9 @@ def test_service_pushes_and_keeps_external_commits(relay_server: DevRelay, git_r
         status = svc.service.status()["folders"][0]
         assert status["push"]["ok"] is True
         assert git_remote.client_private_key not in str(svc.service.status())
+        vendor = svc.service.publisher.vendor()
+        assert vendor.open_connections == 1  # kept between pushes
+    assert vendor.open_connections == 0  # closed when the service stops
 
 
 def test_commits_accumulate_while_the_remote_is_down(relay_server, sshd_private, git_binary, tmp_path):
