@@ -206,6 +206,7 @@ class FolderSocket:
         self._open_timeout, self.heads_timeout = open_timeout, heads_timeout
         self._stop = threading.Event()
         self._connected = threading.Event()
+        self._attempted = threading.Event()  # the first connection attempt has ended
         self._lock = threading.Lock()
         self._heads_lock = threading.Lock()
         self._answers: queue.Queue[object] = queue.Queue()
@@ -251,6 +252,11 @@ class FolderSocket:
     def wait_connected(self, timeout: float) -> bool:
         """True once the socket is connected (within ``timeout`` seconds)."""
         return self._connected.wait(timeout)
+
+    def wait_attempted(self, timeout: float) -> bool:
+        """Wait until the first connection attempt succeeded or failed; True if connected."""
+        self._attempted.wait(timeout)
+        return self._connected.is_set()
 
     @property
     def connected(self) -> bool:
@@ -393,6 +399,7 @@ class FolderSocket:
                     self._serve(conn)
                 if time.monotonic() - started >= self.stable_after:
                     attempt = 0
+            self._attempted.set()
             if self._stop.is_set():
                 break
             if delay is None:
@@ -422,6 +429,7 @@ class FolderSocket:
                      self.relay_id, self.folder_id, reconnects)
             conn.send(yframes.encode(yframes.EventSubscribe((yframes.DOCUMENT_UPDATED,))))
             self._connected.set()
+            self._attempted.set()
             if self._on_connect is not None:
                 try:
                     self._on_connect()
