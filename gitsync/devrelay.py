@@ -351,6 +351,7 @@ class DevRelay:
         self._modified: dict[str, int] = {}
         self._snapshots: dict[str, bytes] = {}
         self._forgotten: set[str] = set()
+        self._backfilled: set[str] = set()  # heads indexed by bare document UUID
         self._doc_tokens: dict[str, str] = {}
         self._sockets: set[_DocSocket] = set()
         self._ws_lock = threading.Lock()
@@ -590,6 +591,12 @@ class DevRelay:
         with self._lock:
             self._forgotten.add(self._key(compound))
 
+    def backfill_head(self, compound: str) -> None:
+        """Index the document's head under its bare UUID, as the server's offline
+        backfill tool does, until it changes again (then under its compound id)."""
+        with self._lock:
+            self._backfilled.add(self._key(compound))
+
     def issue_doc_token(self, compound: str) -> str:
         """A token valid for one document's websocket only (others answer 403)."""
         token = "doc-" + secrets.token_urlsafe(12)
@@ -667,6 +674,7 @@ class DevRelay:
             return
         self._modified[key] = int(time.time() * 1000)
         self._forgotten.discard(key)
+        self._backfilled.discard(key)
         self._snapshots.pop(key, None)
         if snapshot is not None:
             self._snapshots[key] = snapshot
@@ -753,9 +761,15 @@ class DevRelay:
                 for guid in message.guids:
                     try:
                         key = self._key(guid)
+                        by_uuid = False
                     except InvalidId:
-                        continue
-                    if self._channels.get(key) != sock.key or key in self._forgotten:
+                        try:  # a bare document UUID: entries the backfill tool made
+                            key = self._key(compound_id(sock.key[:36], parse_uuid(guid)))
+                            by_uuid = True
+                        except InvalidId:
+                            continue
+                    if (self._channels.get(key) != sock.key or key in self._forgotten
+                            or (key in self._backfilled) != by_uuid):
                         continue
                     head = self._head(key)
                     if head is not None:

@@ -211,8 +211,15 @@ class Transports:
                 in _CONTENT_KINDS]
 
     def _ask(self, connector: Connector, sock: FolderSocket, doc_ids: Iterable[str]) -> dict[str, Head]:
+        """doc id -> head. The server indexes heads by compound id, but entries its
+        offline backfill made are keyed by the bare document UUID: documents without an
+        answer are asked again that way (one more round trip only when some lack one)."""
         guids = {compound_id(connector.relay_id, d): d for d in doc_ids}
-        return {guids[g]: head for g, head in sock.heads(list(guids)).items()}
+        found = {guids[g]: head for g, head in sock.heads(list(guids)).items()}
+        missing = [d for d in guids.values() if d not in found]
+        if missing:
+            found.update(sock.heads(missing))
+        return found
 
     def _incremental(self, connector: Connector, sock: FolderSocket, stored: dict[str, bytes],
                      progress: Progress | None) -> SyncReport:
