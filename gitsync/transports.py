@@ -40,6 +40,29 @@ CONNECT_WAIT = 15.0  # seconds a startup catch-up waits for the first connection
 _CONTENT_KINDS = ("text", "canvas")  # documents with a Yjs head; attachments have none
 
 
+class _Background:
+    """Run one call on a thread of its own; :meth:`result` joins it and returns or raises."""
+
+    def __init__(self, call: Callable[[], SyncReport]):
+        self._call = call
+        self._value: SyncReport | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="folder-read", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._call()
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def result(self, *, swallow: bool = False) -> SyncReport:
+        self._thread.join()
+        if self._error is not None and not swallow:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
 class Transports:
     """The sockets of the websocket connectors and their catch-ups.
 
@@ -223,21 +246,30 @@ class Transports:
 
     def _incremental(self, connector: Connector, sock: FolderSocket, stored: dict[str, bytes],
                      progress: Progress | None) -> SyncReport:
-        """Heads of the known documents, queue the changed ones, then a folder sync."""
+        """Heads of the known documents, queue the changed ones; the folder is re-read
+        meanwhile (that read fetches only new documents, never a known one, so it may
+        run while the heads are asked)."""
         known = self._content_docs(connector)
-        answered = self._ask(connector, sock, known)
+        folder = _Background(lambda: self.engine.sync_folder(connector, full=False, progress=progress))
+        try:
+            answered = self._ask(connector, sock, known)
+        except BaseException:
+            folder.result(swallow=True)  # never two syncs of one folder at once
+            raise
         changed = docs_to_fetch(known, stored, answered)
         for doc_id in changed:
             self.queue.put((connector.relay_id, doc_id))  # durable before the heads below
         assert self.heads is not None
-        self.heads.put_many(connector.key, {d: answered[d] for d in known if d in answered})
+        fresh = {d: answered[d] for d in known
+                 if d in answered and stored.get(d) != answered[d].snapshot}
+        self.heads.put_many(connector.key, fresh)
         gone = set(stored) - set(known)
         if gone:
             self.heads.forget(connector.key, gone)
         log.info("heads catch-up relay=%s folder=%s documents=%d changed=%d unanswered=%d",
                  connector.relay_id, connector.folder_id, len(known), len(changed),
                  len(known) - len(answered))
-        return self.engine.sync_folder(connector, full=False, progress=progress)
+        return folder.result()
 
     def _seed(self, connector: Connector, sock: FolderSocket,
               progress: Progress | None) -> SyncReport:
