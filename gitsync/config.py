@@ -28,7 +28,9 @@ __all__ = [
     "ConnectorsConfig",
     "Settings",
     "CONNECTORS_FILE",
+    "TRANSPORTS",
     "load_connectors",
+    "resolve_transport",
     "settings_from_env",
 ]
 
@@ -79,6 +81,9 @@ class Connector:
     branch: str = "main"
     remote_name: str = "origin"
     prefix: str = ""
+    # How changes are heard of: "webhook", "websocket" or "both"; None: the default
+    # (see resolve_transport).
+    transport: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -311,7 +316,9 @@ def validate(settings: Settings) -> Settings:
 
 # --- git_connectors.toml -------------------------------------------------------------
 
-_CONNECTOR_KEYS = {"shared_folder_id", "relay_id", "url", "branch", "remote_name", "prefix"}
+_CONNECTOR_KEYS = {"shared_folder_id", "relay_id", "url", "branch", "remote_name", "prefix",
+                   "transport"}
+TRANSPORTS = ("webhook", "websocket", "both")
 _TOP_KEYS = {"git_connector", "known_hosts"}
 _BRANCH_RE = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*\.lock$)[^\x00-\x20~^:?*\[\\]+(?<!/)$")
 
@@ -406,7 +413,7 @@ def load_connectors(path: Path) -> ConnectorsConfig:
                 parse_uuid(table[key], what=f"{label}.{key}")
             except InvalidId as exc:
                 raise fail(str(exc), index=index, key=key) from None
-        for key in ("url", "branch", "remote_name", "prefix"):
+        for key in ("url", "branch", "remote_name", "prefix", "transport"):
             if key in table and not isinstance(table[key], str):
                 raise fail(f"{label}.{key} must be a string", index=index, key=key)
         branch = table.get("branch", "main")
@@ -423,6 +430,10 @@ def load_connectors(path: Path) -> ConnectorsConfig:
             prefix = normalize_prefix(table.get("prefix", ""))
         except ValueError as exc:
             raise fail(f"{label}.prefix {exc}", index=index, key="prefix") from None
+        transport = table.get("transport")
+        if transport is not None and transport not in TRANSPORTS:
+            raise fail(f"{label}.transport must be one of {', '.join(TRANSPORTS)} (got {transport!r})",
+                       index=index, key="transport")
         url = table.get("url") or None
         connector = Connector(
             relay_id=table["relay_id"].lower(),
@@ -431,6 +442,7 @@ def load_connectors(path: Path) -> ConnectorsConfig:
             branch=branch,
             remote_name=remote_name,
             prefix=prefix,
+            transport=transport,
         )
         if connector.key in seen:
             raise fail(
@@ -442,3 +454,11 @@ def load_connectors(path: Path) -> ConnectorsConfig:
         seen[connector.key] = index
         connectors.append(connector)
     return ConnectorsConfig(tuple(connectors), tuple(h for h in raw_hosts if h.strip()), path)
+
+
+def resolve_transport(connector: Connector, settings: Settings) -> str:
+    """The connector's transport: its ``transport`` key, else ``websocket`` when no webhook
+    secret is set (no webhook can be accepted then) and ``webhook`` when one is."""
+    if connector.transport:
+        return connector.transport
+    return "webhook" if settings.webhook_secret else "websocket"

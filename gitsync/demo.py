@@ -3,9 +3,10 @@
 A Relay Server stand-in (:mod:`gitsync.devrelay`, not a real Relay Server) serves a
 sample shared folder; the real service (Flask app on a loopback port, work queue,
 workers, commit timer) syncs it into a repository and pushes to a local bare repository
-playing the remote. The demo then edits, renames, deletes and adds notes through the
-stand-in, sends the webhooks the Relay Server would send, and prints the remote's
-history read with Dulwich.
+playing the remote. The service follows the folder over the stand-in's websocket (the
+default transport when no webhook secret is set), so the demo needs no webhook: it
+edits, renames, deletes and adds notes through the stand-in, the service hears of
+them as events, and the demo prints the remote's history read with Dulwich.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import requests
 from dulwich.diff_tree import tree_changes
 from dulwich.repo import Repo
 from werkzeug.serving import make_server
@@ -75,7 +75,7 @@ def run_demo(echo: Echo = print, *, keep: Path | None = None) -> int:
     data_dir, bare = work / "data", work / "remote.git"
     data_dir.mkdir(exist_ok=True)
     Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
-    api_key, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(24)
+    api_key = secrets.token_urlsafe(16)
     relay = DevRelay(api_key=api_key)
     relay.start()
     server = service = None
@@ -92,7 +92,7 @@ def run_demo(echo: Echo = print, *, keep: Path | None = None) -> int:
         )
         settings = Settings(
             data_dir=data_dir, relay_server_url=relay.url, relay_server_api_key=api_key,
-            webhook_secret=secret, commit_interval=1.0, reconcile_interval=0, workers=2,
+            commit_interval=1.0, reconcile_interval=0, workers=2,
         )
         echo(f"demo: Relay stand-in at {relay.url} serving a folder of {len(made)} entries")
         service = Service(settings, load_connectors(settings.connectors_path))
@@ -104,24 +104,15 @@ def run_demo(echo: Echo = print, *, keep: Path | None = None) -> int:
         echo(f"demo: service listening at {base} (try {base}/docs)")
         _wait(lambda: service.initial_sync_done.is_set(), 30, "the initial sync")
         _wait(lambda: service.status()["counts"]["pushes"] >= 1, 30, "the first push")
-        echo("demo: initial sync committed and pushed")
-
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {secret}"
-
-        def notify(path: str | None) -> None:
-            doc = folder.doc_compound_id(path) if path else folder.compound_id
-            reply = session.post(f"{base}/webhooks", json=relay.webhook_payload(doc), timeout=5)
-            reply.raise_for_status()
+        socket = service.status()["folders"][0]["transport"]
+        echo(f"demo: initial sync committed and pushed; websocket {socket['state']}")
 
         folder.edit_markdown("notes/ideas.md", "# Ideas\n\n- sync folders to git\n- edited in Obsidian\n")
-        notify("notes/ideas.md")
         folder.rename("notes/archive/2024.md", "archive/2024.md")
         folder.delete("README.md")
         folder.put_markdown("notes/new idea.md", "Written while the service runs.\n")
-        notify(None)
-        notify("notes/new idea.md")
-        echo("demo: edited, renamed, deleted and added notes; webhooks sent")
+        echo("demo: edited, renamed, deleted and added notes (no webhook: the websocket "
+             "carries the events)")
         pushes = service.status()["counts"]["pushes"]
         _wait(lambda: service.status()["counts"]["pushes"] > pushes
               and not any(f["uncommitted_paths"] for f in service.status()["folders"]),

@@ -12,6 +12,15 @@ generated attachments that are never held in memory, per-document fetch counters
 switch requiring the 3-UUID attachment id, and a builder API (:class:`FolderHandle`)
 that edits folders and documents as Yjs transactions.
 
+The document websocket (``/d/{id}/ws/{id}?token=...``) is served on the same port by
+upgrading the HTTP request (:mod:`gitsync.devsocket`) and speaks the real frames
+(:mod:`gitsync.yframes`): sync step 1 and an empty awareness on connect, ``EVENT``
+messages when a document routed to the socket's document changes (every mutation of
+this class goes through :meth:`DevRelay.edit`, :meth:`DevRelay.apply_update` or
+:meth:`DevRelay.put_update`, which publish), and heads answers computed from the stored
+documents. Test knobs drop every socket, refuse upgrades, send raw frames, forget a
+head or unroute a document.
+
 Documents are stored as full Yjs v1 updates (bytes); every edit loads the bytes into a
 fresh ``pycrdt.Doc``, changes it in one transaction, and stores the new state.  No
 pycrdt object outlives a call, so handler threads never share one.
@@ -41,8 +50,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pycrdt import Doc, Map, Text
+from pycrdt import Doc, Map, Snapshot, Text
 
+from . import yframes
+from .devsocket import OP_BINARY, WsClosed, WsConnection, accept_key
 from .ids import InvalidId, compound_id, parse_compound_id, parse_uuid
 
 __all__ = [
@@ -87,6 +98,7 @@ class _Generated:
             piece = self.block[: min(left, len(self.block))]
             left -= len(piece)
             yield piece
+_WS_ROUTE = re.compile(r"^/d/([^/]+)/ws/([^/]+)$")
 
 
 def _norm(path: str) -> str:
@@ -183,6 +195,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = self.rfile.read(length)
         if path == "/ready" and method == "GET":
             return self._send(200, b'{"ok":true}', "application/json")
+        socket_route = _WS_ROUTE.match(path)
+        if socket_route and method == "GET":
+            return self._websocket(socket_route.group(1), socket_route.group(2), query)
         is_blob = path.startswith("/blob/")
         if not is_blob:
             role = relay._authorize(self.headers.get("Authorization"))
@@ -275,6 +290,38 @@ class _Handler(BaseHTTPRequestHandler):
         data, mimetype = blob
         return self._send(200, data, mimetype, framing)
 
+    def _websocket(self, first: str, second: str, query: dict[str, list[str]]) -> None:
+        """Check the upgrade like the real server (statuses before any upgrade), then
+        hand the connection to :meth:`DevRelay._serve_socket` until it ends."""
+        relay = self.server.relay
+        with relay._lock:
+            relay._socket_attempts += 1
+        if first != second:
+            return self._error(400, "the document id appears twice in the path and must match")
+        verdict = relay._socket_role((query.get("token") or [None])[0], first)
+        if verdict in ("missing", "invalid"):
+            return self._error(401, "no token provided" if verdict == "missing" else "invalid token")
+        if verdict == "other":
+            return self._error(403, "token not valid for this document")
+        if relay._ws_refuse is not None:
+            return self._error(relay._ws_refuse, "injected failure")
+        try:
+            key = relay._key(first)
+        except InvalidId:
+            return self._error(400, "not a document id")
+        client_key = self.headers.get("Sec-WebSocket-Key")
+        if (self.headers.get("Upgrade") or "").lower() != "websocket" or not client_key:
+            return self._error(400, "expected a websocket upgrade")
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept_key(client_key))
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.settimeout(None)
+        relay._serve_socket(_DocSocket(WsConnection(self.connection, self.rfile), key, verdict))
+
     def _error(self, status: int, message: str) -> None:
         self._send(status, json.dumps({"error": message}).encode(), "application/json")
 
@@ -321,6 +368,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
 
 
+class _DocSocket:
+    """One document websocket: the document it serves, its role and subscriptions."""
+
+    def __init__(self, ws: WsConnection, key: str, role: str):
+        self.ws = ws
+        self.key = key
+        self.role = role
+        self.subscriptions: set[str] = set()
+
+    def send(self, frame: bytes) -> bool:
+        try:
+            self.ws.send_binary(frame)
+            return True
+        except WsClosed:
+            return False
+
+
 class DevRelay:
     """Relay Server stand-in on 127.0.0.1 (development and tests only).
 
@@ -358,6 +422,19 @@ class DevRelay:
         self._open = threading.Event()
         self._open.set()
         self._secret = secrets.token_bytes(32)
+        # the websocket side: doc key -> routing channel, last change (ms), snapshots
+        self._channels: dict[str, str] = {}
+        self._modified: dict[str, int] = {}
+        self._snapshots: dict[str, bytes] = {}
+        self._forgotten: set[str] = set()
+        self._backfilled: set[str] = set()  # heads indexed by bare document UUID
+        self._doc_tokens: dict[str, str] = {}
+        self._sockets: set[_DocSocket] = set()
+        self._ws_lock = threading.Lock()
+        self._ws_refuse: int | None = None
+        self._heads_queries = 0
+        self._events_sent = 0
+        self._socket_attempts = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.url: str | None = None
@@ -433,8 +510,10 @@ class DevRelay:
 
     def put_update(self, compound: str, update: bytes) -> None:
         """Replace a document's whole state with ``update`` (no validation)."""
+        key = self._key(compound)
         with self._lock:
-            self._docs[self._key(compound)] = bytes(update)
+            self._docs[key] = bytes(update)
+            self._changed(key, None, None)
 
     def apply_update(self, compound: str, update: bytes) -> None:
         """Apply a Yjs v1 update to a document, creating it when new (``POST /update``).
@@ -445,8 +524,10 @@ class DevRelay:
         key = self._key(compound)
         with self._lock:
             doc = _load(self._docs.get(key, _EMPTY_UPDATE))
+            before, head = doc.get_state(), Snapshot.from_doc(doc).encode()
             doc.apply_update(update)
             self._docs[key] = doc.get_update()
+            self._changed(key, doc, doc.get_update(before), head)
 
     @contextmanager
     def edit(self, compound: str) -> Iterator[Doc]:
@@ -454,9 +535,11 @@ class DevRelay:
         key = self._key(compound)
         with self._lock:
             doc = _load(self._docs.get(key, _EMPTY_UPDATE))
+            before, head = doc.get_state(), Snapshot.from_doc(doc).encode()
             with doc.transaction():
                 yield doc
             self._docs[key] = doc.get_update()
+            self._changed(key, doc, doc.get_update(before), head)
 
     def _key(self, compound: str) -> str:
         return str(parse_compound_id(compound))
@@ -584,6 +667,9 @@ class DevRelay:
         with self._lock:
             self._fetches.clear()
             self._blob_fetches.clear()
+            self._heads_queries = 0
+            self._events_sent = 0
+            self._socket_attempts = 0
 
     def _count(self, ident: str) -> None:
         try:
@@ -610,6 +696,209 @@ class DevRelay:
         if self.read_only_key and hmac.compare_digest(token, self.read_only_key.encode()):
             return "read"
         return None
+
+    # -- the document websocket -------------------------------------------------------
+
+    def route(self, compound: str, channel: str | None) -> None:
+        """Route a document's events to ``channel`` (a folder's compound id), or to
+        itself when None: a document the real server first loaded without a channel."""
+        key = self._key(compound)
+        with self._lock:
+            if channel is None:
+                self._channels.pop(key, None)
+            else:
+                self._channels[key] = self._key(channel)
+
+    def forget_head(self, compound: str) -> None:
+        """Leave the document out of heads answers until it changes again (an entry
+        missing from the server's index)."""
+        with self._lock:
+            self._forgotten.add(self._key(compound))
+
+    def backfill_head(self, compound: str) -> None:
+        """Index the document's head under its bare UUID, as the server's offline
+        backfill tool does, until it changes again (then under its compound id)."""
+        with self._lock:
+            self._backfilled.add(self._key(compound))
+
+    def issue_doc_token(self, compound: str) -> str:
+        """A token valid for one document's websocket only (others answer 403)."""
+        token = "doc-" + secrets.token_urlsafe(12)
+        with self._lock:
+            self._doc_tokens[token] = self._key(compound)
+        return token
+
+    def refuse_sockets(self, status: int | None) -> None:
+        """Answer every websocket upgrade with ``status`` (None: accept again)."""
+        self._ws_refuse = status
+
+    def drop_sockets(self) -> int:
+        """Cut every websocket's TCP connection without a close frame; returns how many."""
+        with self._ws_lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            sock.ws.abort()
+        return len(sockets)
+
+    def send_to_sockets(self, frame: bytes, compound: str | None = None) -> int:
+        """Send raw bytes as one binary message to every socket (of one document)."""
+        key = self._key(compound) if compound else None
+        with self._ws_lock:
+            sockets = [s for s in self._sockets if key is None or s.key == key]
+        return sum(1 for s in sockets if s.send(frame))
+
+    def socket_count(self, compound: str | None = None) -> int:
+        """Open websockets (of one document)."""
+        key = self._key(compound) if compound else None
+        with self._ws_lock:
+            return sum(1 for s in self._sockets if key is None or s.key == key)
+
+    @property
+    def heads_queries(self) -> int:
+        """Heads query frames answered since the last :meth:`reset_counters`."""
+        return self._heads_queries
+
+    @property
+    def socket_attempts(self) -> int:
+        """Websocket upgrade requests (answered or refused) since :meth:`reset_counters`."""
+        return self._socket_attempts
+
+    @property
+    def events_sent(self) -> int:
+        """``EVENT`` messages sent since the last :meth:`reset_counters`."""
+        return self._events_sent
+
+    def _socket_role(self, token: str | None, ident: str) -> str:
+        """``write``/``read`` for a valid token, else ``missing``/``invalid``/``other``."""
+        if not token:
+            return "missing"
+        raw = token.encode()
+        if hmac.compare_digest(raw, self.api_key.encode()):
+            return "write"
+        if self.read_only_key and hmac.compare_digest(raw, self.read_only_key.encode()):
+            return "read"
+        with self._lock:
+            scoped = self._doc_tokens.get(token)
+        if scoped is None:
+            return "invalid"
+        try:
+            return "write" if self._key(ident) == scoped else "other"
+        except InvalidId:
+            return "other"
+
+    def _changed(self, key: str, doc: Doc | None, diff: bytes | None,
+                 head: bytes | None = None) -> None:
+        """A stored document may have changed (lock held): if so, note when and publish.
+
+        ``head`` is the snapshot before the change: a transaction that changed nothing
+        sends nothing, like the real server.
+        """
+        snapshot = Snapshot.from_doc(doc).encode() if doc is not None else None
+        if snapshot is not None and head is not None and yframes.same_head(head, snapshot):
+            return
+        self._modified[key] = int(time.time() * 1000)
+        self._forgotten.discard(key)
+        self._backfilled.discard(key)
+        self._snapshots.pop(key, None)
+        if snapshot is not None:
+            self._snapshots[key] = snapshot
+        channel = self._channels.get(key, key)
+        event = yframes.encode(yframes.Event(
+            event_type=yframes.DOCUMENT_UPDATED,
+            doc_id=key,
+            event_id="evt_" + "".join(secrets.choice(_NANOID_ALPHABET) for _ in range(21)),
+            timestamp=self._modified[key],
+            metadata={"channel": channel} if channel != key else None,
+            update=diff,
+        ))
+        with self._ws_lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            if sock.key == channel and yframes.DOCUMENT_UPDATED in sock.subscriptions:
+                if sock.send(event):
+                    self._events_sent += 1
+            if sock.key == key and diff:  # the socket's own document: a live sync update
+                sock.send(yframes.encode(yframes.SyncUpdate(diff)))
+
+    def _head(self, key: str) -> yframes.Head | None:
+        """The document's snapshot and last change, or None when it has none (lock held)."""
+        snapshot = self._snapshots.get(key)
+        if snapshot is None:
+            data = self._docs.get(key)
+            if data is None:
+                return None
+            try:
+                snapshot = Snapshot.from_doc(_load(data)).encode()
+            except Exception:  # raw bytes from put_update that do not decode
+                return None
+            self._snapshots[key] = snapshot
+        return yframes.Head(snapshot=snapshot, last_seen=self._modified.get(key, 0))
+
+    def _serve_socket(self, sock: _DocSocket) -> None:
+        """Greet like the real server, then answer frames until the connection ends."""
+        with self._ws_lock:
+            self._sockets.add(sock)
+        try:
+            with self._lock:
+                state = _load(self._docs.get(sock.key, _EMPTY_UPDATE)).get_state()
+            sock.send(yframes.encode(yframes.SyncStep1(state)))
+            sock.send(yframes.encode(yframes.Awareness(b"\x00")))  # no clients
+            while True:
+                opcode, payload = sock.ws.receive()
+                if opcode != OP_BINARY:
+                    continue  # the real server ignores text messages
+                try:
+                    message = yframes.decode_frame(payload)[0]
+                except yframes.FrameError as exc:
+                    log.debug("devrelay socket frame not understood error=%s", exc)
+                    continue  # logged and ignored; the connection stays open
+                self._on_socket_message(sock, message)
+        except WsClosed:
+            pass
+        finally:
+            with self._ws_lock:
+                self._sockets.discard(sock)
+
+    def _on_socket_message(self, sock: _DocSocket, message: yframes.Message) -> None:
+        if isinstance(message, yframes.SyncStep1):
+            with self._lock:
+                doc = _load(self._docs.get(sock.key, _EMPTY_UPDATE))
+                try:
+                    update = doc.get_update(message.state_vector)
+                except Exception:
+                    return
+            sock.send(yframes.encode(yframes.SyncStep2(update)))
+        elif isinstance(message, (yframes.SyncStep2, yframes.SyncUpdate)):
+            if message.update and sock.role == "write":
+                try:
+                    self.apply_update(sock.key, message.update)
+                except Exception:
+                    log.debug("devrelay socket update not applied doc=%s", sock.key)
+        elif isinstance(message, yframes.EventSubscribe):
+            sock.subscriptions.update(message.event_types)
+        elif isinstance(message, yframes.EventUnsubscribe):
+            sock.subscriptions.difference_update(message.event_types)
+        elif isinstance(message, yframes.QuerySubdocs):
+            heads = {}
+            with self._lock:
+                self._heads_queries += 1
+                for guid in message.guids:
+                    try:
+                        key = self._key(guid)
+                        by_uuid = False
+                    except InvalidId:
+                        try:  # a bare document UUID: entries the backfill tool made
+                            key = self._key(compound_id(sock.key[:36], parse_uuid(guid)))
+                            by_uuid = True
+                        except InvalidId:
+                            continue
+                    if (self._channels.get(key) != sock.key or key in self._forgotten
+                            or (key in self._backfilled) != by_uuid):
+                        continue
+                    head = self._head(key)
+                    if head is not None:
+                        heads[guid] = head
+            sock.send(yframes.encode(yframes.Subdocs(heads)))
 
     # -- webhooks ---------------------------------------------------------------------
 
@@ -730,6 +1019,7 @@ class FolderHandle:
                 return str(existing["id"])
             self._mkparents(key)
             new_id = doc_id or str(uuid.uuid4())
+            self.relay.route(compound_id(self.relay_id, new_id), self.compound_id)
             with self.relay.edit(compound_id(self.relay_id, new_id)) as doc:
                 if text:
                     doc.get("contents", type=Text).insert(0, text)
@@ -773,6 +1063,8 @@ class FolderHandle:
         with self.relay._lock:
             existing = self.entries().get(key)
             new_id = str(existing["id"]) if existing else (doc_id or str(uuid.uuid4()))
+            if existing is None:
+                self.relay.route(compound_id(self.relay_id, new_id), self.compound_id)
             with self.relay.edit(compound_id(self.relay_id, new_id)) as doc:
                 nodes = doc.get("nodes", type=Map)
                 edges = doc.get("edges", type=Map)

@@ -23,6 +23,7 @@ from .publish import Publisher, PushOutcome, redact_url, remote_spec
 from .relay import RelayClient, Unauthorized
 from .service_errors import CredentialsError, ServiceError, ServiceUnavailable
 from .state import DataDirBusy
+from .transports import Transports
 
 __all__ = [
     "CredentialsError",
@@ -364,6 +365,10 @@ class Service:
         self._secrets = [s for s in (settings.relay_server_api_key, settings.webhook_secret,
                                      settings.ssh_private_key) if s]
         self._relays = {c.relay_id for c in self.config.connectors}
+        # Websocket connectors: their sockets feed accept(); their startup, reconcile
+        # and reconnects catch up by document heads (see transports.py).
+        self.transports = Transports(settings, self.config, self.engine, self.queue,
+                                     accept=self.accept, resync=self._full_sync)
 
     @staticmethod
     def check(settings: Settings) -> ConnectorsConfig:
@@ -407,6 +412,7 @@ class Service:
         self._threads.append(threading.Thread(target=self._committer, name="committer", daemon=True))
         self._threads.append(threading.Thread(target=self._reconciler, name="reconciler", daemon=True))
         self._set_state(State.INITIAL_SYNC)
+        self.transports.start()
         for thread in self._threads:
             thread.start()
         log.info("service started workers=%d connectors=%d commit_interval=%ss",
@@ -421,6 +427,7 @@ class Service:
             return
         deadline = time.monotonic() + timeout
         self._set_state(State.STOPPING)
+        self.transports.stop()  # no new events; the next start catches up by heads
         self.queue.expedite()  # webhooks still in their debounce window are drained too
         drained = self.queue.wait_idle(timeout=max(0.0, timeout * 0.6))
         if not drained:
@@ -433,6 +440,7 @@ class Service:
         self._commit_and_push_all(final=True)
         self.publisher.close()
         self.engine.close()
+        self.transports.close()
         self._set_state(State.STOPPED)
         log.info("service stopped")
 
@@ -651,6 +659,7 @@ class Service:
                 log.exception("startup sync failed relay=%s folder=%s", connector.relay_id, connector.folder_id)
                 self._record_error(connector, f"startup sync failed: {exc}")
         self.initial_sync_done.set()
+        self.transports.startup_done()
         if self.state == State.INITIAL_SYNC:
             self._set_state(State.RUNNING)
         log.info("initial sync complete connectors=%d", len(self.config.connectors))
@@ -666,10 +675,16 @@ class Service:
                     self._record_error(connector, f"reconcile failed: {exc}")
 
     def _full_sync(self, connector: Connector, *, initial: bool = False) -> None:
+        """Startup or reconcile of one connector: a full sync, or for a connector with a
+        websocket a catch-up by document heads (also run after each reconnect)."""
         status = self._status.setdefault(connector.key, FolderStatus())
         status.state = "initial_sync" if initial else "reconciling"
         try:
-            report = self.engine.sync_folder(connector, full=True, progress=_progress_logger(connector))
+            if self.transports.listens(connector):
+                report = self.transports.catch_up(connector, progress=_progress_logger(connector))
+            else:
+                report = self.engine.sync_folder(connector, full=True,
+                                                 progress=_progress_logger(connector))
         except (SyncAborted, Unauthorized) as exc:
             self._record_error(connector, str(exc))
             # retried by the work queue with backoff, like a folder webhook
@@ -720,6 +735,7 @@ class Service:
                                   if (held := fstate.held) else None),
                 "push": st.push.as_status() if st.push else None,
                 "left_out": [{"path": path, "reason": reason} for path, reason in self.engine.left_out(connector)],
+                "transport": self.transports.status(connector),
             })
         with self._lock:
             counts = dict(self._counts)

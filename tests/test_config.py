@@ -182,3 +182,26 @@ def test_redact_keeps_harmless_text(text):
     from gitsync.logsetup import redact
 
     assert redact(text) == text
+
+
+def test_transport_is_read_and_defaults_follow_the_webhook_secret(tmp_path):
+    from gitsync.config import resolve_transport
+
+    path = write(tmp_path, f'[[git_connector]]\nshared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\n'
+                           f'transport = "both"\n\n[[git_connector]]\nshared_folder_id = "{DOC}"\n'
+                           f'relay_id = "{RELAY}"\n')
+    explicit, default = load_connectors(path).connectors
+    assert explicit.transport == "both" and default.transport is None
+    assert resolve_transport(explicit, Settings()) == "both"
+    assert resolve_transport(default, Settings()) == "websocket"
+    assert resolve_transport(default, Settings(webhook_secret="s")) == "webhook"
+
+
+@pytest.mark.parametrize("value", ['"socket"', "1", '"WEBHOOK"'])
+def test_bad_transport_names_line_and_choices(tmp_path, value):
+    path = write(tmp_path, f'[[git_connector]]\nshared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\n'
+                           f'transport = {value}\n')
+    with pytest.raises(ConfigError) as info:
+        load_connectors(path)
+    assert info.value.line == 4 and info.value.key == "transport"
+    assert "git_connectors.toml line 4" in str(info.value) and "git_connector[1].transport" in str(info.value)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+from dulwich.errors import NotGitRepository
 from dulwich.repo import Repo
 from werkzeug.serving import make_server
 
@@ -37,7 +38,8 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) ->
 
 
 def write_connectors(data_dir: Path, folders: list[FolderHandle], *, url: str | None = None,
-                     prefix: str = "", known_hosts: list[str] | None = None) -> None:
+                     prefix: str = "", known_hosts: list[str] | None = None,
+                     transport: str | None = None) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     if known_hosts:
@@ -45,7 +47,8 @@ def write_connectors(data_dir: Path, folders: list[FolderHandle], *, url: str | 
     for folder in folders:
         lines.append(f'[[git_connector]]\nshared_folder_id = "{folder.folder_id}"\n'
                      f'relay_id = "{folder.relay_id}"\nprefix = "{prefix}"\n'
-                     + (f'url = "{url}"\n' if url else ""))
+                     + (f'url = "{url}"\n' if url else "")
+                     + (f'transport = "{transport}"\n' if transport else ""))
     (data_dir / "git_connectors.toml").write_text("\n".join(lines))
 
 
@@ -53,7 +56,11 @@ def head_files(data_dir: Path, folder: FolderHandle, branch: str = "main") -> di
     repo_dir = data_dir / "repos" / folder.relay_id / folder.folder_id
     if not (repo_dir / ".git").exists():
         return {}
-    with Repo(str(repo_dir)) as repo:
+    try:
+        repo = Repo(str(repo_dir))
+    except NotGitRepository:  # being created by the service right now
+        return {}
+    with repo:
         return gitrepo.read_tree_paths(repo, branch)
 
 
