@@ -14,17 +14,18 @@ next cycle.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gitrepo, ydoc
 from .config import Connector, ConnectorsConfig, Settings
+from .fetch import FetchPool, Lane
 from .ids import compound_id
 from .plan import Delete, Mkdir, Move, Rmdir, Tracked, Write, diff_folders, mass_deletion
 from .relay import NotFound, RelayClient, RelayError, TooLarge, Unauthorized, Unavailable
@@ -40,6 +41,7 @@ TMP_MARK = ".gitsync-tmp-"
 # one still shows it (or at once when the operator confirms).
 HOLD_CONFIRM_SECONDS = 60.0
 SUBJECT_MAX_ITEMS = 10
+SAVE_EVERY = 500  # documents written between state saves during a long sync
 PACK_CHECK_EVERY = 50  # commits per folder between checks for loose objects to pack
 
 
@@ -128,6 +130,7 @@ class _Fetched:
     data: bytes | None = None
     file: _Staged | None = None  # attachments: the bytes are on disk, not in memory
     update_sha: str | None = None
+    ticket: int = 0  # taken when the fetch started: a later ticket saw a newer document
     skip: str | None = None  # a reason not to write (not an error)
     error: str | None = None  # transient failure
     permanent: bool = False
@@ -146,20 +149,10 @@ def _discard(results: Iterable[_Fetched]) -> None:
 
 
 def _place(staged: _Staged, full: Path) -> None:
-    """Move a staged attachment to ``full`` atomically, on disk before the state names it."""
-    fd = os.open(staged.path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Move a staged attachment to ``full`` atomically (not fsync'd: see ``_write_file``)."""
     os.chmod(staged.path, 0o644)  # mkstemp made it 0600
     full.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged.path, full)
-    dir_fd = os.open(full.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _remove_write_debris(root: Path) -> None:
@@ -217,9 +210,15 @@ class Engine:
         self._left_out: dict[tuple[str, str], dict[str, str]] = {}
         self._repos: dict[tuple[str, str], object] = {}
         self._meta_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(
-            max_workers=settings.fetch_concurrency, thread_name_prefix="fetch"
-        )
+        # Interactive fetches (webhooks, events) always find a free thread: bulk work
+        # (startup syncs, reconciles) may take all but two of them.
+        self._pool = FetchPool(max(settings.fetch_concurrency, 3) + 2,
+                               bulk_limit=max(settings.fetch_concurrency, 3))
+        self._tickets = itertools.count(1)
+        # Newest fetch ticket applied per document and per folder index: a result that
+        # was fetched before one already applied is older and is dropped.
+        self._applied: dict[tuple[str, str], int] = {}
+        self.on_change: Callable[[Connector], None] | None = None
         self._doc_index: dict[tuple[str, str], tuple[str, str]] = {}
         self._commits_since_pack: dict[tuple[str, str], int] = {}
         for connector in connectors.connectors:
@@ -228,7 +227,7 @@ class Engine:
     # --- plumbing -------------------------------------------------------------------
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.close()
         with self._meta_lock:
             for repo in self._repos.values():
                 repo.close()  # type: ignore[attr-defined]
@@ -335,23 +334,36 @@ class Engine:
         full: bool = True,
         confirm_deletions: bool = False,
         progress: Progress | None = None,
+        lane: Lane | None = None,
     ) -> SyncReport:
         """Read the folder index, apply renames/moves/deletes, fetch content, write files.
 
         ``full`` refreshes the content of every document (startup, reconcile, CLI);
-        otherwise only new or changed documents are fetched (a folder webhook).
+        otherwise only new or changed documents are fetched (a folder webhook). ``lane``
+        defaults to bulk for a full sync and interactive otherwise.
+
+        The folder lock is never held across network I/O: the index is read first, the
+        structure (deletes, moves, folders) is applied under the lock, then documents are
+        fetched outside it and each is written under the lock as soon as it arrives. A
+        result older than one already written for the same document (a webhook's fetch
+        that overtook this sync) is dropped, and so is an index older than one already
+        applied. Memory is bounded by the fetch window, not by the folder.
 
         Raises:
             SyncAborted: the folder document cannot be read or decoded.
             Unauthorized: the Relay Server refused the API key.
         """
+        lane = lane or (Lane.BULK if full else Lane.INTERACTIVE)
         report = SyncReport(connector)
+        ticket = next(self._tickets)
+        entries = self._read_index(connector)
         with self.lock(connector):
-            # Read the index under the lock: two syncs of one folder then apply the
-            # indexes in the order they were read, never an older one last.
-            entries = self._read_index(connector)
             self.repo(connector)
             state = self._folder_state(connector)
+            index_key = (connector.key, "")
+            stale = self._applied.get(index_key, 0) > ticket
+            if not stale:
+                self._applied[index_key] = ticket
             previous = {
                 doc_id: Tracked(rec.path, rec.type, rec.hash) for doc_id, rec in state.files.items()
             }
@@ -360,36 +372,33 @@ class Engine:
                 log.warning("unsafe path skipped relay=%s folder=%s path=%r reason=%s",
                             connector.relay_id, connector.folder_id, path, reason)
                 report.skipped.append((path, reason))
-            ops = self._guard_deletions(connector, state, previous, plan, confirm_deletions, report)
             current = {entry.id: entry for entry in plan.accepted.values()}
-
-            # Fetch first (in parallel, nothing written yet), then apply the ops in order.
-            writes = {op.doc_id for op in ops if isinstance(op, Write)}
-            targets = {op.doc_id: op.entry for op in ops if isinstance(op, Write)}
+            if stale:
+                # a newer index was applied meanwhile: its structure stands; only refresh content
+                ops, writes = [], {}
+            else:
+                ops = self._guard_deletions(connector, state, previous, plan, confirm_deletions, report)
+                writes = {op.doc_id: op for op in ops if isinstance(op, Write)}
+                refetch = self._apply_ops(connector, state, [op for op in ops if not isinstance(op, Write)],
+                                          report)
+                for doc_id in refetch:
+                    if doc_id in current and doc_id not in writes:
+                        writes[doc_id] = Write(doc_id, state.files[doc_id].path, current[doc_id], "moved")
+            targets = {doc_id: op.entry for doc_id, op in writes.items()}
             if full:
                 for doc_id in state.files:
                     entry = current.get(doc_id)
                     if entry is not None and entry.kind != "folder":
                         targets.setdefault(doc_id, entry)
-            fetched = self._fetch_all(connector, state, targets, force=writes, verify=full,
-                                      progress=progress)
-            try:
-                refetch = self._apply_ops(connector, state, ops, fetched, report)
-                for doc_id, entry in targets.items():
-                    if doc_id not in writes:
-                        self._store(connector, state, entry, fetched[doc_id], report)
-            finally:
-                _discard(fetched.values())
-            if refetch:
-                again = {d: current[d] for d in refetch if d in current}
-                fetched = self._fetch_all(connector, state, again, force=set(again))
-                try:
-                    for doc_id, result in fetched.items():
-                        self._store(connector, state, again[doc_id], result, report)
-                finally:
-                    _discard(fetched.values())
-            if not report.held:
+            if not report.held and not stale:
                 self._track_folders(state, current)
+            jobs = self._fetch_jobs(connector, state, targets, force=set(writes), verify=full)
+            self._flush(connector)
+            self._index_folder(connector, state)
+        self._notify(connector, report)
+        self._fetch_and_apply(connector, jobs, report, lane=lane, progress=progress,
+                              paths={d: op.path for d, op in writes.items()})
+        with self.lock(connector):
             state.last_sync = time.time()
             state.index_entries = len(entries)
             self._flush(connector)
@@ -453,9 +462,9 @@ class Engine:
         # Edits of files at their current paths still sync.
         return []
 
-    def _apply_ops(self, connector, state: FolderState, ops, fetched: dict[str, _Fetched],
-                   report: SyncReport) -> set[str]:
-        """Apply the plan in order; returns doc ids whose file vanished and must be re-fetched.
+    def _apply_ops(self, connector, state: FolderState, ops, report: SyncReport) -> set[str]:
+        """Apply the plan's structure in order; returns doc ids whose file vanished and must
+        be re-fetched. Writes are not here: content is written as it arrives.
 
         An op that the filesystem refuses (a file or folder we did not write in the way)
         skips that one document with a reason; the rest of the folder proceeds.
@@ -464,7 +473,7 @@ class Engine:
         origins: dict[str, str] = {}
         for op in ops:
             try:
-                self._apply_op(connector, state, op, fetched, report, refetch, origins)
+                self._apply_op(connector, state, op, report, refetch, origins)
             except OSError as exc:
                 where = getattr(op, "dst", None) or getattr(op, "path", "")
                 reason = (f"cannot {type(op).__name__.lower()}: {exc.strerror or exc} "
@@ -474,7 +483,7 @@ class Engine:
                 report.skipped.append((where, reason))
         return refetch
 
-    def _apply_op(self, connector, state: FolderState, op, fetched, report: SyncReport,
+    def _apply_op(self, connector, state: FolderState, op, report: SyncReport,
                   refetch: set[str], origins: dict[str, str]) -> None:
         root = self._root(connector)
         if isinstance(op, Delete):
@@ -511,8 +520,6 @@ class Engine:
             full = root / op.path
             if self._inside(connector, full / "x") and not full.is_file():
                 full.mkdir(parents=True, exist_ok=True)
-        elif isinstance(op, Write):
-            self._store(connector, state, op.entry, fetched[op.doc_id], report, path=op.path)
         elif isinstance(op, Rmdir):
             self._rmdir(connector, op.path)
 
@@ -532,8 +539,12 @@ class Engine:
         except OSError:
             pass
 
-    def sync_docs(self, connector: Connector, doc_ids: Iterable[str]) -> SyncReport:
-        """Re-fetch known documents of the folder (a content webhook) and write changes."""
+    def sync_docs(self, connector: Connector, doc_ids: Iterable[str], *,
+                  lane: Lane = Lane.INTERACTIVE) -> SyncReport:
+        """Re-fetch known documents of the folder (a content webhook) and write changes.
+
+        The fetch runs outside the folder lock; each result is written under it.
+        """
         report = SyncReport(connector)
         with self.lock(connector):
             self.repo(connector)
@@ -545,21 +556,22 @@ class Engine:
                     report.unknown.append(doc_id)
                     continue
                 targets[doc_id] = ydoc.Entry(path=rec.path, id=doc_id, type=rec.type, hash=rec.hash)
-            if targets:
-                fetched = self._fetch_all(connector, state, targets, force=set())
-                try:
-                    for doc_id, entry in targets.items():
-                        self._store(connector, state, entry, fetched[doc_id], report)
-                finally:
-                    _discard(fetched.values())
+            jobs = self._fetch_jobs(connector, state, targets, force=set())
+        if jobs:
+            self._fetch_and_apply(connector, jobs, report, lane=lane)
+            with self.lock(connector):
                 state.last_sync = time.time()
                 self._flush(connector)
         return report
 
+    def _notify(self, connector: Connector, report: SyncReport) -> None:
+        if self.on_change is not None and report.changed:
+            self.on_change(connector)
+
     def _fetch_one(self, connector: Connector, entry: ydoc.Entry, rec: FileRecord | None,
                    known_sha: str | None, full: Path, force: bool, verify: bool,
                    relay_down: threading.Event | None = None) -> _Fetched:
-        out = _Fetched(entry.id)
+        out = _Fetched(entry.id, ticket=next(self._tickets))
         if relay_down is not None and relay_down.is_set():
             out.error = "relay unavailable during this sync; retried later"
             return out
@@ -619,41 +631,63 @@ class Engine:
             out.error = f"cannot store the download: {exc.strerror or exc}"
         return out
 
-    def _fetch_all(self, connector, state: FolderState, targets: dict[str, ydoc.Entry], *,
-                   force: set[str], verify: bool = False,
-                   progress: Progress | None = None) -> dict[str, _Fetched]:
-        """Fetch and decode the targets on the pool; writes nothing.
-
-        ``verify`` (full syncs) also re-reads each file: bytes that differ from what we
-        wrote (edited in the checkout, or by a rebuild) are rewritten from the Relay.
-        """
+    def _fetch_jobs(self, connector, state: FolderState, targets: dict[str, ydoc.Entry], *,
+                    force: set[str], verify: bool = False) -> list[tuple]:
+        """What to fetch, with what is known of each document now (caller holds the lock)."""
         root = self._root(connector)
         hashes = self.states.relay(connector.relay_id).doc_hashes
-        total = len(targets)
-        if progress:
-            progress(0, total)
-        futures = {}
-        relay_down = threading.Event()  # set by the first fetch that gives up on the relay
+        jobs = []
         for doc_id, entry in targets.items():
             rec = state.files.get(doc_id)
             path = rec.path if rec is not None and rec.type != "folder" else entry.path
             cid = compound_id(connector.relay_id, doc_id)
-            futures[doc_id] = self._pool.submit(
-                self._fetch_one, connector, entry, rec, hashes.get(cid), root / path,
-                doc_id in force, verify, relay_down,
-            )
-        results = {}
-        try:
-            for done, (doc_id, future) in enumerate(futures.items(), start=1):
-                results[doc_id] = future.result()
-                if progress:
-                    progress(done, total)
-        except BaseException:
-            for future in futures.values():
-                if not future.cancel() and future.exception() is None:
-                    _discard([future.result()])
-            raise
-        return results
+            jobs.append((entry, rec, hashes.get(cid), root / path, doc_id in force, verify))
+        return jobs
+
+    def _fetch_and_apply(self, connector, jobs: list[tuple], report: SyncReport, *,
+                         lane: Lane, progress: Progress | None = None,
+                         paths: dict[str, str] | None = None) -> None:
+        """Fetch and decode on the pool, writing each result under the lock as it arrives.
+
+        ``verify`` jobs (full syncs) also re-read the file: bytes that differ from what we
+        wrote (edited in the checkout, or by a rebuild) are rewritten from the Relay.
+        """
+        paths = paths or {}
+        total = len(jobs)
+        if progress:
+            progress(0, total)
+        relay_down = threading.Event()  # set by the first fetch that gives up on the relay
+        state = self._folder_state(connector)
+        changed_before = report.changed
+        since_save = 0
+
+        def fetch(job: tuple) -> _Fetched:
+            return self._fetch_one(connector, *job, relay_down=relay_down)
+
+        done = 0
+        for job, fetched in self._pool.stream(fetch, jobs, lane=lane):
+            entry = job[0]
+            try:
+                with self.lock(connector):
+                    key = (connector.key, entry.id)
+                    if fetched.ticket < self._applied.get(key, 0):
+                        continue  # a newer fetch of this document was written meanwhile
+                    self._applied[key] = fetched.ticket
+                    rec = state.files.get(entry.id)
+                    path = paths.get(entry.id) if rec is None or rec.type == "folder" else rec.path
+                    self._store(connector, state, entry, fetched, report, path=path)
+                    since_save += 1
+                    if since_save >= SAVE_EVERY:
+                        self._flush(connector)
+                        since_save = 0
+            finally:
+                _discard([fetched])
+            if report.changed != changed_before:
+                changed_before = report.changed
+                self._notify(connector, report)
+            done += 1
+            if progress:
+                progress(done, total)
 
     def _store(self, connector, state: FolderState, entry: ydoc.Entry, fetched: _Fetched,
                report: SyncReport, *, path: str | None = None) -> None:
@@ -722,11 +756,13 @@ class Engine:
         # Dirty first: a save of this relay's state by another folder's thread may come
         # at any point, and must never record the new file without its pending commit.
         state.add_dirty([self._repo_path(connector, path)])
-        # fsync'd: the state saved after this must not claim a file a power cut could lose.
+        # Not fsync'd: a power cut may lose or tear this file, and then the startup full
+        # sync sees its bytes differ from the recorded checksum and rewrites it from the
+        # Relay (drop_torn_writes keeps such a file out of the first commit meanwhile).
         if staged is not None:
             _place(staged, full)
         else:
-            write_atomic(full, data, fsync=True, tmp_prefix=TMP_MARK, mode=0o644)
+            write_atomic(full, data, fsync=False, tmp_prefix=TMP_MARK, mode=0o644)
         state.files[entry.id] = FileRecord(path=path, type=entry.type, hash=entry.hash,
                                            sha256=sha, size=size)
         if new:
@@ -735,6 +771,45 @@ class Engine:
             report.updated += 1
         state.note("add" if new else "update", path)
         return True
+
+    def drop_torn_writes(self, connector: Connector) -> int:
+        """Before the first commit after a start: leave out files whose bytes are not
+        what the state says we wrote, and have the next full sync rewrite them.
+
+        Working-tree files are not fsync'd (they can always be rebuilt from the Relay
+        Server), so after a power cut a file the state lists as changed may hold older
+        or torn bytes. Committing those would push a bogus version; instead the record
+        forgets its checksum (so the startup full sync rewrites the file from the Relay)
+        and the path waits for that rewrite. Costs one read of each uncommitted file.
+        """
+        dropped = 0
+        with self.lock(connector):
+            state = self._folder_state(connector)
+            if not state.dirty:
+                return 0
+            root = self._root(connector)
+            by_path = {rec.path: rec for rec in state.files.values() if rec.type != "folder"}
+            keep = []
+            for repo_path in list(state.dirty):
+                rel = repo_path[len(connector.prefix) + 1:] if connector.prefix else repo_path
+                rec = by_path.get(rel)
+                if rec is not None and rec.sha256:
+                    try:
+                        intact = _file_sha256(root / rel) == rec.sha256
+                    except OSError:
+                        intact = False
+                    if not intact:
+                        rec.sha256 = None
+                        dropped += 1
+                        log.warning("file differs from what was written before a restart, "
+                                    "rewritten from the relay relay=%s folder=%s path=%s",
+                                    connector.relay_id, connector.folder_id, rel)
+                        continue
+                keep.append(repo_path)
+            if dropped:
+                state.dirty = keep
+                self._save(connector)
+        return dropped
 
     # --- committing -----------------------------------------------------------------
 

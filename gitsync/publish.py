@@ -217,12 +217,17 @@ class Publisher:
                 sha = engine.commit(connector)
         if not connector.url or not (force_push or self.due(connector, force=final)):
             return Published(sha)
-        if not force_push:
-            with engine.repo_lock(connector):
-                if not gitrepo.has_unpushed(engine.repo(connector), branch=connector.branch,
-                                            remote_name=connector.remote_name):
-                    return Published(sha)  # nothing to send: no network round trip
+        if not force_push and not self.has_unpushed(engine, connector):
+            return Published(sha)  # nothing to send: no network round trip
         return Published(sha, self.push(engine, connector))
+
+    def has_unpushed(self, engine, connector: Connector) -> bool:
+        """True when the branch has commits the remote has not acknowledged (no network)."""
+        if not connector.url:
+            return False
+        with engine.repo_lock(connector):
+            return gitrepo.has_unpushed(engine.repo(connector), branch=connector.branch,
+                                        remote_name=connector.remote_name)
 
     def push(self, engine, connector: Connector) -> PushOutcome:
         """Commit pending paths, then push the connector's branch. Never raises.

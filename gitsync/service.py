@@ -21,6 +21,7 @@ from .gitrepo import GitError
 from .logsetup import redact
 from .publish import Publisher, PushOutcome, redact_url, remote_spec
 from .relay import RelayClient, Unauthorized
+from .schedule import CommitSchedule
 from .service_errors import CredentialsError, ServiceError, ServiceUnavailable
 from .state import DataDirBusy
 from .transports import Transports
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 FOREIGN_TTL = 600.0  # seconds a document found in no synced folder is ignored
 UNKNOWN_GRACE = 10.0  # seconds after the startup sync before an unknown document is foreign
 BATCH_LIMIT = 255  # extra documents of one folder a worker takes along with its key
+PUBLISHERS = 2  # threads committing and pushing: a slow push of one folder delays no other
+STARTUP_SYNCS = 3  # connectors whose startup sync or reconcile runs at the same time
 
 
 @dataclass
@@ -349,6 +352,8 @@ class Service:
         # A gunicorn worker replacing another waits for it to let go of the data dir.
         self.engine = open_engine(settings, self.config, lock_timeout=60.0)
         self.publisher = Publisher(settings, self.config)
+        self.schedule = CommitSchedule(settings.commit_interval)
+        self.engine.on_change = self._on_change
         self.queue = WorkQueue(settings.queue_dir / "journal.jsonl")
         self.state = State.STARTING
         self.initial_sync_done = threading.Event()
@@ -409,7 +414,10 @@ class Service:
             threading.Thread(target=self._worker, name=f"worker-{n}", daemon=True)
             for n in range(self.settings.workers)
         ]
-        self._threads.append(threading.Thread(target=self._committer, name="committer", daemon=True))
+        self._threads += [
+            threading.Thread(target=self._publisher, name=f"publisher-{n}", daemon=True)
+            for n in range(PUBLISHERS)
+        ]
         self._threads.append(threading.Thread(target=self._reconciler, name="reconciler", daemon=True))
         self._set_state(State.INITIAL_SYNC)
         self.transports.start()
@@ -523,10 +531,8 @@ class Service:
             return {batch[0]: self._unknown_document(batch[0])}
         connector, what = found
         status = self._status.setdefault(connector.key, FolderStatus())
-        lock = self.engine.lock(connector)
-        if not lock.acquire(blocking=False):
-            # a long sync holds the folder; come back rather than block a worker
-            return dict.fromkeys(batch, 0.5)
+        # No folder lock here: the engine fetches outside it and writes under it, so a
+        # long full sync of this folder does not hold this webhook back.
         try:
             status.state = "syncing"
             if what == "folder":
@@ -543,8 +549,6 @@ class Service:
             log.exception("unexpected error syncing relay=%s folder=%s", connector.relay_id, connector.folder_id)
             self._record_error(connector, f"internal error: {exc}")
             return {key: self._backoff(key) for key in batch}
-        finally:
-            lock.release()
         with self._lock:
             self._counts["processed"] += len(batch)
         result: dict[tuple[str, str], float | None] = dict.fromkeys(batch)
@@ -613,9 +617,47 @@ class Service:
 
     # --- commit timer and reconcile -------------------------------------------------
 
-    def _committer(self) -> None:
-        while not self._stop.wait(self.settings.commit_interval):
-            self._commit_and_push_all()
+    def _on_change(self, connector: Connector) -> None:
+        self.schedule.changed(connector.key)
+
+    def _publisher(self) -> None:
+        """Commit and push folders as their schedule makes them due (leading edge, at
+        most one commit per folder per interval). Several publishers run, and a folder
+        whose lock is busy is tried again shortly: no folder waits on another."""
+        sweep_at = time.monotonic() + self.settings.commit_interval
+        while not self._stop.is_set():
+            wait = self.schedule.seconds_to_next()
+            self.schedule.wait(min(wait if wait is not None else 1.0, 1.0))
+            if time.monotonic() >= sweep_at:
+                # Changes made without a notification (a crash's leftovers, a catch-up)
+                # and pushes waiting out a backoff are picked up here.
+                sweep_at = time.monotonic() + self.settings.commit_interval
+                for connector in self.config.connectors:
+                    if self.engine.pending_paths(connector) or (
+                            connector.url and self.publisher.due(connector)
+                            and self.publisher.has_unpushed(self.engine, connector)):
+                        self.schedule.changed(connector.key)
+            for key in self.schedule.take_due():
+                connector = self.config.find(*key)
+                if connector is None:
+                    self.schedule.committed(key, made=False)
+                    continue
+                lock = self.engine.lock(connector)
+                if not lock.acquire(timeout=0.05):
+                    self.schedule.retry(key, 0.25)  # a sync is writing: come back shortly
+                    continue
+                lock.release()
+                made = False
+                try:
+                    made = self._commit_and_push(connector)
+                except GitError as exc:  # e.g. a lock file someone holds: said plainly, retried
+                    self._record_error(connector, f"commit failed: {exc}")
+                except Exception as exc:  # one broken repository must not stop the others
+                    log.exception("commit or push failed relay=%s folder=%s",
+                                  connector.relay_id, connector.folder_id)
+                    self._record_error(connector, f"commit or push failed: {exc}")
+                finally:
+                    self.schedule.committed(key, made=made)
 
     def _commit_and_push_all(self, *, final: bool = False) -> None:
         for connector in self.config.connectors:
@@ -629,8 +671,9 @@ class Service:
                 self._record_error(connector, f"commit or push failed: {exc}")
 
     def _commit_and_push(self, connector: Connector, *, final: bool = False,
-                         force_push: bool = False) -> None:
-        """Commit the folder's pending paths, then push (see :meth:`Publisher.publish`)."""
+                         force_push: bool = False) -> bool:
+        """Commit the folder's pending paths, then push (see :meth:`Publisher.publish`);
+        True when a commit was made."""
         status = self._status.setdefault(connector.key, FolderStatus())
         done = self.publisher.publish(self.engine, connector, force_push=force_push, final=final)
         if done.commit:
@@ -638,26 +681,24 @@ class Service:
             with self._lock:
                 self._counts["commits"] += 1
         if done.push is None:
-            return
+            return bool(done.commit)
         status.push = done.push
         if done.push.ok and done.push.status != "up-to-date":
             with self._lock:
                 self._counts["pushes"] += 1
+        return bool(done.commit)
 
     def _reconciler(self) -> None:
-        for connector in self.config.connectors:
-            if self._stop.is_set():
-                return
-            try:
-                if connector.url:
-                    # Commit what a crash left uncommitted, then start from the remote's
-                    # history (adopted into an empty repository, or our unpushed commits
-                    # rebuilt on it) so the first sync builds on top of it.
-                    self._commit_and_push(connector, force_push=True)
-                self._full_sync(connector, initial=True)
-            except Exception as exc:  # the other connectors still get their startup sync
-                log.exception("startup sync failed relay=%s folder=%s", connector.relay_id, connector.folder_id)
-                self._record_error(connector, f"startup sync failed: {exc}")
+        """The startup sync of every connector, then a reconcile every interval.
+
+        Connectors are synced ``STARTUP_SYNCS`` at a time: a large folder does not hold
+        back the startup of the others (their fetches share the bulk lane)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(STARTUP_SYNCS, thread_name_prefix="startup") as pool:
+            list(pool.map(self._startup_sync, self.config.connectors))
+        if self._stop.is_set():
+            return
         self.initial_sync_done.set()
         self.transports.startup_done()
         if self.state == State.INITIAL_SYNC:
@@ -665,14 +706,32 @@ class Service:
         log.info("initial sync complete connectors=%d", len(self.config.connectors))
         interval = self.settings.reconcile_interval
         while interval > 0 and not self._stop.wait(interval):
-            for connector in self.config.connectors:
-                if self._stop.is_set():
-                    return
-                try:
-                    self._full_sync(connector)
-                except Exception as exc:
-                    log.exception("reconcile failed relay=%s folder=%s", connector.relay_id, connector.folder_id)
-                    self._record_error(connector, f"reconcile failed: {exc}")
+            with ThreadPoolExecutor(STARTUP_SYNCS, thread_name_prefix="reconcile") as pool:
+                list(pool.map(self._reconcile_one, self.config.connectors))
+
+    def _startup_sync(self, connector: Connector) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            self.engine.drop_torn_writes(connector)
+            if connector.url:
+                # Commit what a crash left uncommitted, then start from the remote's
+                # history (adopted into an empty repository, or our unpushed commits
+                # rebuilt on it) so the first sync builds on top of it.
+                self._commit_and_push(connector, force_push=True)
+            self._full_sync(connector, initial=True)
+        except Exception as exc:  # the other connectors still get their startup sync
+            log.exception("startup sync failed relay=%s folder=%s", connector.relay_id, connector.folder_id)
+            self._record_error(connector, f"startup sync failed: {exc}")
+
+    def _reconcile_one(self, connector: Connector) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            self._full_sync(connector)
+        except Exception as exc:
+            log.exception("reconcile failed relay=%s folder=%s", connector.relay_id, connector.folder_id)
+            self._record_error(connector, f"reconcile failed: {exc}")
 
     def _full_sync(self, connector: Connector, *, initial: bool = False) -> None:
         """Startup or reconcile of one connector: a full sync, or for a connector with a
