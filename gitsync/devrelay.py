@@ -207,6 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
         if match and match.group(3) == "as-update":
             relay._count(match.group(2))
             relay._open.wait(timeout=60)  # paused: hold document reads (see pause())
+            relay._wait_if_held(match.group(2))
         fault = relay._take_fault(path)
         if fault in (301, 302, 303, 307, 308):
             return self._redirect(fault)
@@ -420,6 +421,10 @@ class DevRelay:
         self._blob_fetches: dict[str, int] = {}
         self._faults: list[tuple[int, str | None]] = []
         self._open = threading.Event()
+        self._held_docs: set[str] = set()
+        self._held_gate = threading.Event()
+        self._held_gate.set()
+        self._held_waiting = 0
         self._open.set()
         self._secret = secrets.token_bytes(32)
         # the websocket side: doc key -> routing channel, last change (ms), snapshots
@@ -662,6 +667,38 @@ class DevRelay:
 
     def resume(self) -> None:
         self._open.set()
+
+    def hold(self, compound_ids: Iterable[str]) -> None:
+        """Hold reads of these documents (only) until :meth:`release` (test knob)."""
+        with self._lock:
+            self._held_docs = {self._key(c) for c in compound_ids}
+            self._held_gate.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            self._held_docs = set()
+        self._held_gate.set()
+
+    @property
+    def held_waiting(self) -> int:
+        """Reads currently held by :meth:`hold`."""
+        with self._lock:
+            return self._held_waiting
+
+    def _wait_if_held(self, ident: str) -> None:
+        try:
+            key = self._key(ident)
+        except InvalidId:
+            return
+        with self._lock:
+            if key not in self._held_docs:
+                return
+            self._held_waiting += 1
+        try:
+            self._held_gate.wait(timeout=60)
+        finally:
+            with self._lock:
+                self._held_waiting -= 1
 
     def reset_counters(self) -> None:
         with self._lock:
