@@ -200,6 +200,58 @@ def test_bad_webhooks(client, service, body, headers, status, message):
     assert service.accepted == []
 
 
+def _nested(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+DEEP = 5000  # the JSON decoder's recursion gives up long before this
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * DEEP + b"]" * DEEP,
+        b"[" * DEEP,  # never closed
+        b'{"payload": ' + b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"}",
+        json.dumps(event(metadata=_nested(40))).encode(),
+    ],
+    ids=["array", "unclosed", "object-in-payload", "40-levels"],
+)
+def test_deeply_nested_json_is_400_not_500(client, service, body):
+    assert len(body) < 64 * 1024  # refused for its depth, not its size
+    response = post(client, body, bearer())
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "malformed event: JSON nested deeper than 32 levels"}
+    assert service.accepted == []
+
+
+def test_deeply_nested_signed_json_is_400(signed_client, service):
+    body = b"[" * DEEP + b"]" * DEEP
+    response = post(signed_client, body, signed_headers(body))
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "malformed event: JSON nested deeper than 32 levels"}
+
+
+def test_nesting_up_to_the_limit_and_brackets_in_strings_are_fine(client, service):
+    body = event(metadata=_nested(28))  # 32 levels with the event's own
+    body["payload"]["user"] = "[{" * DEEP
+    assert post(client, body, bearer()).status_code == 202
+    escaped = json.dumps(event(note='"\\' + "[" * 100)).encode()  # an escaped quote, then brackets
+    assert post(client, escaped, bearer()).status_code == 202
+    assert len(service.accepted) == 2
+
+
+def test_integer_too_long_to_convert_is_400(client, service):
+    body = b'{"payload": {"doc_id": "%s", "n": %s}}' % (COMPOUND.encode(), b"7" * 5000)
+    response = post(client, body, bearer())
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "malformed JSON: a number has too many digits"}
+    assert service.accepted == []
+
+
 def test_lower_case_bearer_scheme(client, service):
     response = post(client, event(), {"Authorization": f"bearer {BEARER_SECRET}"})
     assert response.status_code == 202

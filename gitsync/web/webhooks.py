@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -19,42 +20,57 @@ from ..ids import InvalidId, parse_compound_id
 from ..service_errors import ServiceUnavailable
 from .auth import AuthError
 
-__all__ = ["EventError", "HANDLED_EVENT", "bp", "parse_event"]
+__all__ = ["EventError", "HANDLED_EVENT", "MAX_JSON_DEPTH", "bp", "parse_event"]
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("webhooks", __name__)
 
 HANDLED_EVENT = "document.updated"
+# A Relay Server event nests three levels deep; the C JSON decoder recurses once per
+# level and raises RecursionError somewhere past a few thousand, so refuse long before.
+MAX_JSON_DEPTH = 32
+# What the depth scan looks at: string delimiters, escapes and brackets.
+_JSON_STRUCTURE = re.compile(r'["\\\[\]{}]')
 
 
 class EventError(ValueError):
     """The webhook body is not a usable event; the message names the field at fault."""
 
 
-def parse_event(body: bytes) -> dict[str, Any] | None:
+def parse_event(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any] | None:
     """Turn a raw webhook body into the event dict handed to ``service.accept``.
 
     Accepts the current form ``{"eventType", "eventId", "payload": {"doc_id", "user",
     "timestamp", ...}}`` and the older one with ``doc_id`` (and ``timestamp``) at the top
-    level; unknown fields are ignored.
+    level; unknown fields are ignored. The body's size is the caller's to bound (the
+    app reads at most ``max_body_bytes``); its nesting depth is checked here, before
+    the decoder sees it.
 
     Returns:
         ``{"doc_id", "relay_id", "doc_uuid", "event_id", "timestamp", "user"}`` (ids
         lower-case), or None for an event type other than ``document.updated``.
 
     Raises:
-        EventError: not UTF-8 JSON, not an object, no string ``doc_id``, or ``doc_id``
-            not a compound id.
+        EventError: not UTF-8 JSON, nested deeper than ``max_depth``, not an object, no
+            string ``doc_id``, or ``doc_id`` not a compound id.
     """
     try:
-        data = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise EventError("malformed JSON: body is not UTF-8") from None
+    if _nested_deeper_than(text, max_depth):
+        raise EventError(f"malformed event: JSON nested deeper than {max_depth} levels")
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EventError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:  # not reached after the depth check; never a 500 regardless
+        raise EventError(f"malformed event: JSON nested deeper than {max_depth} levels") from None
+    except ValueError:  # an integer literal longer than Python converts (4,300 digits)
+        raise EventError("malformed JSON: a number has too many digits") from None
     if not isinstance(data, dict):
         raise EventError("malformed event: body must be a JSON object")
     event_type = data.get("eventType", HANDLED_EVENT)
@@ -87,6 +103,39 @@ def parse_event(body: bytes) -> dict[str, Any] | None:
         "timestamp": timestamp if isinstance(timestamp, str) else None,
         "user": user if isinstance(user, str) else None,
     }
+
+
+def _nested_deeper_than(text: str, limit: int) -> bool:
+    """Whether the JSON ``text`` opens more than ``limit`` arrays/objects at once.
+
+    Linear in the length and cheap for ordinary events: a text with at most ``limit``
+    brackets cannot be deeper, so only bodies with many brackets are scanned. Brackets
+    inside strings do not count. Malformed text is left to the decoder to describe.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    in_string = False
+    escaped_at = -1
+    for match in _JSON_STRUCTURE.finditer(text):
+        at = match.start()
+        if at == escaped_at:
+            continue
+        char = text[at]
+        if in_string:
+            if char == "\\":
+                escaped_at = at + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 def _read_body() -> bytes:
@@ -148,7 +197,9 @@ def receive_webhook() -> Any:
               schema:
                 $ref: '#/components/schemas/WebhookResult'
         '400':
-          description: Malformed JSON, no `doc_id`, or `doc_id` is not a compound id.
+          description: >
+            Malformed JSON, JSON nested deeper than 32 levels, no `doc_id`, or `doc_id`
+            is not a compound id.
           content:
             application/json:
               schema:
