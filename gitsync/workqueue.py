@@ -128,21 +128,27 @@ class WorkQueue:
 
         An immediate :meth:`put` of the same key wins over the deferral; of two deferrals
         the earlier one wins. Journaled like :meth:`put` (a crash makes it pending at once
-        on reopen). Safe to call from a worker that still holds ``key``, before or after
-        its :meth:`done`; calling it before ``done`` keeps the key outstanding throughout.
+        on reopen), and like :meth:`put` it returns only once the key's put record is on
+        disk, also when it merges into a record another thread is still syncing. Safe to
+        call from a worker that still holds ``key``, before or after its :meth:`done`;
+        calling it before ``done`` keeps the key outstanding throughout.
 
         Returns:
-            ``False`` if an earlier run is already scheduled or the queue is closed.
+            ``False`` if an earlier run is already scheduled (merged).
+
+        Raises:
+            QueueClosed: after :meth:`close` (nothing was scheduled).
+            JournalError: the record could not be written or synced.
+            TypeError: journaled queues accept only tuples of str.
         """
         with self._lock:
             if self._closed:
-                log.debug("put_later after close ignored key=%s", _fmt(key))
-                return False
-            if key in self._pending or key in self._again:
-                return False
+                raise QueueClosed("work queue is closed")
             due = time.monotonic() + max(0.0, float(delay))
             current = self._deferred.get(key)
-            if current is not None and current[0] <= due:
+            if (key in self._pending or key in self._again
+                    or (current is not None and current[0] <= due)):
+                self._wait_merged_durable(key)
                 return False
             lsn = self._journal_put(key)
             entry = (due, next(self._seq))
@@ -422,6 +428,15 @@ class WorkQueue:
         self._records += 1
         self._written_lsn += 1
         return self._written_lsn
+
+    def _wait_merged_durable(self, key: Key) -> None:
+        """Wait for the put record that a merged ``key`` relies on (lock held)."""
+        if self._path is None:
+            return
+        _check_key(key)
+        lsn = self._journaled.get(key)
+        if lsn is not None:
+            self._wait_durable(lsn)
 
     def _wait_durable(self, lsn: int) -> None:
         """Return once record ``lsn`` is on disk (lock held; released while syncing).

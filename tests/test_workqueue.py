@@ -207,7 +207,10 @@ def test_after_close(queue: WorkQueue):
     assert queue.get(timeout=0) is None
     with pytest.raises(QueueClosed):
         queue.put(key(2))
-    assert queue.put_later(key(3), 1) is False
+    with pytest.raises(QueueClosed):  # never reported as merged: nothing was scheduled
+        queue.put_later(key(3), 1)
+    with pytest.raises(QueueClosed):
+        queue.put_later(key(1), 1)
     assert queue.snapshot()["closed"] is True
 
 
@@ -335,6 +338,41 @@ def test_deferred_keys_survive_reopen_and_are_due_at_once(tmp_path: Path):
     q.put_later(key(2), 3600)
     q.close()
     assert reopen(path) == [key(1), key(2)]
+
+
+@pytest.mark.parametrize("how", ["put", "put_later"])
+def test_a_merged_put_returns_only_after_the_record_it_joins_is_synced(tmp_path, monkeypatch, how):
+    """A 202 for a merged webhook promises durability too: the merged put must wait for
+    the fsync of the record it merges into, which another thread may still be running."""
+    import gitsync.workqueue as workqueue
+
+    real_fsync = workqueue._fsync
+    order: list[str] = []
+    in_fsync = threading.Event()
+    second_returned = threading.Event()
+
+    def slow_fsync(fd: int) -> None:
+        in_fsync.set()
+        # Hold the first sync open until the merged put returns, or long enough for a
+        # merged put that waits correctly to be blocked behind it.
+        second_returned.wait(0.5)
+        real_fsync(fd)
+        order.append("synced")
+
+    q = WorkQueue(tmp_path / "queue.journal")
+    monkeypatch.setattr(workqueue, "_fsync", slow_fsync)
+
+    def enqueue() -> None:
+        q.put(key(1)) if how == "put" else q.put_later(key(1), 60)
+
+    first = start(enqueue)
+    assert in_fsync.wait(LONG)
+    merged = start(lambda: (enqueue(), order.append("merged returned"), second_returned.set()))
+    first.join(LONG)
+    merged.join(LONG)
+    monkeypatch.setattr(workqueue, "_fsync", real_fsync)
+    q.close()
+    assert order[:2] == ["synced", "merged returned"]
 
 
 def test_merged_puts_write_no_record(tmp_path: Path):
