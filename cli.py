@@ -110,15 +110,19 @@ def cli() -> None:
 @click.option("--reconcile-interval", type=float, envvar="RELAY_GIT_RECONCILE_INTERVAL",
               show_envvar=True, default=600.0, show_default=True,
               help="Seconds between full re-syncs that heal lost webhooks (0 = only at startup).")
+@click.option("--proxy-hops", type=int, envvar="RELAY_GIT_PROXY_HOPS", show_envvar=True, default=0,
+              show_default=True, help="Reverse proxies in front whose X-Forwarded-* headers are "
+              "trusted (0: none, the headers are ignored).")
 def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, commit_interval,
-          webhook_secret, debounce, workers, reconcile_interval) -> None:
+          webhook_secret, debounce, workers, reconcile_interval, proxy_hops) -> None:
     """Run the webhook service under gunicorn (the same app as gunicorn -c gunicorn.conf.py wsgi:app)."""
     from gitsync.service import Service
 
     settings = _settings(data_dir=data_dir, log_level=log_level, relay_server_url=relay_server_url,
                          relay_server_api_key=relay_server_api_key, port=port,
                          commit_interval=commit_interval, webhook_secret=webhook_secret,
-                         workers=workers, reconcile_interval=reconcile_interval, debounce=debounce)
+                         workers=workers, reconcile_interval=reconcile_interval, debounce=debounce,
+                         proxy_hops=proxy_hops)
     try:
         settings.require_relay()
         Service.check(settings)
@@ -132,6 +136,7 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, com
         "WEBHOOK_SECRET": settings.webhook_secret, "RELAY_GIT_WORKERS": str(settings.workers),
         "RELAY_GIT_RECONCILE_INTERVAL": str(settings.reconcile_interval),
         "RELAY_GIT_DEBOUNCE": str(settings.debounce),
+        "RELAY_GIT_PROXY_HOPS": str(settings.proxy_hops),
     }
     env.update({k: v for k, v in values.items() if v})
     root = Path(__file__).resolve().parent

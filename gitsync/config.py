@@ -53,6 +53,7 @@ ENV_VARS: dict[str, str] = {
     "author_email": "RELAY_GIT_AUTHOR_EMAIL",
     "trust_on_first_use": "RELAY_GIT_SSH_TRUST_ON_FIRST_USE",
     "log_level": "RELAY_GIT_LOG_LEVEL",
+    "proxy_hops": "RELAY_GIT_PROXY_HOPS",
 }
 
 
@@ -119,6 +120,9 @@ class Settings:
     author_email: str = "relay-git-sync@localhost"
     trust_on_first_use: bool = False
     log_level: str = "INFO"
+    # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host/-Prefix
+    # headers are trusted; 0 trusts none (a client could otherwise set them).
+    proxy_hops: int = 0
     max_body_bytes: int = 64 * 1024
     # A folder update deleting more than this share of files (and more than
     # mass_delete_min files) is held until confirmed (DESIGN invariant 6).
@@ -215,6 +219,7 @@ _KINDS = {
     "fetch_concurrency": int,
     "reconcile_interval": float,
     "trust_on_first_use": bool,
+    "proxy_hops": int,
     "connectors_file": Path,
 }
 
@@ -259,6 +264,8 @@ def validate(settings: Settings) -> Settings:
         raise bad("--workers", "must be at least 1", settings.workers)
     if settings.fetch_concurrency < 1:
         raise bad("--fetch-concurrency", "must be at least 1", settings.fetch_concurrency)
+    if not 0 <= settings.proxy_hops <= 10:
+        raise bad("--proxy-hops", "must be between 0 (no proxy) and 10", settings.proxy_hops)
     if settings.reconcile_interval < 0:
         raise bad("--reconcile-interval", "must be 0 (off) or more seconds", settings.reconcile_interval)
     if settings.relay_server_url:

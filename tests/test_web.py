@@ -459,12 +459,35 @@ def test_apps_are_independent(service):
     assert post(two.test_client(), event(), bearer("secret-two")).status_code == 202
 
 
-def test_proxy_prefix_is_respected(client):
-    response = client.get(
-        "/docs", headers={"X-Forwarded-Prefix": "/sync", "X-Forwarded-Host": "example.org"}
-    )
+FORWARDED = {
+    "X-Forwarded-Prefix": "/sync",
+    "X-Forwarded-Host": "example.org",
+    "X-Forwarded-For": "203.0.113.9",
+}
+
+
+def test_forwarded_headers_are_ignored_without_a_configured_proxy(client, caplog):
+    # Without a proxy, anyone can send these headers: they must not steer redirects or
+    # the client address in the logs.
+    response = client.get("/docs", headers=FORWARDED)
+    assert response.status_code == 308
+    assert response.headers["Location"] in ("/docs/", "http://localhost/docs/")
+    caplog.set_level(logging.WARNING, logger="gitsync")
+    assert post(client, event(), {**FORWARDED, **bearer("wrong")}).status_code == 401
+    assert "remote=127.0.0.1" in caplog.text and "203.0.113.9" not in caplog.text
+
+
+@pytest.mark.parametrize("hops", [1, 2])
+def test_proxy_prefix_is_respected_when_proxy_hops_are_set(service, caplog, hops):
+    client = make_app(BEARER_SECRET, service, proxy_hops=hops).test_client()
+    # The outermost proxy sets the public values; each inner one appends its own.
+    headers = {name: ", ".join([value] + ["10.0.0.2"] * (hops - 1)) for name, value in FORWARDED.items()}
+    response = client.get("/docs", headers=headers)
     assert response.status_code == 308
     assert response.headers["Location"] in ("/sync/docs/", "http://example.org/sync/docs/")
+    caplog.set_level(logging.WARNING, logger="gitsync")
+    assert post(client, event(), {**headers, **bearer("wrong")}).status_code == 401
+    assert "remote=203.0.113.9" in caplog.text
 
 
 # --- API -----------------------------------------------------------------------------

@@ -48,7 +48,8 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
             ``public_key``); ``None`` makes ``POST /webhooks`` answer 503 after auth.
 
     Returns:
-        The Flask app, wrapped in ``ProxyFix`` for one reverse proxy hop.
+        The Flask app; wrapped in ``ProxyFix`` for ``settings.proxy_hops`` reverse proxy
+        hops when that is not 0.
 
     Raises:
         ConfigError: the settings do not parse, or a ``whsec_`` webhook secret is not
@@ -99,12 +100,15 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
     app.extensions[EXTENSION_KEY]["openapi"] = spec_dict
     app.extensions[EXTENSION_KEY]["openapi_yaml"] = spec_yaml
 
-    # Behind gunicorn's reverse proxy: trust one hop of X-Forwarded-For/-Proto/-Host/
-    # -Prefix so redirects (/docs -> /docs/) and generated URLs use the public address.
-    # Without a proxy a client can set these headers, which only affects those URLs.
-    app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-        app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1
-    )
+    # Behind reverse proxies: trust their X-Forwarded-For/-Proto/-Host/-Prefix so that
+    # redirects (/docs -> /docs/), generated URLs and logged client addresses are the
+    # public ones. Only as many hops as configured: without a proxy, a client could set
+    # these headers itself.
+    hops = settings.proxy_hops
+    if hops:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops
+        )
 
     if webhook_auth.mode == "none":
         log.warning(
