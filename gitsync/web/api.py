@@ -122,7 +122,7 @@ def openapi_yaml() -> Any:
           content:
             application/yaml:
               schema:
-                type: string
+                type: object
     """
     text = current_app.extensions["gitsync"]["openapi_yaml"]
     return Response(text, mimetype="application/yaml")
