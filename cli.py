@@ -104,7 +104,8 @@ def cli() -> None:
               help="Shared secret (Bearer token) or whsec_ signing secret for POST /webhooks "
               "(prefer the environment variable).")
 @click.option("--debounce", type=float, envvar="RELAY_GIT_DEBOUNCE", show_envvar=True, default=1.0,
-              show_default=True, help="Seconds a document's webhooks are gathered into one fetch.")
+              show_default=True, help="Least seconds between two fetches of one document (the first "
+              "webhook is fetched at once; later ones in the interval make one more fetch).")
 @click.option("--workers", type=int, envvar="RELAY_GIT_WORKERS", show_envvar=True, default=4,
               show_default=True, help="Background sync threads.")
 @click.option("--reconcile-interval", type=float, envvar="RELAY_GIT_RECONCILE_INTERVAL",

@@ -110,8 +110,9 @@ class Settings:
     ssh_private_key: str | None = field(default=None, repr=False)
     port: int = 8000
     commit_interval: float = 10.0
-    # Seconds a document's webhooks are gathered before it is fetched: a typing user
-    # sends many per second, and one fetch per window is enough.
+    # Least seconds between two fetches of one document: a typing user sends many
+    # webhooks per second. The first is fetched at once; those within the interval
+    # after it merge into one more fetch at its end.
     debounce: float = 1.0
     workers: int = 4
     fetch_concurrency: int = 8

@@ -343,7 +343,9 @@ class Service:
         # A gunicorn worker replacing another waits for it to let go of the data dir.
         self.engine = open_engine(settings, self.config, lock_timeout=60.0)
         self.remotes = Remotes(settings, self.config)
-        self.queue = WorkQueue(settings.queue_dir / "journal.jsonl")
+        # A document's first webhook is fetched at once; later ones within `debounce`
+        # seconds of that fetch's start merge into one more fetch at the interval's end.
+        self.queue = WorkQueue(settings.queue_dir / "journal.jsonl", min_interval=settings.debounce)
         self.state = State.STARTING
         self.initial_sync_done = threading.Event()
         self._stop = threading.Event()
@@ -416,7 +418,7 @@ class Service:
             return
         deadline = time.monotonic() + timeout
         self._set_state(State.STOPPING)
-        self.queue.expedite()  # webhooks still in their debounce window are drained too
+        self.queue.expedite()  # work waiting for its interval or a retry is drained too
         drained = self.queue.wait_idle(timeout=max(0.0, timeout * 0.6))
         if not drained:
             log.warning("stopping with work still queued; it resumes on the next start "
@@ -449,13 +451,12 @@ class Service:
                 self._counts["ignored"] += 1
             log.debug("webhook ignored, no connector for relay relay=%s doc=%s", relay_id, doc_id)
             return {"status": "ignored", "reason": "no connector for this relay", "doc_id": event["doc_id"]}
-        from .workqueue import JournalError, QueueClosed
+        from .workqueue import JournalError, Lane, QueueClosed
 
         if self.state in (State.STOPPING, State.STOPPED):
             raise ServiceUnavailable("service is shutting down; not accepted")
         try:
-            # Durable like put(); webhooks for the key within the window merge into one run.
-            created = self.queue.put_later((relay_id, doc_id), self.settings.debounce)
+            created = self.queue.put((relay_id, doc_id), lane=Lane.INTERACTIVE)
         except QueueClosed:
             raise ServiceUnavailable("service is shutting down; not accepted") from None
         except JournalError as exc:
