@@ -6,7 +6,9 @@ Relay stand-in on loopback, once for each source tree given (``--base DIR`` firs
 the baseline, then this tree), one after the other in the same run, and prints the
 figures side by side:
 
-1. start: process start to the first ``/health`` 200;
+1. start: process start to the first ``/health`` 200 (median of ``--starts`` fresh
+   starts), and the CPU seconds master and worker used by then (less noisy than the
+   wall time on a shared machine);
 2. slow clients: with ``--slow`` connections open that stall mid-request (nothing, half
    a request line, half a header block, a body that never comes), ``GET /health`` and
    a valid webhook on fresh connections: latency, or "no answer" within 5 s;
@@ -114,8 +116,9 @@ class Gunicorn:
             start_new_session=True,
         )
 
-    def health_after_start(self) -> float:
-        """Seconds from process start to the first /health 200 (polled every 5 ms)."""
+    def health_after_start(self) -> tuple[float, float]:
+        """Seconds from process start to the first /health 200 (polled every 5 ms), and
+        the CPU seconds the service's processes had used by then."""
 
         def up() -> bool:
             if self.proc.poll() is not None:
@@ -125,7 +128,8 @@ class Gunicorn:
             except requests.ConnectionError:
                 return False
 
-        return wait_for(up, "/health", 60, 0.005) - self.started
+        wall = wait_for(up, "/health", 60, 0.005) - self.started
+        return wall, _group_cpu_seconds(self.proc.pid)
 
     def status(self) -> dict:
         return requests.get(f"{self.url}/api/status", timeout=10).json()
@@ -139,6 +143,22 @@ class Gunicorn:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
         self._log.close()
+
+
+def _group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes in process group ``pgid``."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def slow_clients(service: Gunicorn, relay: DevRelay, doc: str, count: int) -> dict[str, str]:
@@ -192,18 +212,31 @@ def run_wrk(url: str, script: str, args: argparse.Namespace, tmp: Path) -> dict:
     }
 
 
-def measure(name: str, root: Path, relay: DevRelay, folder: FolderHandle, docs: list[str],
-            args: argparse.Namespace, tmp: Path) -> dict:
-    data_dir = tmp / name.replace(" ", "-") / "data"
-    data_dir.mkdir(parents=True)
+def _data_dir(tmp: Path, folder: FolderHandle) -> Path:
+    data_dir = Path(tempfile.mkdtemp(dir=tmp)) / "data"
+    data_dir.mkdir()
     (data_dir / "git_connectors.toml").write_text(
         f'[[git_connector]]\nshared_folder_id = "{folder.folder_id}"\n'
         f'relay_id = "{folder.relay_id}"\n'
     )
+    return data_dir
+
+
+def measure(name: str, root: Path, relay: DevRelay, folder: FolderHandle, docs: list[str],
+            args: argparse.Namespace, tmp: Path) -> dict:
     result: dict = {"name": name}
-    service = Gunicorn(root, relay, data_dir, args.gunicorn_threads)
+    starts = []
+    for _ in range(args.starts):
+        service = Gunicorn(root, relay, _data_dir(tmp, folder), args.gunicorn_threads)
+        try:
+            starts.append(service.health_after_start())
+        finally:
+            service.stop()
+    result["health"] = statistics.median(wall for wall, _ in starts)
+    result["health_cpu"] = statistics.median(cpu for _, cpu in starts)
+    service = Gunicorn(root, relay, _data_dir(tmp, folder), args.gunicorn_threads)
     try:
-        result["health"] = service.health_after_start()
+        service.health_after_start()
         fixed = json.dumps(relay.webhook_payload(docs[0]))
         result["wrk_fixed"] = run_wrk(service.url, _WRK_FIXED.format(secret=SECRET, body=fixed),
                                       args, tmp)
@@ -223,6 +256,7 @@ def main() -> int:
     parser.add_argument("--base", type=Path, help="baseline source tree (measured first)")
     parser.add_argument("--notes", type=int, default=4000, help="documents in the synced folder")
     parser.add_argument("--slow", type=int, default=50, help="stalled connections")
+    parser.add_argument("--starts", type=int, default=3, help="fresh starts timed per tree")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--wrk-threads", type=int, default=2)
@@ -251,7 +285,8 @@ def main() -> int:
         print(f"{label:<44}" + "".join(f"{cell(r):>30}" for r in results))
 
     row("", lambda r: r["name"])
-    row("process start -> /health 200", lambda r: f"{r['health']:.2f} s")
+    row("process start -> /health 200 (median)", lambda r: f"{r['health']:.2f} s")
+    row("  CPU used by then (master + worker)", lambda r: f"{r['health_cpu']:.2f} s")
     for key, label in (("wrk_fixed", "one document"), ("wrk_random", "random documents")):
         row(f"intake, {label}: requests/s", lambda r, k=key: f"{r[k]['rate']:.0f}")
         row(f"intake, {label}: p50 / p99", lambda r, k=key: f"{r[k]['p50']:.1f} / {r[k]['p99']:.1f} ms")

@@ -210,8 +210,6 @@ def check_remotes(settings: Settings, config: ConnectorsConfig):
 
 def connector_problems(settings: Settings, config: ConnectorsConfig) -> list[str]:
     """What would stop the connectors from working, checked without the network."""
-    import paramiko
-
     from . import gitrepo
 
     problems = []
@@ -219,6 +217,8 @@ def connector_problems(settings: Settings, config: ConnectorsConfig) -> list[str
         problems.append(f"no connectors file at {settings.connectors_path}: "
                         "check --data-dir / RELAY_GIT_DATA_DIR")
     for n, line in enumerate(config.known_hosts, start=1):
+        import paramiko  # only here: its import is a good part of the service's start time
+
         try:
             entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
         except Exception:

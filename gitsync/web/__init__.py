@@ -5,14 +5,17 @@ no module holds an app object. The app starts no threads: the service object han
 owns the queue and workers, and gunicorn's hooks (or ``cli.py``) start and stop it.
 
 Per-app state lives in ``app.extensions["gitsync"]``, a dict with ``settings``,
-``service``, ``webhook_auth``, ``openapi`` (the spec as a dict) and ``openapi_yaml``.
-Views reach it through :func:`get_settings`, :func:`get_service` and friends.
+``service`` and ``webhook_auth``. Views reach it through :func:`get_settings`,
+:func:`get_service` and friends. The OpenAPI document is built on its first request
+(:func:`get_openapi`): apispec and the YAML dump are not on the way to the first
+``/health`` answer after a start.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -27,6 +30,7 @@ __all__ = [
     "EXTENSION_KEY",
     "attach_service",
     "create_app",
+    "get_openapi",
     "get_service",
     "get_settings",
     "get_webhook_auth",
@@ -58,7 +62,6 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
     from flask_swagger_ui import get_swaggerui_blueprint
 
     from . import api, webhooks
-    from .openapi import build_spec, spec_documents
 
     if settings is None:
         settings = settings_from_env()
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
         "settings": settings,
         "service": service,
         "webhook_auth": webhook_auth,
+        "openapi_lock": threading.Lock(),
     }
 
     app.register_blueprint(webhooks.bp)
@@ -95,10 +99,6 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
 
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unhandled_error)
-
-    spec_dict, spec_yaml = spec_documents(build_spec(app))
-    app.extensions[EXTENSION_KEY]["openapi"] = spec_dict
-    app.extensions[EXTENSION_KEY]["openapi_yaml"] = spec_yaml
 
     # Behind reverse proxies: trust their X-Forwarded-For/-Proto/-Host/-Prefix so that
     # redirects (/docs -> /docs/), generated URLs and logged client addresses are the
@@ -124,6 +124,17 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
 def attach_service(app: Flask, service: Any) -> None:
     """Hand the app its service after creation (e.g. started lazily after a fork)."""
     app.extensions[EXTENSION_KEY]["service"] = service
+
+
+def get_openapi(app: Flask) -> tuple[dict[str, Any], str]:
+    """The app's OpenAPI document as a dict and as YAML text, built once on first use."""
+    state = app.extensions[EXTENSION_KEY]
+    with state["openapi_lock"]:
+        if "openapi" not in state:
+            from .openapi import build_spec, spec_documents
+
+            state["openapi"], state["openapi_yaml"] = spec_documents(build_spec(app))
+    return state["openapi"], state["openapi_yaml"]
 
 
 def _state() -> dict[str, Any]:

@@ -124,7 +124,9 @@ def openapi_yaml() -> Any:
               schema:
                 type: object
     """
-    text = current_app.extensions["gitsync"]["openapi_yaml"]
+    from . import get_openapi
+
+    _, text = get_openapi(current_app)
     return Response(text, mimetype="application/yaml")
 
 
@@ -143,4 +145,7 @@ def openapi_json() -> Any:
               schema:
                 type: object
     """
-    return jsonify(current_app.extensions["gitsync"]["openapi"])
+    from . import get_openapi
+
+    spec, _ = get_openapi(current_app)
+    return jsonify(spec)
