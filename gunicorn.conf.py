@@ -43,6 +43,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # Connections open at once, slow ones included (beyond it new ones wait in the backlog).
 worker_connections = 1000
 keepalive = 5  # seconds an idle kept-alive connection stays open (a reverse proxy reuses it)
+# Forwarded headers (X-Forwarded-Proto and friends) are the app's to trust, as many proxy
+# hops as RELAY_GIT_PROXY_HOPS says; gunicorn itself would trust them from 127.0.0.1.
+forwarded_allow_ips = ""
 # SIGTERM drains the queue and makes the final commit and push before the worker exits;
 # whatever does not fit stays in the on-disk journal for the next start.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "60"))

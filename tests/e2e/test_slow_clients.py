@@ -131,6 +131,12 @@ def test_requests_of_every_shape_still_get_answers(relay_server: DevRelay, tmp_p
             answer = _exchange(svc.port, head + b"Content-Length: %d\r\n\r\n" % size + big)
             assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
 
+        # forwarded headers from a client are not trusted: no proxy hops are configured
+        spoofed = requests.get(f"{svc.url}/docs", allow_redirects=False, timeout=10, headers={
+            "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example", "X-Forwarded-Prefix": "/x"})
+        assert spoofed.status_code == 308
+        assert spoofed.headers["Location"] in ("/docs/", f"{svc.url}/docs/"), spoofed.headers["Location"]
+
         # a head larger than any request we serve
         answer = _exchange(svc.port, b"GET /health HTTP/1.1\r\nX-Big: " + b"y" * 20_000 + b"\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 4"), answer[:200]
