@@ -15,7 +15,10 @@ figures side by side:
 3. intake: ``wrk -t2 -c32 -d10s`` posting valid webhooks while the startup full sync of
    a ``--notes`` document folder runs: requests/s, p50 and p99 latency, non-2xx. Two
    loads: every request for one document (merged into pending work) and each request
-   for a document picked at random from the folder (new work, journaled and fsync'd).
+   for a document picked at random from the folder (new work, journaled and fsync'd);
+4. cost: the same one-document load against an idle service (a one-note folder,
+   startup sync done): requests/s, and the worker's CPU time per request, which
+   depends far less on what else runs on the machine than requests/s do.
 
 Needs ``wrk`` on PATH (``apt-get install wrk``). A baseline tree is any checkout of this
 project, e.g. ``git worktree add /tmp/base main``. The machine's cores are shared by the
@@ -222,9 +225,40 @@ def _data_dir(tmp: Path, folder: FolderHandle) -> Path:
     return data_dir
 
 
+def _worker_cpu_seconds(service: Gunicorn) -> float:
+    """CPU seconds of everything in the service's process group but the master."""
+    return _group_cpu_seconds(service.proc.pid) - _process_cpu_seconds(service.proc.pid)
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cost(root: Path, relay: DevRelay, args: argparse.Namespace, tmp: Path) -> dict:
+    """Requests/s and worker CPU per request of one-document webhooks, nothing else running."""
+    folder = relay.add_folder()
+    folder.put_markdown("note.md", "one note\n")
+    doc = folder.doc_compound_id("note.md")
+    service = Gunicorn(root, relay, _data_dir(tmp, folder), args.gunicorn_threads)
+    try:
+        service.health_after_start()
+        wait_for(lambda: service.status()["initial_sync"] == "done", "startup sync", 60)
+        script = _WRK_FIXED.format(secret=SECRET, body=json.dumps(relay.webhook_payload(doc)))
+        before = _worker_cpu_seconds(service)
+        result = run_wrk(service.url, script, args, tmp)
+        used = _worker_cpu_seconds(service) - before
+        result["cpu_us"] = used / max(1.0, result["rate"] * args.duration) * 1e6
+        return result
+    finally:
+        service.stop()
+
+
 def measure(name: str, root: Path, relay: DevRelay, folder: FolderHandle, docs: list[str],
             args: argparse.Namespace, tmp: Path) -> dict:
     result: dict = {"name": name}
+    result["idle"] = idle_cost(root, relay, args, tmp)
     starts = []
     for _ in range(args.starts):
         service = Gunicorn(root, relay, _data_dir(tmp, folder), args.gunicorn_threads)
@@ -262,6 +296,8 @@ def main() -> int:
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--gunicorn-threads", type=int, default=None,
                         help="GUNICORN_THREADS for both trees (default: each tree's own)")
+    parser.add_argument("--only-idle", action="store_true",
+                        help="measure only the idle-service cost (quick comparisons)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         parser.error("wrk not found on PATH (apt-get install wrk)")
@@ -279,6 +315,12 @@ def main() -> int:
               f"{os.cpu_count()} cores shared by the stand-in, wrk and the service")
         print(f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s, during the "
               f"startup full sync of that folder; slow clients: {args.slow}\n")
+        if args.only_idle:
+            for name, root in trees:
+                r = idle_cost(root, relay, args, tmp)
+                print(f"{name}: {r['rate']:.0f} requests/s, p50 {r['p50']:.1f} ms, "
+                      f"p99 {r['p99']:.1f} ms, worker CPU {r['cpu_us']:.0f} us per request")
+            return 0
         results = [measure(name, root, relay, folder, docs, args, tmp) for name, root in trees]
 
     def row(label: str, cell) -> None:
@@ -294,6 +336,10 @@ def main() -> int:
             lambda r, k=key: f"{r[k]['non2xx']}, {r[k]['socket_errors']}"[:29])
         row(f"intake, {label}: full sync still running",
             lambda r, k=key: "yes" if r[f"sync_running_after_{k[4:]}"] else "no (finished)")
+    row("idle service, one document: requests/s", lambda r: f"{r['idle']['rate']:.0f}")
+    row("idle service, one document: p50 / p99",
+        lambda r: f"{r['idle']['p50']:.1f} / {r['idle']['p99']:.1f} ms")
+    row("idle service: worker CPU per request", lambda r: f"{r['idle']['cpu_us']:.0f} us")
     for label in ("GET /health", "POST /webhooks"):
         row(f"{args.slow} slow clients open: {label}", lambda r, k=label: r["slow"][k])
     return 0

@@ -23,6 +23,7 @@ from .relay import RelayClient, Unauthorized
 from .remotes import Remotes, redact_url, remote_spec
 from .service_errors import CredentialsError, ServiceError, ServiceUnavailable
 from .state import DataDirBusy
+from .workqueue import JournalError, Lane, QueueClosed, WorkQueue
 
 __all__ = [
     "CredentialsError",
@@ -336,8 +337,6 @@ class Service:
     """
 
     def __init__(self, settings: Settings, connectors: ConnectorsConfig | None = None):
-        from .workqueue import WorkQueue
-
         self.settings = settings
         self.config = connectors if connectors is not None else self.check(settings)
         # A gunicorn worker replacing another waits for it to let go of the data dir.
@@ -451,8 +450,6 @@ class Service:
                 self._counts["ignored"] += 1
             log.debug("webhook ignored, no connector for relay relay=%s doc=%s", relay_id, doc_id)
             return {"status": "ignored", "reason": "no connector for this relay", "doc_id": event["doc_id"]}
-        from .workqueue import JournalError, Lane, QueueClosed
-
         if self.state in (State.STOPPING, State.STOPPED):
             raise ServiceUnavailable("service is shutting down; not accepted")
         try:

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import sys
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,6 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 import yaml
+from flask import request
 from openapi_spec_validator import validate
 from standardwebhooks.webhooks import Webhook
 from werkzeug.test import EnvironBuilder
@@ -61,12 +63,24 @@ class FailingService(RecordingService):
         raise OSError("journal full")
 
 
+FAST_PATH = True
+
+
+@pytest.fixture(autouse=True, params=["fast-path", "flask-only"])
+def intake_path(request, monkeypatch):
+    """Every test here runs twice: webhooks and /health answered by the fast path
+    (gitsync.web.fastpath), and by the Flask views alone. Both must answer alike."""
+    monkeypatch.setattr(sys.modules[__name__], "FAST_PATH", request.param == "fast-path")
+    return request.param
+
+
 def make_app(secret: str | None = BEARER_SECRET, service: Any = "recording", **overrides: Any):
     if service == "recording":
         service = RecordingService()
     settings = Settings(webhook_secret=secret, **overrides)
     app = create_app(settings, service)
     app.config["WEBHOOK_CLOCK"] = lambda: NOW
+    app.config["INTAKE_FAST_PATH"] = FAST_PATH
     return app
 
 
@@ -333,6 +347,33 @@ def test_service_failure_is_json_500_without_details(caplog):
     assert response.status_code == 500
     assert response.get_json() == {"error": "internal server error"}
     assert "unhandled error" in caplog.text
+
+
+def test_fast_path_answers_the_plain_cases_and_leaves_the_rest_to_flask(intake_path):
+    app = make_app()
+    seen: list[str] = []
+    app.before_request(lambda: seen.append(request.path) and None)
+    client = app.test_client()
+    assert post(client, event(), bearer()).status_code == 202
+    assert client.get("/health").status_code == 200
+    assert post(client, b"x" * 70_000, bearer()).status_code == 413  # too large: Flask's message
+    assert client.get("/api/status").status_code == 200
+    if intake_path == "fast-path":
+        assert seen == ["/webhooks", "/api/status"]
+    else:
+        assert seen == ["/webhooks", "/health", "/webhooks", "/api/status"]
+
+
+def test_body_cut_short_is_400(service):
+    app = make_app(BEARER_SECRET, service)
+    body = json.dumps(event()).encode()
+    environ = EnvironBuilder(path="/webhooks", method="POST", headers=bearer(),
+                             content_type="application/json", input_stream=io.BytesIO(body[:-10])).get_environ()
+    environ["CONTENT_LENGTH"] = str(len(body))
+    response = Response.from_app(app, environ)
+    assert response.status_code == 400
+    assert json.loads(response.get_data()) == {"error": "bad request"}
+    assert service.accepted == []
 
 
 # --- Flask's own errors as JSON ------------------------------------------------------

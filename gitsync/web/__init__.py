@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
     from flask_swagger_ui import get_swaggerui_blueprint
 
     from . import api, webhooks
+    from .fastpath import FastPath
 
     if settings is None:
         settings = settings_from_env()
@@ -99,6 +100,9 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
 
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unhandled_error)
+
+    # The hot endpoints (webhooks, health) skip Flask's per-request machinery.
+    app.wsgi_app = FastPath(app, app.wsgi_app)  # type: ignore[method-assign]
 
     # Behind reverse proxies: trust their X-Forwarded-For/-Proto/-Host/-Prefix so that
     # redirects (/docs -> /docs/), generated URLs and logged client addresses are the

@@ -47,6 +47,7 @@ HEAD_BYTES = 16 * 1024  # a head longer than this goes to gunicorn's parser, whi
 BUFFERED_BODY_BYTES = 256 * 1024  # bodies up to this size are read before a thread is used
 _RECV_BYTES = 64 * 1024
 
+_COMPLETE, _CLOSED, _MORE = object(), object(), object()
 _CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*([0-9]{1,12})[ \t]*\r?$", re.I | re.M)
 
 
@@ -105,7 +106,7 @@ class HeadFirstWorker(ThreadWorker):
             return
         self.nr_conns += 1
         conn = _BufferedConn(self.cfg, client_sock, client_addr, listener.getsockname())
-        self._read_in_loop(conn)
+        self._start_request(conn)
 
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
         """A kept-alive connection has bytes: read its next request in the loop too."""
@@ -114,9 +115,7 @@ class HeadFirstWorker(ThreadWorker):
             return
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
-        self._read_in_loop(conn)
-        if conn in self.reading_conns:
-            self._on_bytes(conn, client)
+        self._start_request(conn)
 
     def _cap_keepalive(self, deadline: float) -> None:
         # A stopping worker gives clients still sending a request the same short grace
@@ -134,29 +133,44 @@ class HeadFirstWorker(ThreadWorker):
 
     # -------------------------------------------------------------- reading in the loop
 
-    def _read_in_loop(self, conn: _BufferedConn) -> None:
+    def _start_request(self, conn: _BufferedConn) -> None:
+        """Read what has arrived; hand a whole request on, else wait for the rest."""
         conn.sock.setblocking(False)
-        conn.timeout = time.monotonic() + REQUEST_TIMEOUT
         conn.data_ready = True  # gunicorn's own wait-for-data step is not needed
-        self.reading_conns.append(conn)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_bytes, conn))
+        outcome = self._receive(conn)
+        if outcome is _COMPLETE:  # the usual case on a busy kept-alive connection
+            self.enqueue_req(conn)
+        elif outcome is _CLOSED:
+            self.nr_conns -= 1
+            conn.close()
+        else:
+            conn.timeout = time.monotonic() + REQUEST_TIMEOUT
+            self.reading_conns.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_bytes, conn))
 
     def _on_bytes(self, conn: _BufferedConn, client: Any) -> None:
-        try:
-            chunk = conn.sock.recv(_RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            chunk = b""
-        if not chunk:  # the client went away before sending a request
-            self.reading_conns.remove(conn)
-            self._drop(conn)
-            return
-        conn.received += chunk
-        if request_complete(conn.received):
+        outcome = self._receive(conn)
+        if outcome is _COMPLETE:
             self.poller.unregister(conn.sock)
             self.reading_conns.remove(conn)
             self.enqueue_req(conn)
+        elif outcome is _CLOSED:  # the client went away before sending a request
+            self.reading_conns.remove(conn)
+            self._drop(conn)
+
+    @staticmethod
+    def _receive(conn: _BufferedConn) -> object:
+        """One non-blocking read: _COMPLETE, _CLOSED, or _MORE (nothing or not enough)."""
+        try:
+            chunk = conn.sock.recv(_RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return _MORE
+        except OSError:
+            return _CLOSED
+        if not chunk:
+            return _CLOSED
+        conn.received += chunk
+        return _COMPLETE if request_complete(conn.received) else _MORE
 
     def _drop(self, conn: _BufferedConn) -> None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -18,9 +19,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..ids import InvalidId, parse_compound_id
 from ..service_errors import ServiceUnavailable
-from .auth import AuthError
+from .auth import AuthError, WebhookAuth
 
-__all__ = ["EventError", "HANDLED_EVENT", "MAX_JSON_DEPTH", "bp", "parse_event"]
+__all__ = ["EventError", "HANDLED_EVENT", "MAX_JSON_DEPTH", "bp", "handle_webhook", "parse_event"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,56 @@ def parse_event(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, An
     }
 
 
+def handle_webhook(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    auth: WebhookAuth,
+    service: Any,
+    now: float,
+    remote_addr: str | None,
+) -> tuple[int, dict[str, Any]]:
+    """Everything ``POST /webhooks`` decides, for a body already read within the limit.
+
+    Shared by the Flask view and the fast path (``gitsync.web.fastpath``), so both
+    answer alike.
+
+    Returns:
+        The status code and the JSON object to answer with.
+
+    Raises:
+        Exception: whatever ``service.accept`` raises other than ServiceUnavailable (a
+            bug: answered as a bare 500 by the caller).
+    """
+    try:
+        auth.verify(headers, body, now=now)
+    except AuthError as exc:
+        log.warning("webhook refused reason=%s remote=%s", exc, remote_addr)
+        return 401, {"error": str(exc)}
+    try:
+        event = parse_event(body)
+    except EventError as exc:
+        log.info("webhook rejected reason=%s", exc)
+        return 400, {"error": str(exc)}
+    if event is None:
+        return 200, {"status": "ignored", "reason": "event type not handled"}
+    if service is None:
+        return 503, {"error": "service not running"}
+    try:
+        result = service.accept(event)
+    except ServiceUnavailable as exc:
+        # Not accepted, so not acknowledged: the Relay Server logs the failure and the
+        # next edit (or our reconcile) brings the change.
+        log.warning("webhook not queued doc=%s reason=%s", event["doc_id"], exc)
+        return 503, {"error": str(exc)}
+    log.debug(
+        "webhook accepted doc=%s status=%s",
+        event["doc_id"],
+        result.get("status") if isinstance(result, dict) else None,
+    )
+    return 202, result
+
+
 def _nested_deeper_than(text: str, limit: int) -> bool:
     """Whether the JSON ``text`` opens more than ``limit`` arrays/objects at once.
 
@@ -151,10 +202,6 @@ def _read_body() -> bytes:
     if request.content_length is None and limit is not None and len(body) >= limit:
         raise RequestEntityTooLarge()
     return body
-
-
-def _error(status: int, message: str) -> tuple[Any, int]:
-    return jsonify(error=message), status
 
 
 @bp.post("/webhooks")
@@ -234,34 +281,12 @@ def receive_webhook() -> Any:
     from . import get_service, get_webhook_auth
 
     body = _read_body()
-    auth = get_webhook_auth()
-    try:
-        auth.verify(request.headers, body, now=current_app.config["WEBHOOK_CLOCK"]())
-    except AuthError as exc:
-        log.warning("webhook refused reason=%s remote=%s", exc, request.remote_addr)
-        return _error(401, str(exc))
-
-    try:
-        event = parse_event(body)
-    except EventError as exc:
-        log.info("webhook rejected reason=%s", exc)
-        return _error(400, str(exc))
-    if event is None:
-        return jsonify(status="ignored", reason="event type not handled"), 200
-    service = get_service()
-    if service is None:
-        return _error(503, "service not running")
-
-    try:
-        result = service.accept(event)
-    except ServiceUnavailable as exc:
-        # Not accepted, so not acknowledged: the Relay Server logs the failure and the
-        # next edit (or our reconcile) brings the change.
-        log.warning("webhook not queued doc=%s reason=%s", event["doc_id"], exc)
-        return _error(503, str(exc))
-    log.debug(
-        "webhook accepted doc=%s status=%s",
-        event["doc_id"],
-        result.get("status") if isinstance(result, dict) else None,
+    status, answer = handle_webhook(
+        request.headers,
+        body,
+        auth=get_webhook_auth(),
+        service=get_service(),
+        now=current_app.config["WEBHOOK_CLOCK"](),
+        remote_addr=request.remote_addr,
     )
-    return jsonify(result), 202
+    return jsonify(answer), status
