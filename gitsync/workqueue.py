@@ -265,13 +265,16 @@ class WorkQueue:
             self._promote_due(now)
             for lane in (Lane(lane) for lane in lanes):
                 pending = self._pending[lane]
-                for key in list(pending):
-                    if len(taken) >= limit:
-                        return taken
+                matched = []
+                for key in pending:  # no copy: thousands may be pending
+                    if len(taken) + len(matched) >= limit:
+                        break
                     if predicate(key):
-                        del pending[key]
-                        self._start(key, now)
-                        taken.append(key)
+                        matched.append(key)
+                for key in matched:
+                    del pending[key]
+                    self._start(key, now)
+                taken.extend(matched)
         return taken
 
     def done(self, key: Key) -> None:
