@@ -120,15 +120,19 @@ def cli() -> None:
               help="Shared secret (Bearer token) or whsec_ signing secret for POST /webhooks "
               "(prefer the environment variable).")
 @click.option("--debounce", type=float, envvar="RELAY_GIT_DEBOUNCE", show_envvar=True, default=1.0,
-              show_default=True, help="Seconds a document's webhooks are gathered into one fetch.")
+              show_default=True, help="Least seconds between two fetches of one document (the first "
+              "webhook is fetched at once; later ones in the interval make one more fetch).")
 @click.option("--workers", type=int, envvar="RELAY_GIT_WORKERS", show_envvar=True, default=4,
               show_default=True, help="Background sync threads.")
 @click.option("--reconcile-interval", type=float, envvar="RELAY_GIT_RECONCILE_INTERVAL",
               show_envvar=True, default=600.0, show_default=True,
               help="Seconds between full re-syncs that heal lost webhooks (0 = only at startup).")
+@click.option("--proxy-hops", type=int, envvar="RELAY_GIT_PROXY_HOPS", show_envvar=True, default=0,
+              show_default=True, help="Reverse proxies in front whose X-Forwarded-* headers are "
+              "trusted (0: none, the headers are ignored).")
 @_size_options
 def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, commit_interval,
-          webhook_secret, debounce, workers, reconcile_interval, max_update_bytes,
+          webhook_secret, debounce, workers, reconcile_interval, proxy_hops, max_update_bytes,
           max_attachment_bytes) -> None:
     """Run the webhook service under gunicorn (the same app as gunicorn -c gunicorn.conf.py wsgi:app)."""
     from gitsync.service import Service
@@ -137,7 +141,8 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, com
                          relay_server_api_key=relay_server_api_key, port=port,
                          commit_interval=commit_interval, webhook_secret=webhook_secret,
                          workers=workers, reconcile_interval=reconcile_interval, debounce=debounce,
-                         max_update_bytes=max_update_bytes, max_attachment_bytes=max_attachment_bytes)
+                         max_update_bytes=max_update_bytes, max_attachment_bytes=max_attachment_bytes,
+                         proxy_hops=proxy_hops)
     try:
         settings.require_relay()
         Service.check(settings)
@@ -153,6 +158,7 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, com
         "RELAY_GIT_DEBOUNCE": str(settings.debounce),
         "RELAY_GIT_MAX_UPDATE_BYTES": str(settings.max_update_bytes),
         "RELAY_GIT_MAX_ATTACHMENT_BYTES": str(settings.max_attachment_bytes),
+        "RELAY_GIT_PROXY_HOPS": str(settings.proxy_hops),
     }
     env.update({k: v for k, v in values.items() if v})
     root = Path(__file__).resolve().parent

@@ -28,9 +28,24 @@ configure_logging(
 )
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{_settings.port}")
-worker_class = "gthread"
-workers = 1  # the queue and the folder locks live in this one process
+# One worker process: the work queue, its journal lock and the folder locks live in it.
+workers = 1
+# gthread, except that the worker's main loop reads each request (non-blocking) and
+# hands it to a thread only once it has fully arrived: clients that connect and stall
+# (half a request line, half a header block, a body that never comes) cost a socket,
+# not a thread, and are disconnected after 10 s. Plain gthread gives each of them a
+# thread until it finishes; 8 of them stopped /health and /webhooks. See
+# gitsync/web/gworker.py.
+worker_class = "gitsync.web.gworker.HeadFirstWorker"
+# Threads only run the app (parse, authenticate, journal with a shared fsync, answer)
+# and never wait for a client; a few more than the cores keep fsync waits overlapped.
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# Connections open at once, slow ones included (beyond it new ones wait in the backlog).
+worker_connections = 1000
+keepalive = 5  # seconds an idle kept-alive connection stays open (a reverse proxy reuses it)
+# Forwarded headers (X-Forwarded-Proto and friends) are the app's to trust, as many proxy
+# hops as RELAY_GIT_PROXY_HOPS says; gunicorn itself would trust them from 127.0.0.1.
+forwarded_allow_ips = ""
 # SIGTERM drains the queue and makes the final commit and push before the worker exits;
 # whatever does not fit stays in the on-disk journal for the next start.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "60"))

@@ -452,7 +452,7 @@ def main() -> int:
             print(f"  1 thread: {summary(elapsed, lat, others)}")
             print(
                 f"  the stand-in served that document {fetched} time(s) for {burst} webhooks "
-                f"(the burst lasted {elapsed / args.debounce:.1f} debounce windows)"
+                f"(the burst lasted {elapsed / args.debounce:.1f} intervals)"
             )
             print(f"  service counters: {counts}")
         finally:

@@ -59,6 +59,7 @@ ENV_VARS: dict[str, str] = {
     "log_level": "RELAY_GIT_LOG_LEVEL",
     "max_update_bytes": "RELAY_GIT_MAX_UPDATE_BYTES",
     "max_attachment_bytes": "RELAY_GIT_MAX_ATTACHMENT_BYTES",
+    "proxy_hops": "RELAY_GIT_PROXY_HOPS",
 }
 
 
@@ -118,8 +119,9 @@ class Settings:
     ssh_private_key: str | None = field(default=None, repr=False)
     port: int = 8000
     commit_interval: float = 10.0
-    # Seconds a document's webhooks are gathered before it is fetched: a typing user
-    # sends many per second, and one fetch per window is enough.
+    # Least seconds between two fetches of one document: a typing user sends many
+    # webhooks per second. The first is fetched at once; those within the interval
+    # after it merge into one more fetch at its end.
     debounce: float = 1.0
     workers: int = 4
     fetch_concurrency: int = 8
@@ -133,6 +135,9 @@ class Settings:
     # GitHub at 100 MB): it stays uncommitted, with a reason, instead of blocking pushes.
     max_file_bytes: int = 100 * 1024 * 1024
     log_level: str = "INFO"
+    # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host/-Prefix
+    # headers are trusted; 0 trusts none (a client could otherwise set them).
+    proxy_hops: int = 0
     max_body_bytes: int = 64 * 1024
     # A folder update deleting more than this share of files (and more than
     # mass_delete_min files) is held until confirmed (DESIGN invariant 6).
@@ -243,6 +248,7 @@ _KINDS = {
     "trust_on_first_use": bool,
     "ssh_idle_timeout": float,
     "max_file_bytes": int,
+    "proxy_hops": int,
     "connectors_file": Path,
     "max_update_bytes": int,
     "max_attachment_bytes": int,
@@ -293,6 +299,8 @@ def validate(settings: Settings) -> Settings:
         raise bad("--max-file-bytes", "must be at least 1 byte", settings.max_file_bytes)
     if settings.ssh_idle_timeout <= 0:
         raise bad("--ssh-idle-timeout", "must be more than 0 seconds", settings.ssh_idle_timeout)
+    if not 0 <= settings.proxy_hops <= 10:
+        raise bad("--proxy-hops", "must be between 0 (no proxy) and 10", settings.proxy_hops)
     if settings.reconcile_interval < 0:
         raise bad("--reconcile-interval", "must be 0 (off) or more seconds", settings.reconcile_interval)
     # Below a few KiB even an empty folder's index would be refused.

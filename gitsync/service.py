@@ -25,6 +25,7 @@ from .schedule import CommitSchedule
 from .service_errors import CredentialsError, ServiceError, ServiceUnavailable
 from .state import DataDirBusy
 from .transports import Transports
+from .workqueue import JournalError, Lane, QueueClosed, WorkQueue
 
 __all__ = [
     "CredentialsError",
@@ -215,8 +216,6 @@ def check_remotes(settings: Settings, config: ConnectorsConfig):
 
 def connector_problems(settings: Settings, config: ConnectorsConfig) -> list[str]:
     """What would stop the connectors from working, checked without the network."""
-    import paramiko
-
     from . import gitrepo
 
     problems = []
@@ -224,6 +223,8 @@ def connector_problems(settings: Settings, config: ConnectorsConfig) -> list[str
         problems.append(f"no connectors file at {settings.connectors_path}: "
                         "check --data-dir / RELAY_GIT_DATA_DIR")
     for n, line in enumerate(config.known_hosts, start=1):
+        import paramiko  # only here: its import is a good part of the service's start time
+
         try:
             entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
         except Exception:
@@ -345,8 +346,6 @@ class Service:
     """
 
     def __init__(self, settings: Settings, connectors: ConnectorsConfig | None = None):
-        from .workqueue import WorkQueue
-
         self.settings = settings
         self.config = connectors if connectors is not None else self.check(settings)
         # A gunicorn worker replacing another waits for it to let go of the data dir.
@@ -354,7 +353,9 @@ class Service:
         self.publisher = Publisher(settings, self.config)
         self.schedule = CommitSchedule(settings.commit_interval)
         self.engine.on_change = self._on_change
-        self.queue = WorkQueue(settings.queue_dir / "journal.jsonl")
+        # A document's first webhook is fetched at once; later ones within `debounce`
+        # seconds of that fetch's start merge into one more fetch at the interval's end.
+        self.queue = WorkQueue(settings.queue_dir / "journal.jsonl", min_interval=settings.debounce)
         self.state = State.STARTING
         self.initial_sync_done = threading.Event()
         self._stop = threading.Event()
@@ -436,7 +437,7 @@ class Service:
         deadline = time.monotonic() + timeout
         self._set_state(State.STOPPING)
         self.transports.stop()  # no new events; the next start catches up by heads
-        self.queue.expedite()  # webhooks still in their debounce window are drained too
+        self.queue.expedite()  # work waiting for its interval or a retry is drained too
         drained = self.queue.wait_idle(timeout=max(0.0, timeout * 0.6))
         if not drained:
             log.warning("stopping with work still queued; it resumes on the next start "
@@ -471,13 +472,10 @@ class Service:
                 self._counts["ignored"] += 1
             log.debug("webhook ignored, no connector for relay relay=%s doc=%s", relay_id, doc_id)
             return {"status": "ignored", "reason": "no connector for this relay", "doc_id": event["doc_id"]}
-        from .workqueue import JournalError, QueueClosed
-
         if self.state in (State.STOPPING, State.STOPPED):
             raise ServiceUnavailable("service is shutting down; not accepted")
         try:
-            # Durable like put(); webhooks for the key within the window merge into one run.
-            created = self.queue.put_later((relay_id, doc_id), self.settings.debounce)
+            created = self.queue.put((relay_id, doc_id), lane=Lane.INTERACTIVE)
         except QueueClosed:
             raise ServiceUnavailable("service is shutting down; not accepted") from None
         except JournalError as exc:

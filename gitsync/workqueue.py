@@ -7,12 +7,21 @@ fetches, and an answer of 2xx must survive a crash (DESIGN.md invariant 1). So:
 - a key already pending is merged, not queued twice;
 - a key put while a worker holds it is re-queued once after :meth:`WorkQueue.done`
   (no lost update) and is never handed to two workers at once;
+- leading edge, at most once per interval: with ``min_interval``, a quiet key is
+  runnable at once, and a key that started less than ``min_interval`` seconds ago
+  waits until that much time has passed since its last start. A burst of puts
+  therefore costs one run at once and at most one more per interval;
+- two lanes: :attr:`Lane.INTERACTIVE` (webhooks: someone is waiting) and
+  :attr:`Lane.BULK` (startup and reconcile syncs). :meth:`WorkQueue.get` takes
+  interactive keys first, or only the lanes a worker asks for; a key put in both lanes
+  runs once, as interactive;
 - with a journal, :meth:`WorkQueue.put` returns only after its record is fsync'd
   (concurrent puts share one fsync: group commit);
 - :meth:`WorkQueue.done` appends a done record without fsync: all work is idempotent,
   so a done record lost in a crash only means the work runs once more.
 
-Journal format: one JSON object per line, ``{"op": "put"|"done", "key": [str, ...]}``.
+Journal format: one JSON object per line, ``{"op": "put"|"done", "key": [str, ...]}``,
+with ``"lane": "bulk"`` on a bulk key's put record (absent: interactive).
 A key is *outstanding* when its last record is a put. On open the journal is replayed
 (every outstanding key is pending again, in order of its put), a torn final line is
 ignored, corrupt lines are skipped with a warning, and the file is rewritten atomically
@@ -35,12 +44,13 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WorkQueue", "QueueClosed", "JournalError"]
+__all__ = ["JournalError", "Lane", "QueueClosed", "WorkQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,16 @@ class QueueClosed(RuntimeError):
     """The queue was closed; nothing more is accepted."""
 
 
+class Lane(StrEnum):
+    """Which work a key is: someone waits for it (interactive) or it is catching up."""
+
+    INTERACTIVE = "interactive"
+    BULK = "bulk"
+
+
+_BOTH_LANES = (Lane.INTERACTIVE, Lane.BULK)
+
+
 class WorkQueue:
     """Thread-safe coalescing FIFO of hashable keys, optionally journaled to disk.
 
@@ -66,21 +86,37 @@ class WorkQueue:
             ``flock`` so that two processes never share one journal.
         compact_every: rewrite the journal once it holds more than this many records
             (and more than twice the outstanding keys).
+        min_interval: seconds that must pass between two starts (:meth:`get`,
+            :meth:`take_matching`) of one key; puts within it merge into one run at its
+            end. 0 runs every re-put as soon as the key is free.
+        clock: monotonic seconds; tests pass a fake one to step through intervals.
 
     Raises:
         JournalError: the journal is locked by another process or cannot be read/written.
     """
 
-    def __init__(self, journal_path: Path | str | None = None, *, compact_every: int = 10_000):
+    def __init__(
+        self,
+        journal_path: Path | str | None = None,
+        *,
+        compact_every: int = 10_000,
+        min_interval: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # work available / idle / closed
         self._sync_cond = threading.Condition(self._lock)  # a group fsync finished
-        self._pending: OrderedDict[Key, None] = OrderedDict()  # never holds in-progress keys
+        # Runnable keys per lane, oldest first; never holds in-progress keys.
+        self._pending: dict[Lane, OrderedDict[Key, None]] = {lane: OrderedDict() for lane in Lane}
         self._in_progress: set[Key] = set()
-        self._again: set[Key] = set()  # in progress and re-put: re-queue after done
-        self._deferred: dict[Key, tuple[float, int]] = {}  # key -> (due, seq)
+        self._again: dict[Key, Lane] = {}  # in progress and re-put: re-queue after done
+        self._deferred: dict[Key, tuple[float, int, Lane]] = {}  # key -> (due, seq, lane)
         self._heap: list[tuple[float, int, Key]] = []  # lazy: stale entries skipped
         self._seq = itertools.count()
+        self._clock = clock
+        self._min_interval = max(0.0, float(min_interval))
+        self._last_start: dict[Key, float] = {}  # keys started within min_interval
+        self._starts: deque[tuple[float, Key]] = deque()  # (start, key), oldest first
         self._closed = False
         self._stats = {"puts": 0, "merged": 0, "gets": 0, "done": 0, "fsyncs": 0, "compactions": 0}
 
@@ -89,6 +125,7 @@ class WorkQueue:
         self._fd: int | None = None
         self._lock_fd: int | None = None
         self._journaled: dict[Key, int] = {}  # outstanding key -> lsn of its put record, in order
+        self._journaled_bulk: set[Key] = set()  # outstanding keys recorded in the bulk lane
         self._records = 0  # records in the current journal file
         self._written_lsn = 0
         self._synced_lsn = 0
@@ -99,81 +136,104 @@ class WorkQueue:
 
     # ------------------------------------------------------------------ public API
 
-    def put(self, key: Key) -> bool:
+    def put(self, key: Key, lane: Lane = Lane.INTERACTIVE) -> bool:
         """Queue ``key`` for work; durable (fsync'd) before returning when journaled.
 
+        The key is runnable at once unless it started less than ``min_interval`` ago
+        (then at the end of that interval) or a worker holds it (then after its
+        :meth:`done`). Also when it merges, the call returns only once the put record it
+        relies on is on disk.
+
+        Args:
+            key: what to work on; a journaled queue accepts tuples of str.
+            lane: :attr:`Lane.INTERACTIVE` (default) or :attr:`Lane.BULK`. A key already
+                scheduled in the bulk lane moves to the interactive one, never back.
+
         Returns:
-            ``True`` if this put created work (a new pending entry, or a re-run of a key
-            being processed); ``False`` if it merged into work already scheduled.
+            ``True`` if this put created work (a new pending or deferred entry, a
+            deferred retry brought forward, or a re-run of a key being processed);
+            ``False`` if it merged into work already scheduled.
 
         Raises:
             QueueClosed: after :meth:`close`.
             JournalError: the record could not be written or synced (answer 5xx).
             TypeError: journaled queues accept only tuples of str.
         """
+        lane = Lane(lane)
         with self._lock:
             if self._closed:
                 raise QueueClosed("work queue is closed")
             self._stats["puts"] += 1
-            lsn = self._journal_put(key)
-            created = self._schedule_now(key)
+            lsn = self._journal_put(key, lane)
+            created = self._schedule(key, lane, self._clock())
             if not created:
                 self._stats["merged"] += 1
             if lsn is not None:
                 self._wait_durable(lsn)
             return created
 
-    def put_later(self, key: Key, delay: float) -> bool:
+    def put_later(self, key: Key, delay: float, lane: Lane = Lane.INTERACTIVE) -> bool:
         """Make ``key`` available after ``delay`` seconds (deferred retry).
 
         An immediate :meth:`put` of the same key wins over the deferral; of two deferrals
-        the earlier one wins. Journaled like :meth:`put` (a crash makes it pending at once
-        on reopen). Safe to call from a worker that still holds ``key``, before or after
-        its :meth:`done`; calling it before ``done`` keeps the key outstanding throughout.
+        the earlier one wins; ``min_interval`` still applies. Journaled like :meth:`put`
+        (a crash makes it pending at once on reopen), and like :meth:`put` it returns
+        only once the key's put record is on disk, also when it merges into a record
+        another thread is still syncing. Safe to call from a worker that still holds
+        ``key``, before or after its :meth:`done`; calling it before ``done`` keeps the
+        key outstanding throughout.
 
         Returns:
-            ``False`` if an earlier run is already scheduled or the queue is closed.
+            ``False`` if an earlier run is already scheduled (merged).
+
+        Raises:
+            QueueClosed: after :meth:`close` (nothing was scheduled).
+            JournalError: the record could not be written or synced.
+            TypeError: journaled queues accept only tuples of str.
         """
+        lane = Lane(lane)
         with self._lock:
             if self._closed:
-                log.debug("put_later after close ignored key=%s", _fmt(key))
-                return False
-            if key in self._pending or key in self._again:
-                return False
-            due = time.monotonic() + max(0.0, float(delay))
+                raise QueueClosed("work queue is closed")
+            now = self._clock()
+            due = max(now + max(0.0, float(delay)), self._earliest_start(key, now))
             current = self._deferred.get(key)
-            if current is not None and current[0] <= due:
+            if (key in self._again or self._pending_lane(key) is not None
+                    or (current is not None and current[0] <= due)):
+                self._raise_lane(key, lane)
+                self._wait_merged_durable(key)
                 return False
-            lsn = self._journal_put(key)
-            entry = (due, next(self._seq))
-            self._deferred[key] = entry
-            heapq.heappush(self._heap, (entry[0], entry[1], key))
-            self._cond.notify_all()  # blocked getters recompute their wake-up time
+            lsn = self._journal_put(key, lane)
+            self._defer(key, due, lane)
             if lsn is not None:
                 self._wait_durable(lsn)
             return True
 
-    def get(self, timeout: float | None = None) -> Key | None:
-        """Take the oldest pending key and mark it in progress.
+    def get(self, timeout: float | None = None, *, lanes: Iterable[Lane] = _BOTH_LANES) -> Key | None:
+        """Take the oldest pending key of the first lane that has one; mark it in progress.
 
         Args:
             timeout: seconds to wait for work; ``None`` waits until work or :meth:`close`.
+            lanes: the lanes to take from, in order of preference (default: interactive,
+                then bulk). A worker reserved for webhooks passes ``(Lane.INTERACTIVE,)``.
 
         Returns:
             The key, or ``None`` on timeout or once the queue is closed.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        lanes = tuple(Lane(lane) for lane in lanes)
+        deadline = None if timeout is None else self._clock() + timeout
         with self._lock:
             while True:
                 if self._closed:
                     return None
-                now = time.monotonic()
+                now = self._clock()
                 self._promote_due(now)
-                if self._pending:
-                    key, _ = self._pending.popitem(last=False)
-                    self._in_progress.add(key)
-                    self._stats["gets"] += 1
-                    return key
+                for lane in lanes:
+                    pending = self._pending[lane]
+                    if pending:
+                        key, _ = pending.popitem(last=False)
+                        self._start(key, now)
+                        return key
                 wait = None if deadline is None else deadline - now
                 if wait is not None and wait <= 0:
                     return None
@@ -183,34 +243,47 @@ class WorkQueue:
                     wait = until_due if wait is None else min(wait, until_due)
                 self._cond.wait(wait)
 
-    def take_matching(self, predicate: Callable[[Key], bool], limit: int) -> list[Key]:
+    def take_matching(
+        self,
+        predicate: Callable[[Key], bool],
+        limit: int,
+        *,
+        lanes: Iterable[Lane] = _BOTH_LANES,
+    ) -> list[Key]:
         """Also take pending keys that ``predicate`` accepts (oldest first, at most ``limit``).
 
         Lets a worker handle related keys in one batch (documents of one folder). Each
-        key taken is in progress and needs its own :meth:`done`. ``predicate`` runs with
-        the queue lock held: keep it cheap and never call the queue from it.
+        key taken is in progress and needs its own :meth:`done`. Lanes are searched in
+        the order given, like :meth:`get`. ``predicate`` runs with the queue lock held:
+        keep it cheap and never call the queue from it.
         """
         taken: list[Key] = []
         with self._lock:
             if self._closed:
                 return taken
-            self._promote_due(time.monotonic())
-            for key in list(self._pending):
-                if len(taken) >= limit:
-                    break
-                if predicate(key):
-                    del self._pending[key]
-                    self._in_progress.add(key)
-                    self._stats["gets"] += 1
-                    taken.append(key)
+            now = self._clock()
+            self._promote_due(now)
+            for lane in (Lane(lane) for lane in lanes):
+                pending = self._pending[lane]
+                matched = []
+                for key in pending:  # no copy: thousands may be pending
+                    if len(taken) + len(matched) >= limit:
+                        break
+                    if predicate(key):
+                        matched.append(key)
+                for key in matched:
+                    del pending[key]
+                    self._start(key, now)
+                taken.extend(matched)
         return taken
 
     def done(self, key: Key) -> None:
         """Finish ``key``: re-queue it once if it was put meanwhile, else forget it.
 
-        Call it only after the work's effects are durable elsewhere: the done record is
-        what stops the key coming back after a crash. After :meth:`close` nothing is
-        written (the key simply runs again next start).
+        A re-queued key is runnable at once, or at the end of ``min_interval`` after the
+        start that just finished. Call it only after the work's effects are durable
+        elsewhere: the done record is what stops the key coming back after a crash.
+        After :meth:`close` nothing is written (the key simply runs again next start).
 
         Raises:
             ValueError: ``key`` is not in progress.
@@ -220,13 +293,18 @@ class WorkQueue:
                 raise ValueError(f"key is not in progress: {_fmt(key)}")
             self._in_progress.discard(key)
             self._stats["done"] += 1
-            if key in self._again:
-                self._again.discard(key)
-                self._pending[key] = None  # still outstanding in the journal
-                self._cond.notify()
+            lane = self._again.pop(key, None)
+            if lane is not None:
+                # still outstanding in the journal
+                now = self._clock()
+                earliest = self._earliest_start(key, now)
+                if earliest <= now:
+                    self._make_pending(key, lane)
+                else:
+                    self._defer(key, earliest, lane)
             elif key not in self._deferred:
                 self._journal_done(key)
-            if not self._pending and not self._in_progress:
+            if not self._in_progress and not any(self._pending.values()):
                 self._cond.notify_all()  # wait_idle
 
     def close(self) -> None:
@@ -259,23 +337,29 @@ class WorkQueue:
                         log.warning("journal close failed path=%s error=%s", self._path, exc)
 
     def expedite(self) -> int:
-        """Make every deferred key due now (a shutdown drains debounced work too).
+        """Make every deferred key due now and stop spacing runs from now on.
+
+        For a shutdown that drains: work waiting for a retry or for ``min_interval`` runs
+        at once, and so does every re-run from here on.
 
         Returns:
             How many keys were deferred.
         """
         with self._lock:
-            keys = list(self._deferred)
+            self._min_interval = 0.0
+            self._last_start.clear()
+            self._starts.clear()
+            deferred = list(self._deferred.items())
             self._deferred.clear()
             self._heap.clear()
-            for key in keys:
+            for key, (_, _, lane) in deferred:
                 if key in self._in_progress:
-                    self._again.add(key)
-                elif key not in self._pending:
-                    self._pending[key] = None
-            if keys:
+                    self._again[key] = min(self._again.get(key, lane), lane, key=_BOTH_LANES.index)
+                else:
+                    self._make_pending(key, lane)
+            if deferred:
                 self._cond.notify_all()
-            return len(keys)
+            return len(deferred)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until nothing is pending or in progress (deferred keys do not count).
@@ -283,29 +367,29 @@ class WorkQueue:
         Returns:
             ``True`` when idle, ``False`` on timeout or close.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else self._clock() + timeout
         with self._lock:
             while True:
-                self._promote_due(time.monotonic())
-                if not self._pending and not self._in_progress:
+                self._promote_due(self._clock())
+                if not any(self._pending.values()) and not self._in_progress:
                     return True
                 if self._closed:
                     return False
-                wait = None if deadline is None else deadline - time.monotonic()
+                wait = None if deadline is None else deadline - self._clock()
                 if wait is not None and wait <= 0:
                     return False
                 due = self._next_due()
                 if due is not None:
-                    until_due = max(0.0, due - time.monotonic())
+                    until_due = max(0.0, due - self._clock())
                     wait = until_due if wait is None else min(wait, until_due)
                 self._cond.wait(wait)
 
     @property
     def pending_count(self) -> int:
-        """Keys waiting for a worker (deferred keys that are due included)."""
+        """Keys waiting for a worker, both lanes (deferred keys that are due included)."""
         with self._lock:
-            self._promote_due(time.monotonic())
-            return len(self._pending)
+            self._promote_due(self._clock())
+            return sum(len(pending) for pending in self._pending.values())
 
     @property
     def in_progress_count(self) -> int:
@@ -320,9 +404,10 @@ class WorkQueue:
     def snapshot(self) -> dict[str, Any]:
         """Counts for ``/api/status``: queue sizes, journal size and lifetime counters."""
         with self._lock:
-            self._promote_due(time.monotonic())
+            self._promote_due(self._clock())
             return {
-                "pending": len(self._pending),
+                "pending": sum(len(pending) for pending in self._pending.values()),
+                "pending_bulk": len(self._pending[Lane.BULK]),
                 "in_progress": len(self._in_progress),
                 "rerun_after_done": len(self._again),
                 "deferred": len(self._deferred),
@@ -336,50 +421,111 @@ class WorkQueue:
     def __repr__(self) -> str:
         return (
             f"WorkQueue(journal={str(self._path) if self._path else None!r}, "
-            f"pending={len(self._pending)}, in_progress={len(self._in_progress)})"
+            f"pending={sum(map(len, self._pending.values()))}, "
+            f"in_progress={len(self._in_progress)})"
         )
 
     # ------------------------------------------------------------------ scheduling
 
-    def _schedule_now(self, key: Key) -> bool:
-        """Make ``key`` runnable as soon as possible (lock held). True if new work."""
-        if key in self._pending:
+    def _schedule(self, key: Key, lane: Lane, now: float) -> bool:
+        """Make ``key`` runnable as soon as allowed (lock held). True if new work."""
+        if self._pending_lane(key) is not None or key in self._again:
+            self._raise_lane(key, lane)
             return False
-        self._deferred.pop(key, None)  # an immediate put wins; the heap entry goes stale
         if key in self._in_progress:
-            if key in self._again:
-                return False
-            self._again.add(key)
+            self._deferred.pop(key, None)  # the re-run after done covers a deferred retry
+            self._again[key] = lane
             return True
-        self._pending[key] = None
-        self._cond.notify()
+        earliest = self._earliest_start(key, now)
+        current = self._deferred.get(key)
+        if current is not None and current[0] <= earliest:
+            self._raise_lane(key, lane)
+            return False  # already due as early as allowed
+        if earliest <= now:
+            self._deferred.pop(key, None)  # an immediate put wins; the heap entry goes stale
+            self._make_pending(key, lane)
+        else:
+            self._defer(key, earliest, lane)
         return True
+
+    def _pending_lane(self, key: Key) -> Lane | None:
+        for lane, pending in self._pending.items():
+            if key in pending:
+                return lane
+        return None
+
+    def _raise_lane(self, key: Key, lane: Lane) -> None:
+        """Move scheduled work for ``key`` to the interactive lane if ``lane`` is it."""
+        if lane is not Lane.INTERACTIVE:
+            return
+        self._journaled_bulk.discard(key)
+        if key in self._pending[Lane.BULK]:
+            del self._pending[Lane.BULK][key]
+            self._pending[Lane.INTERACTIVE][key] = None
+            self._cond.notify_all()
+        elif key in self._again:
+            self._again[key] = lane
+        elif key in self._deferred:
+            due, seq, _ = self._deferred[key]
+            self._deferred[key] = (due, seq, lane)
+
+    def _make_pending(self, key: Key, lane: Lane) -> None:
+        if self._pending_lane(key) is None:
+            self._pending[lane][key] = None
+            # Every waiter re-checks: getters may be waiting on different lanes.
+            self._cond.notify_all()
+        else:
+            self._raise_lane(key, lane)
+
+    def _defer(self, key: Key, due: float, lane: Lane) -> None:
+        entry = (due, next(self._seq), lane)
+        self._deferred[key] = entry
+        heapq.heappush(self._heap, (due, entry[1], key))
+        self._cond.notify_all()  # blocked getters recompute their wake-up time
+
+    def _start(self, key: Key, now: float) -> None:
+        """Mark ``key`` taken by a worker at ``now`` (lock held)."""
+        self._in_progress.add(key)
+        self._stats["gets"] += 1
+        if self._min_interval > 0:
+            self._last_start[key] = now
+            self._starts.append((now, key))
+
+    def _earliest_start(self, key: Key, now: float) -> float:
+        """When ``key`` may start again under ``min_interval`` (lock held)."""
+        if self._min_interval <= 0:
+            return now
+        starts, horizon = self._starts, now - self._min_interval
+        while starts and starts[0][0] <= horizon:  # forget starts that no longer matter
+            started, old = starts.popleft()
+            if self._last_start.get(old) == started:
+                del self._last_start[old]
+        last = self._last_start.get(key)
+        return now if last is None else max(now, last + self._min_interval)
 
     def _promote_due(self, now: float) -> None:
         heap = self._heap
-        promoted = 0
         while heap and heap[0][0] <= now:
             due, seq, key = heapq.heappop(heap)
-            if self._deferred.get(key) != (due, seq):
+            entry = self._deferred.get(key)
+            if entry is None or entry[:2] != (due, seq):
                 continue  # stale: overridden by a put or an earlier deferral
             del self._deferred[key]
+            lane = entry[2]
             if key in self._in_progress:
-                self._again.add(key)
-            elif key not in self._pending:
-                self._pending[key] = None
-                promoted += 1
-        if promoted > 1:
-            self._cond.notify(promoted - 1)  # the caller itself may take one
+                self._again[key] = min(self._again.get(key, lane), lane, key=_BOTH_LANES.index)
+            else:
+                self._make_pending(key, lane)
 
     def _next_due(self) -> float | None:
         heap = self._heap
-        while heap and self._deferred.get(heap[0][2]) != (heap[0][0], heap[0][1]):
+        while heap and (self._deferred.get(heap[0][2]) or (None, None))[:2] != heap[0][:2]:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
     # ------------------------------------------------------------------ journal
 
-    def _journal_put(self, key: Key) -> int | None:
+    def _journal_put(self, key: Key, lane: Lane) -> int | None:
         """Append a put record unless ``key`` is already outstanding; return the lsn to
         wait for (lock held). ``None`` for a memory-only queue."""
         if self._path is None:
@@ -388,8 +534,10 @@ class WorkQueue:
         lsn = self._journaled.get(key)
         if lsn is not None:
             return lsn  # merged: the earlier record (maybe still syncing) covers it
-        lsn = self._append({"op": "put", "key": list(key)})
+        lsn = self._append(_put_record(key, lane))
         self._journaled[key] = lsn
+        if lane is Lane.BULK:
+            self._journaled_bulk.add(key)
         return lsn
 
     def _journal_done(self, key: Key) -> None:
@@ -397,6 +545,7 @@ class WorkQueue:
             return
         if self._journaled.pop(key, None) is None:
             return
+        self._journaled_bulk.discard(key)
         try:
             self._append({"op": "done", "key": list(key)})
         except JournalError as exc:
@@ -422,6 +571,15 @@ class WorkQueue:
         self._records += 1
         self._written_lsn += 1
         return self._written_lsn
+
+    def _wait_merged_durable(self, key: Key) -> None:
+        """Wait for the put record that a merged ``key`` relies on (lock held)."""
+        if self._path is None:
+            return
+        _check_key(key)
+        lsn = self._journaled.get(key)
+        if lsn is not None:
+            self._wait_durable(lsn)
 
     def _wait_durable(self, lsn: int) -> None:
         """Return once record ``lsn`` is on disk (lock held; released while syncing).
@@ -481,8 +639,10 @@ class WorkQueue:
         assert self._path is not None
         path = self._path
         tmp = path.with_name(path.name + ".tmp")
+        bulk = self._journaled_bulk
         data = b"".join(
-            (json.dumps({"op": "put", "key": list(k)}, separators=(",", ":")) + "\n").encode()
+            (json.dumps(_put_record(k, Lane.BULK if k in bulk else Lane.INTERACTIVE),
+                        separators=(",", ":")) + "\n").encode()
             for k in self._journaled
         )
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -519,10 +679,12 @@ class WorkQueue:
                 self._lock_fd = None
                 raise JournalError(f"work journal in use by another process path={path}") from exc
             outstanding = self._replay(path)
-            for key in outstanding:
+            for key, lane in outstanding.items():
                 self._written_lsn += 1
                 self._journaled[key] = self._written_lsn
-                self._pending[key] = None
+                if lane is Lane.BULK:
+                    self._journaled_bulk.add(key)
+                self._pending[lane][key] = None
             self._rewrite()
         except JournalError:
             raise
@@ -534,17 +696,18 @@ class WorkQueue:
         log.info("work journal opened path=%s outstanding=%d", path, len(self._journaled))
 
     @staticmethod
-    def _replay(path: Path) -> list[tuple[str, ...]]:
-        """Outstanding keys of the journal at ``path``, in order of their put record."""
+    def _replay(path: Path) -> dict[tuple[str, ...], Lane]:
+        """Outstanding keys of the journal at ``path`` with their lane, in order of their
+        put record."""
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
-            return []
+            return {}
         lines = raw.split(b"\n")
         tail = lines.pop()  # b"" when the file ends with a newline
         if tail:
             log.warning("journal torn final line ignored path=%s bytes=%d", path, len(tail))
-        outstanding: OrderedDict[tuple[str, ...], None] = OrderedDict()
+        outstanding: OrderedDict[tuple[str, ...], Lane] = OrderedDict()
         skipped = 0
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -557,6 +720,7 @@ class WorkQueue:
                     raise ValueError("bad record shape")
                 key = tuple(key)
                 _check_key(key)
+                lane = Lane(record.get("lane", Lane.INTERACTIVE))
             except (ValueError, KeyError, TypeError) as exc:
                 skipped += 1
                 log.warning(
@@ -564,12 +728,19 @@ class WorkQueue:
                 )
                 continue
             if op == "put":
-                outstanding.setdefault(key, None)
+                outstanding.setdefault(key, lane)
             else:
                 outstanding.pop(key, None)
         if skipped:
             log.warning("journal replayed with skipped lines path=%s skipped=%d", path, skipped)
-        return list(outstanding)
+        return dict(outstanding)
+
+
+def _put_record(key: Key, lane: Lane) -> dict[str, Any]:
+    record: dict[str, Any] = {"op": "put", "key": list(key)}  # type: ignore[call-overload]
+    if lane is Lane.BULK:
+        record["lane"] = Lane.BULK.value
+    return record
 
 
 def _check_key(key: object) -> None:

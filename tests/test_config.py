@@ -135,11 +135,19 @@ def test_settings_precedence_flag_over_env_over_default(tmp_path):
         ({"RELAY_SERVER_URL": "relay.example"}, "--relay-server-url (RELAY_SERVER_URL) must be an http"),
         ({"RELAY_GIT_WORKERS": "0"}, "--workers (RELAY_GIT_WORKERS) must be at least 1"),
         ({"RELAY_GIT_FETCH_CONCURRENCY": "0"}, "invalid setting: RELAY_GIT_FETCH_CONCURRENCY must be at least 1"),
+        ({"RELAY_GIT_PROXY_HOPS": "-1"}, "--proxy-hops (RELAY_GIT_PROXY_HOPS) must be between 0 (no proxy) and 10"),
+        ({"RELAY_GIT_PROXY_HOPS": "one"}, "RELAY_GIT_PROXY_HOPS must be a whole number"),
     ],
 )
 def test_bad_settings_name_the_setting(env, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         settings_from_env(env)
+
+
+def test_proxy_hops_default_to_none_and_come_from_flag_or_environment():
+    assert settings_from_env({}).proxy_hops == 0
+    assert settings_from_env({"RELAY_GIT_PROXY_HOPS": "1"}).proxy_hops == 1
+    assert settings_from_env({"RELAY_GIT_PROXY_HOPS": "1"}, proxy_hops=2).proxy_hops == 2
 
 
 def test_secrets_are_redacted_in_repr_and_log_safe():

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import sys
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,6 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 import yaml
+from flask import request
 from openapi_spec_validator import validate
 from standardwebhooks.webhooks import Webhook
 from werkzeug.test import EnvironBuilder
@@ -61,12 +63,24 @@ class FailingService(RecordingService):
         raise OSError("journal full")
 
 
+FAST_PATH = True
+
+
+@pytest.fixture(autouse=True, params=["fast-path", "flask-only"])
+def intake_path(request, monkeypatch):
+    """Every test here runs twice: webhooks and /health answered by the fast path
+    (gitsync.web.fastpath), and by the Flask views alone. Both must answer alike."""
+    monkeypatch.setattr(sys.modules[__name__], "FAST_PATH", request.param == "fast-path")
+    return request.param
+
+
 def make_app(secret: str | None = BEARER_SECRET, service: Any = "recording", **overrides: Any):
     if service == "recording":
         service = RecordingService()
     settings = Settings(webhook_secret=secret, **overrides)
     app = create_app(settings, service)
     app.config["WEBHOOK_CLOCK"] = lambda: NOW
+    app.config["INTAKE_FAST_PATH"] = FAST_PATH
     return app
 
 
@@ -200,6 +214,58 @@ def test_bad_webhooks(client, service, body, headers, status, message):
     assert service.accepted == []
 
 
+def _nested(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+DEEP = 5000  # the JSON decoder's recursion gives up long before this
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * DEEP + b"]" * DEEP,
+        b"[" * DEEP,  # never closed
+        b'{"payload": ' + b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"}",
+        json.dumps(event(metadata=_nested(40))).encode(),
+    ],
+    ids=["array", "unclosed", "object-in-payload", "40-levels"],
+)
+def test_deeply_nested_json_is_400_not_500(client, service, body):
+    assert len(body) < 64 * 1024  # refused for its depth, not its size
+    response = post(client, body, bearer())
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "malformed event: JSON nested deeper than 32 levels"}
+    assert service.accepted == []
+
+
+def test_deeply_nested_signed_json_is_400(signed_client, service):
+    body = b"[" * DEEP + b"]" * DEEP
+    response = post(signed_client, body, signed_headers(body))
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "malformed event: JSON nested deeper than 32 levels"}
+
+
+def test_nesting_up_to_the_limit_and_brackets_in_strings_are_fine(client, service):
+    body = event(metadata=_nested(28))  # 32 levels with the event's own
+    body["payload"]["user"] = "[{" * DEEP
+    assert post(client, body, bearer()).status_code == 202
+    escaped = json.dumps(event(note='"\\' + "[" * 100)).encode()  # an escaped quote, then brackets
+    assert post(client, escaped, bearer()).status_code == 202
+    assert len(service.accepted) == 2
+
+
+def test_integer_too_long_to_convert_is_400(client, service):
+    body = b'{"payload": {"doc_id": "%s", "n": %s}}' % (COMPOUND.encode(), b"7" * 5000)
+    response = post(client, body, bearer())
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "malformed JSON: a number has too many digits"}
+    assert service.accepted == []
+
+
 def test_lower_case_bearer_scheme(client, service):
     response = post(client, event(), {"Authorization": f"bearer {BEARER_SECRET}"})
     assert response.status_code == 202
@@ -281,6 +347,33 @@ def test_service_failure_is_json_500_without_details(caplog):
     assert response.status_code == 500
     assert response.get_json() == {"error": "internal server error"}
     assert "unhandled error" in caplog.text
+
+
+def test_fast_path_answers_the_plain_cases_and_leaves_the_rest_to_flask(intake_path):
+    app = make_app()
+    seen: list[str] = []
+    app.before_request(lambda: seen.append(request.path) and None)
+    client = app.test_client()
+    assert post(client, event(), bearer()).status_code == 202
+    assert client.get("/health").status_code == 200
+    assert post(client, b"x" * 70_000, bearer()).status_code == 413  # too large: Flask's message
+    assert client.get("/api/status").status_code == 200
+    if intake_path == "fast-path":
+        assert seen == ["/webhooks", "/api/status"]
+    else:
+        assert seen == ["/webhooks", "/health", "/webhooks", "/api/status"]
+
+
+def test_body_cut_short_is_400(service):
+    app = make_app(BEARER_SECRET, service)
+    body = json.dumps(event()).encode()
+    environ = EnvironBuilder(path="/webhooks", method="POST", headers=bearer(),
+                             content_type="application/json", input_stream=io.BytesIO(body[:-10])).get_environ()
+    environ["CONTENT_LENGTH"] = str(len(body))
+    response = Response.from_app(app, environ)
+    assert response.status_code == 400
+    assert json.loads(response.get_data()) == {"error": "bad request"}
+    assert service.accepted == []
 
 
 # --- Flask's own errors as JSON ------------------------------------------------------
@@ -407,12 +500,35 @@ def test_apps_are_independent(service):
     assert post(two.test_client(), event(), bearer("secret-two")).status_code == 202
 
 
-def test_proxy_prefix_is_respected(client):
-    response = client.get(
-        "/docs", headers={"X-Forwarded-Prefix": "/sync", "X-Forwarded-Host": "example.org"}
-    )
+FORWARDED = {
+    "X-Forwarded-Prefix": "/sync",
+    "X-Forwarded-Host": "example.org",
+    "X-Forwarded-For": "203.0.113.9",
+}
+
+
+def test_forwarded_headers_are_ignored_without_a_configured_proxy(client, caplog):
+    # Without a proxy, anyone can send these headers: they must not steer redirects or
+    # the client address in the logs.
+    response = client.get("/docs", headers=FORWARDED)
+    assert response.status_code == 308
+    assert response.headers["Location"] in ("/docs/", "http://localhost/docs/")
+    caplog.set_level(logging.WARNING, logger="gitsync")
+    assert post(client, event(), {**FORWARDED, **bearer("wrong")}).status_code == 401
+    assert "remote=127.0.0.1" in caplog.text and "203.0.113.9" not in caplog.text
+
+
+@pytest.mark.parametrize("hops", [1, 2])
+def test_proxy_prefix_is_respected_when_proxy_hops_are_set(service, caplog, hops):
+    client = make_app(BEARER_SECRET, service, proxy_hops=hops).test_client()
+    # The outermost proxy sets the public values; each inner one appends its own.
+    headers = {name: ", ".join([value] + ["10.0.0.2"] * (hops - 1)) for name, value in FORWARDED.items()}
+    response = client.get("/docs", headers=headers)
     assert response.status_code == 308
     assert response.headers["Location"] in ("/sync/docs/", "http://example.org/sync/docs/")
+    caplog.set_level(logging.WARNING, logger="gitsync")
+    assert post(client, event(), {**headers, **bearer("wrong")}).status_code == 401
+    assert "remote=203.0.113.9" in caplog.text
 
 
 # --- API -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gitsync.workqueue import JournalError, QueueClosed, WorkQueue
+from gitsync.workqueue import JournalError, Lane, QueueClosed, WorkQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = 30.0  # generous upper bound for waits that should end at once
@@ -207,7 +207,10 @@ def test_after_close(queue: WorkQueue):
     assert queue.get(timeout=0) is None
     with pytest.raises(QueueClosed):
         queue.put(key(2))
-    assert queue.put_later(key(3), 1) is False
+    with pytest.raises(QueueClosed):  # never reported as merged: nothing was scheduled
+        queue.put_later(key(3), 1)
+    with pytest.raises(QueueClosed):
+        queue.put_later(key(1), 1)
     assert queue.snapshot()["closed"] is True
 
 
@@ -335,6 +338,41 @@ def test_deferred_keys_survive_reopen_and_are_due_at_once(tmp_path: Path):
     q.put_later(key(2), 3600)
     q.close()
     assert reopen(path) == [key(1), key(2)]
+
+
+@pytest.mark.parametrize("how", ["put", "put_later"])
+def test_a_merged_put_returns_only_after_the_record_it_joins_is_synced(tmp_path, monkeypatch, how):
+    """A 202 for a merged webhook promises durability too: the merged put must wait for
+    the fsync of the record it merges into, which another thread may still be running."""
+    import gitsync.workqueue as workqueue
+
+    real_fsync = workqueue._fsync
+    order: list[str] = []
+    in_fsync = threading.Event()
+    second_returned = threading.Event()
+
+    def slow_fsync(fd: int) -> None:
+        in_fsync.set()
+        # Hold the first sync open until the merged put returns, or long enough for a
+        # merged put that waits correctly to be blocked behind it.
+        second_returned.wait(0.5)
+        real_fsync(fd)
+        order.append("synced")
+
+    q = WorkQueue(tmp_path / "queue.journal")
+    monkeypatch.setattr(workqueue, "_fsync", slow_fsync)
+
+    def enqueue() -> None:
+        q.put(key(1)) if how == "put" else q.put_later(key(1), 60)
+
+    first = start(enqueue)
+    assert in_fsync.wait(LONG)
+    merged = start(lambda: (enqueue(), order.append("merged returned"), second_returned.set()))
+    first.join(LONG)
+    merged.join(LONG)
+    monkeypatch.setattr(workqueue, "_fsync", real_fsync)
+    q.close()
+    assert order[:2] == ["synced", "merged returned"]
 
 
 def test_merged_puts_write_no_record(tmp_path: Path):
@@ -522,3 +560,191 @@ def test_take_matching_takes_related_pending_keys_in_order():
     for key in (first, ("f1", "b"), ("f1", "d")):
         q.done(key)
     assert [q.get(timeout=0), q.get(timeout=0)] == [("f2", "c"), ("f1", "b")]
+
+
+# ---------------------------------------------------------------- leading edge, spacing
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the test says so (use get(timeout=0))."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "journal"])
+def spaced(request, tmp_path: Path):
+    clock = FakeClock()
+    path = tmp_path / "queue.journal" if request.param == "journal" else None
+    q = WorkQueue(path, min_interval=10.0, clock=clock)
+    yield q, clock
+    q.close()
+
+
+def test_a_quiet_key_is_runnable_at_once(spaced):
+    queue, clock = spaced
+    assert queue.put(key(1)) is True
+    assert queue.get(timeout=0) == key(1)  # no trailing debounce: the first put runs now
+    queue.done(key(1))
+    clock.now += 10.0  # quiet for a whole interval: the next put runs at once again
+    assert queue.put(key(1)) is True
+    assert queue.get(timeout=0) == key(1)
+
+
+def test_a_burst_costs_one_run_now_and_exactly_one_more_after_the_interval(spaced):
+    queue, clock = spaced
+    assert queue.put(key(1)) is True
+    results = [queue.put(key(1)) for _ in range(49)]  # merged into the pending run
+    assert queue.get(timeout=0) == key(1)
+    clock.now += 1.0
+    results += [queue.put(key(1)) for _ in range(75)]  # while it runs: one re-run
+    queue.done(key(1))
+    clock.now += 2.0
+    results += [queue.put(key(1)) for _ in range(75)]  # after it, within the interval
+    assert results == [False] * 49 + [True] + [False] * 149
+    assert queue.get(timeout=0) is None  # the re-run waits for the interval's end
+    assert queue.snapshot()["deferred"] == 1
+    clock.now += 7.0  # 10 s after the first start
+    assert queue.get(timeout=0) == key(1)
+    queue.done(key(1))
+    assert queue.get(timeout=0) is None and queue.snapshot()["deferred"] == 0
+    assert queue.snapshot()["gets"] == 2
+
+
+def test_spacing_is_per_key(spaced):
+    queue, clock = spaced
+    queue.put(key(1))
+    assert queue.get(timeout=0) == key(1)
+    queue.done(key(1))
+    queue.put(key(1))  # within the interval: deferred
+    queue.put(key(2))  # another key is not held back
+    assert queue.get(timeout=0) == key(2)
+    assert queue.get(timeout=0) is None
+
+
+def test_a_put_brings_a_later_retry_forward_but_not_before_the_interval(spaced):
+    queue, clock = spaced
+    queue.put(key(1))
+    assert queue.get(timeout=0) == key(1)
+    assert queue.put_later(key(1), 300) is True  # retry with backoff
+    queue.done(key(1))
+    assert queue.put(key(1)) is True  # a webhook: due at the interval's end, not in 300 s
+    clock.now += 10.0
+    assert queue.get(timeout=0) == key(1)
+
+
+def test_expedite_drains_without_spacing(spaced):
+    queue, clock = spaced
+    queue.put(key(1))
+    assert queue.get(timeout=0) == key(1)
+    queue.put(key(1))
+    queue.done(key(1))
+    assert queue.get(timeout=0) is None
+    assert queue.expedite() == 1
+    assert queue.get(timeout=0) == key(1)
+    queue.put(key(1))
+    queue.done(key(1))
+    assert queue.get(timeout=0) == key(1)  # spacing is off for the rest of the drain
+
+
+def test_spaced_rerun_wakes_a_waiting_getter(tmp_path: Path):
+    q = WorkQueue(tmp_path / "queue.journal", min_interval=0.05)
+    try:
+        q.put(key(1))
+        assert q.get(timeout=0) == key(1)
+        q.put(key(1))
+        q.done(key(1))
+        assert q.get(timeout=LONG) == key(1)  # real clock: due 50 ms after the first start
+    finally:
+        q.close()
+
+
+def test_spaced_key_survives_reopen_as_pending(tmp_path: Path):
+    path = tmp_path / "queue.journal"
+    q = WorkQueue(path, min_interval=3600)
+    q.put(key(1))
+    assert q.get(timeout=0) == key(1)
+    q.put(key(1))
+    q.done(key(1))  # deferred by the interval, still outstanding
+    q.close()
+    assert reopen(path) == [key(1)]
+
+
+# ---------------------------------------------------------------- lanes
+
+
+def test_interactive_keys_are_taken_before_bulk_ones(queue: WorkQueue):
+    for i in range(3):
+        queue.put(key(f"bulk-{i}"), lane=Lane.BULK)
+    queue.put(key("hook"))
+    assert queue.snapshot()["pending_bulk"] == 3
+    assert drain(queue) == [key("hook")] + [key(f"bulk-{i}") for i in range(3)]
+
+
+def test_a_worker_can_ask_for_one_lane(queue: WorkQueue):
+    queue.put(key("bulk"), lane=Lane.BULK)
+    queue.put(key("hook"), lane=Lane.INTERACTIVE)
+    assert queue.get(timeout=0, lanes=(Lane.BULK,)) == key("bulk")
+    assert queue.get(timeout=0, lanes=(Lane.BULK,)) is None
+    assert queue.get(timeout=0, lanes=[Lane.INTERACTIVE]) == key("hook")
+
+
+def test_a_bulk_key_put_again_as_interactive_moves_up_and_never_down(queue: WorkQueue):
+    queue.put(key("a"), lane=Lane.BULK)
+    queue.put(key("b"), lane=Lane.BULK)
+    assert queue.put(key("b"), lane=Lane.INTERACTIVE) is False  # merged, but promoted
+    assert queue.put(key("b"), lane=Lane.BULK) is False  # never demoted
+    assert queue.get(timeout=0, lanes=(Lane.INTERACTIVE,)) == key("b")
+    queue.put(key("b"), lane=Lane.BULK)  # re-run while in progress, as bulk ...
+    queue.put(key("b"))  # ... then a webhook: the re-run is interactive
+    queue.done(key("b"))
+    assert queue.get(timeout=0, lanes=(Lane.INTERACTIVE,)) == key("b")
+
+
+def test_a_getter_waiting_on_one_lane_is_woken_for_it(queue: WorkQueue):
+    got: list = []
+    waiting = threading.Event()
+
+    def interactive_worker():
+        waiting.set()
+        got.append(queue.get(timeout=LONG, lanes=(Lane.INTERACTIVE,)))
+
+    thread = start(interactive_worker)
+    assert waiting.wait(LONG)
+    queue.put(key("bulk"), lane=Lane.BULK)  # not for it
+    queue.put(key("hook"))
+    thread.join(LONG)
+    assert got == [key("hook")]
+
+
+def test_take_matching_takes_interactive_keys_first():
+    q = WorkQueue()
+    q.put(("f1", "bulk"), lane=Lane.BULK)
+    q.put(("f1", "hook"))
+    assert q.take_matching(lambda k: k[0] == "f1", limit=1) == [("f1", "hook")]
+    assert q.take_matching(lambda k: k[0] == "f1", limit=5, lanes=(Lane.INTERACTIVE,)) == []
+    assert q.take_matching(lambda k: k[0] == "f1", limit=5) == [("f1", "bulk")]
+
+
+def test_lanes_survive_reopen_and_compaction(tmp_path: Path):
+    path = tmp_path / "queue.journal"
+    q = WorkQueue(path, compact_every=5)
+    q.put(key("bulk"), lane=Lane.BULK)
+    q.put(key("hook"))
+    for i in range(10):  # enough records to compact
+        q.put(key(i))
+    while (item := q.get(timeout=0, lanes=(Lane.INTERACTIVE,))) is not None:
+        if item != key("hook"):  # held at the "crash"
+            q.done(item)
+    assert q.snapshot()["compactions"] >= 1
+    q.close()
+    q = WorkQueue(path)
+    try:
+        assert q.snapshot()["pending_bulk"] == 1
+        assert q.get(timeout=0) == key("hook")
+        assert q.get(timeout=0) == key("bulk")
+    finally:
+        q.close()

@@ -5,14 +5,17 @@ no module holds an app object. The app starts no threads: the service object han
 owns the queue and workers, and gunicorn's hooks (or ``cli.py``) start and stop it.
 
 Per-app state lives in ``app.extensions["gitsync"]``, a dict with ``settings``,
-``service``, ``webhook_auth``, ``openapi`` (the spec as a dict) and ``openapi_yaml``.
-Views reach it through :func:`get_settings`, :func:`get_service` and friends.
+``service`` and ``webhook_auth``. Views reach it through :func:`get_settings`,
+:func:`get_service` and friends. The OpenAPI document is built on its first request
+(:func:`get_openapi`): apispec and the YAML dump are not on the way to the first
+``/health`` answer after a start.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -27,6 +30,7 @@ __all__ = [
     "EXTENSION_KEY",
     "attach_service",
     "create_app",
+    "get_openapi",
     "get_service",
     "get_settings",
     "get_webhook_auth",
@@ -48,7 +52,8 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
             ``public_key``); ``None`` makes ``POST /webhooks`` answer 503 after auth.
 
     Returns:
-        The Flask app, wrapped in ``ProxyFix`` for one reverse proxy hop.
+        The Flask app; wrapped in ``ProxyFix`` for ``settings.proxy_hops`` reverse proxy
+        hops when that is not 0.
 
     Raises:
         ConfigError: the settings do not parse, or a ``whsec_`` webhook secret is not
@@ -57,7 +62,7 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
     from flask_swagger_ui import get_swaggerui_blueprint
 
     from . import api, webhooks
-    from .openapi import build_spec, spec_documents
+    from .fastpath import FastPath
 
     if settings is None:
         settings = settings_from_env()
@@ -77,6 +82,7 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
         "settings": settings,
         "service": service,
         "webhook_auth": webhook_auth,
+        "openapi_lock": threading.Lock(),
     }
 
     app.register_blueprint(webhooks.bp)
@@ -95,16 +101,18 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unhandled_error)
 
-    spec_dict, spec_yaml = spec_documents(build_spec(app))
-    app.extensions[EXTENSION_KEY]["openapi"] = spec_dict
-    app.extensions[EXTENSION_KEY]["openapi_yaml"] = spec_yaml
+    # The hot endpoints (webhooks, health) skip Flask's per-request machinery.
+    app.wsgi_app = FastPath(app, app.wsgi_app)  # type: ignore[method-assign]
 
-    # Behind gunicorn's reverse proxy: trust one hop of X-Forwarded-For/-Proto/-Host/
-    # -Prefix so redirects (/docs -> /docs/) and generated URLs use the public address.
-    # Without a proxy a client can set these headers, which only affects those URLs.
-    app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-        app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1
-    )
+    # Behind reverse proxies: trust their X-Forwarded-For/-Proto/-Host/-Prefix so that
+    # redirects (/docs -> /docs/), generated URLs and logged client addresses are the
+    # public ones. Only as many hops as configured: without a proxy, a client could set
+    # these headers itself.
+    hops = settings.proxy_hops
+    if hops:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops
+        )
 
     if webhook_auth.mode == "none":
         log.warning(
@@ -120,6 +128,17 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
 def attach_service(app: Flask, service: Any) -> None:
     """Hand the app its service after creation (e.g. started lazily after a fork)."""
     app.extensions[EXTENSION_KEY]["service"] = service
+
+
+def get_openapi(app: Flask) -> tuple[dict[str, Any], str]:
+    """The app's OpenAPI document as a dict and as YAML text, built once on first use."""
+    state = app.extensions[EXTENSION_KEY]
+    with state["openapi_lock"]:
+        if "openapi" not in state:
+            from .openapi import build_spec, spec_documents
+
+            state["openapi"], state["openapi_yaml"] = spec_documents(build_spec(app))
+    return state["openapi"], state["openapi_yaml"]
 
 
 def _state() -> dict[str, Any]:

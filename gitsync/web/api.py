@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-__all__ = ["bp"]
+__all__ = ["bp", "health_answer"]
 
 bp = Blueprint("api", __name__)
 
@@ -38,13 +38,17 @@ def health() -> Any:
     """
     from . import get_service
 
-    service = get_service()
+    return jsonify(health_answer(get_service()))
+
+
+def health_answer(service: Any) -> dict[str, Any]:
+    """The ``/health`` body (shared with the fast path, ``gitsync.web.fastpath``)."""
     body: dict[str, Any] = {"status": "ok"}
     if service is None:
         body["service"] = "not running"
     else:
         body.update(service.health())
-    return jsonify(body)
+    return body
 
 
 @bp.get("/api/pubkey")
@@ -122,9 +126,11 @@ def openapi_yaml() -> Any:
           content:
             application/yaml:
               schema:
-                type: string
+                type: object
     """
-    text = current_app.extensions["gitsync"]["openapi_yaml"]
+    from . import get_openapi
+
+    _, text = get_openapi(current_app)
     return Response(text, mimetype="application/yaml")
 
 
@@ -143,4 +149,7 @@ def openapi_json() -> Any:
               schema:
                 type: object
     """
-    return jsonify(current_app.extensions["gitsync"]["openapi"])
+    from . import get_openapi
+
+    spec, _ = get_openapi(current_app)
+    return jsonify(spec)

@@ -1,7 +1,8 @@
 """The OpenAPI document, built by apispec from the views' docstrings.
 
-``build_spec(app)`` runs once in ``create_app`` after the blueprints are registered; the
-app serves the result at ``/openapi.yaml`` and ``/openapi.json``. The repository's
+``build_spec(app)`` runs once per app, on the first request for the document
+(``gitsync.web.get_openapi``); the app serves the result at ``/openapi.yaml`` and
+``/openapi.json``. The repository's
 ``openapi.yaml`` is the same text, regenerated with::
 
     python -m gitsync.web.openapi > openapi.yaml
@@ -212,10 +213,10 @@ def spec_documents(spec: APISpec) -> tuple[dict[str, Any], str]:
 def render_openapi_yaml() -> str:
     """The YAML document every app serves at ``/openapi.yaml``."""
     from ..config import Settings
-    from . import EXTENSION_KEY, create_app
+    from . import create_app, get_openapi
 
     app = create_app(Settings(webhook_secret="unused-placeholder"))
-    return app.extensions[EXTENSION_KEY]["openapi_yaml"]
+    return get_openapi(app)[1]
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -17,44 +19,59 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..ids import InvalidId, parse_compound_id
 from ..service_errors import ServiceUnavailable
-from .auth import AuthError
+from .auth import AuthError, WebhookAuth
 
-__all__ = ["EventError", "HANDLED_EVENT", "bp", "parse_event"]
+__all__ = ["EventError", "HANDLED_EVENT", "MAX_JSON_DEPTH", "bp", "handle_webhook", "parse_event"]
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("webhooks", __name__)
 
 HANDLED_EVENT = "document.updated"
+# A Relay Server event nests three levels deep; the C JSON decoder recurses once per
+# level and raises RecursionError somewhere past a few thousand, so refuse long before.
+MAX_JSON_DEPTH = 32
+# What the depth scan looks at: string delimiters, escapes and brackets.
+_JSON_STRUCTURE = re.compile(r'["\\\[\]{}]')
 
 
 class EventError(ValueError):
     """The webhook body is not a usable event; the message names the field at fault."""
 
 
-def parse_event(body: bytes) -> dict[str, Any] | None:
+def parse_event(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any] | None:
     """Turn a raw webhook body into the event dict handed to ``service.accept``.
 
     Accepts the current form ``{"eventType", "eventId", "payload": {"doc_id", "user",
     "timestamp", ...}}`` and the older one with ``doc_id`` (and ``timestamp``) at the top
-    level; unknown fields are ignored.
+    level; unknown fields are ignored. The body's size is the caller's to bound (the
+    app reads at most ``max_body_bytes``); its nesting depth is checked here, before
+    the decoder sees it.
 
     Returns:
         ``{"doc_id", "relay_id", "doc_uuid", "event_id", "timestamp", "user"}`` (ids
         lower-case), or None for an event type other than ``document.updated``.
 
     Raises:
-        EventError: not UTF-8 JSON, not an object, no string ``doc_id``, or ``doc_id``
-            not a compound id.
+        EventError: not UTF-8 JSON, nested deeper than ``max_depth``, not an object, no
+            string ``doc_id``, or ``doc_id`` not a compound id.
     """
     try:
-        data = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise EventError("malformed JSON: body is not UTF-8") from None
+    if _nested_deeper_than(text, max_depth):
+        raise EventError(f"malformed event: JSON nested deeper than {max_depth} levels")
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EventError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:  # not reached after the depth check; never a 500 regardless
+        raise EventError(f"malformed event: JSON nested deeper than {max_depth} levels") from None
+    except ValueError:  # an integer literal longer than Python converts (4,300 digits)
+        raise EventError("malformed JSON: a number has too many digits") from None
     if not isinstance(data, dict):
         raise EventError("malformed event: body must be a JSON object")
     event_type = data.get("eventType", HANDLED_EVENT)
@@ -89,6 +106,89 @@ def parse_event(body: bytes) -> dict[str, Any] | None:
     }
 
 
+def handle_webhook(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    auth: WebhookAuth,
+    service: Any,
+    now: float,
+    remote_addr: str | None,
+) -> tuple[int, dict[str, Any]]:
+    """Everything ``POST /webhooks`` decides, for a body already read within the limit.
+
+    Shared by the Flask view and the fast path (``gitsync.web.fastpath``), so both
+    answer alike.
+
+    Returns:
+        The status code and the JSON object to answer with.
+
+    Raises:
+        Exception: whatever ``service.accept`` raises other than ServiceUnavailable (a
+            bug: answered as a bare 500 by the caller).
+    """
+    try:
+        auth.verify(headers, body, now=now)
+    except AuthError as exc:
+        log.warning("webhook refused reason=%s remote=%s", exc, remote_addr)
+        return 401, {"error": str(exc)}
+    try:
+        event = parse_event(body)
+    except EventError as exc:
+        log.info("webhook rejected reason=%s", exc)
+        return 400, {"error": str(exc)}
+    if event is None:
+        return 200, {"status": "ignored", "reason": "event type not handled"}
+    if service is None:
+        return 503, {"error": "service not running"}
+    try:
+        result = service.accept(event)
+    except ServiceUnavailable as exc:
+        # Not accepted, so not acknowledged: the Relay Server logs the failure and the
+        # next edit (or our reconcile) brings the change.
+        log.warning("webhook not queued doc=%s reason=%s", event["doc_id"], exc)
+        return 503, {"error": str(exc)}
+    log.debug(
+        "webhook accepted doc=%s status=%s",
+        event["doc_id"],
+        result.get("status") if isinstance(result, dict) else None,
+    )
+    return 202, result
+
+
+def _nested_deeper_than(text: str, limit: int) -> bool:
+    """Whether the JSON ``text`` opens more than ``limit`` arrays/objects at once.
+
+    Linear in the length and cheap for ordinary events: a text with at most ``limit``
+    brackets cannot be deeper, so only bodies with many brackets are scanned. Brackets
+    inside strings do not count. Malformed text is left to the decoder to describe.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    in_string = False
+    escaped_at = -1
+    for match in _JSON_STRUCTURE.finditer(text):
+        at = match.start()
+        if at == escaped_at:
+            continue
+        char = text[at]
+        if in_string:
+            if char == "\\":
+                escaped_at = at + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
 def _read_body() -> bytes:
     """The raw body, at most ``MAX_CONTENT_LENGTH`` bytes.
 
@@ -102,10 +202,6 @@ def _read_body() -> bytes:
     if request.content_length is None and limit is not None and len(body) >= limit:
         raise RequestEntityTooLarge()
     return body
-
-
-def _error(status: int, message: str) -> tuple[Any, int]:
-    return jsonify(error=message), status
 
 
 @bp.post("/webhooks")
@@ -148,7 +244,9 @@ def receive_webhook() -> Any:
               schema:
                 $ref: '#/components/schemas/WebhookResult'
         '400':
-          description: Malformed JSON, no `doc_id`, or `doc_id` is not a compound id.
+          description: >
+            Malformed JSON, JSON nested deeper than 32 levels, no `doc_id`, or `doc_id`
+            is not a compound id.
           content:
             application/json:
               schema:
@@ -183,34 +281,12 @@ def receive_webhook() -> Any:
     from . import get_service, get_webhook_auth
 
     body = _read_body()
-    auth = get_webhook_auth()
-    try:
-        auth.verify(request.headers, body, now=current_app.config["WEBHOOK_CLOCK"]())
-    except AuthError as exc:
-        log.warning("webhook refused reason=%s remote=%s", exc, request.remote_addr)
-        return _error(401, str(exc))
-
-    try:
-        event = parse_event(body)
-    except EventError as exc:
-        log.info("webhook rejected reason=%s", exc)
-        return _error(400, str(exc))
-    if event is None:
-        return jsonify(status="ignored", reason="event type not handled"), 200
-    service = get_service()
-    if service is None:
-        return _error(503, "service not running")
-
-    try:
-        result = service.accept(event)
-    except ServiceUnavailable as exc:
-        # Not accepted, so not acknowledged: the Relay Server logs the failure and the
-        # next edit (or our reconcile) brings the change.
-        log.warning("webhook not queued doc=%s reason=%s", event["doc_id"], exc)
-        return _error(503, str(exc))
-    log.debug(
-        "webhook accepted doc=%s status=%s",
-        event["doc_id"],
-        result.get("status") if isinstance(result, dict) else None,
+    status, answer = handle_webhook(
+        request.headers,
+        body,
+        auth=get_webhook_auth(),
+        service=get_service(),
+        now=current_app.config["WEBHOOK_CLOCK"](),
+        remote_addr=request.remote_addr,
     )
-    return jsonify(result), 202
+    return jsonify(answer), status

@@ -98,7 +98,8 @@ def test_connectors_validate_ok_and_check_remote_reports_unreachable(tmp_path):
 def test_help_lists_every_command_and_variable():
     result = CliRunner().invoke(cli, ["serve", "--help"])
     flat = " ".join(result.output.split())
-    for text in ("RELAY_SERVER_URL", "WEBHOOK_SECRET", "--commit-interval", "default: 10.0"):
+    for text in ("RELAY_SERVER_URL", "WEBHOOK_SECRET", "--commit-interval", "default: 10.0",
+                 "--proxy-hops", "RELAY_GIT_PROXY_HOPS"):
         assert text in flat
     top = CliRunner().invoke(cli, ["--help"]).output
     for command in ("serve", "sync", "demo", "ssh", "connectors"):

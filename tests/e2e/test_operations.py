@@ -66,6 +66,23 @@ def test_webhook_during_shutdown_is_refused_not_acknowledged(relay_server, tmp_p
         assert "shutting down" in reply.json()["error"]
 
 
+def test_webhook_on_a_closed_queue_is_refused_not_reported_merged(relay_server, tmp_path):
+    # The window inside stop() after the state check passed and before the answer: the
+    # queue is closed, so nothing is stored and the answer must not be a 202.
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "a\n")
+    write_connectors(tmp_path, [folder])
+    with InProcessService(relay_server, tmp_path) as svc:
+        wait_for(lambda: svc.service.initial_sync_done.is_set(), "the startup sync")
+        cid = folder.doc_compound_id("a.md")
+        assert svc.post(relay_server, cid).status_code == 202
+        svc.service.queue.close()
+        for _ in range(2):  # a fresh key and one that would merge into deferred work
+            reply = svc.post(relay_server, cid)
+            assert reply.status_code == 503, reply.text
+            assert "shutting down" in reply.json()["error"]
+
+
 def test_one_broken_repository_does_not_stop_the_others(relay_server, tmp_path):
     broken, healthy = relay_server.add_folder(), relay_server.add_folder()
     broken.put_markdown("b.md", "b\n")
