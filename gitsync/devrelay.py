@@ -208,6 +208,8 @@ class _Handler(BaseHTTPRequestHandler):
             relay._count(match.group(2))
             relay._open.wait(timeout=60)  # paused: hold document reads (see pause())
             relay._wait_if_held(match.group(2))
+            if relay.read_delay:
+                threading.Event().wait(relay.read_delay)  # a Relay Server further away
         fault = relay._take_fault(path)
         if fault in (301, 302, 303, 307, 308):
             return self._redirect(fault)
@@ -425,6 +427,7 @@ class DevRelay:
         self._held_gate = threading.Event()
         self._held_gate.set()
         self._held_waiting = 0
+        self.read_delay = 0.0  # seconds added to every document read (benchmarks)
         self._open.set()
         self._secret = secrets.token_bytes(32)
         # the websocket side: doc key -> routing channel, last change (ms), snapshots
