@@ -5,6 +5,10 @@ The engine is where the pure parts (``ydoc`` decoding, ``plan`` diffing) meet th
 held for a whole sync or commit, so one thread works on a folder at a time while other
 folders proceed in parallel; document fetches inside one sync run on a bounded pool.
 
+Every file operation goes through ``worktree`` (no link or non-directory ancestor is
+ever followed); a path is marked for the next commit only after ``worktree.check``
+accepted it.
+
 A restart at any point is safe: files are replaced atomically, state is saved after the
 files are written (a crash before that re-does the writes), and the paths changed since
 the last commit are part of the saved state, so a commit lost to a crash is made on the
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,19 +28,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import gitrepo, ydoc
+from . import gitrepo, worktree, ydoc
 from .config import Connector, ConnectorsConfig, Settings
 from .ids import compound_id
 from .plan import Delete, Mkdir, Move, Rmdir, Tracked, Write, diff_folders, mass_deletion
 from .relay import NotFound, RelayClient, RelayError, Unauthorized, Unavailable
-from .state import DataDirLock, FileRecord, FolderState, StateRegistry, write_atomic
+from .state import DataDirLock, FileRecord, FolderState, StateRegistry
 
 __all__ = ["Engine", "SyncReport", "SyncAborted", "describe_changes"]
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-TMP_MARK = ".gitsync-tmp-"
+TMP_MARK = worktree.TMP_PREFIX
+IN_THE_WAY = "something the service did not write is in the way"
 # A held mass deletion is applied when a read at least this long after the first
 # one still shows it (or at once when the operator confirms).
 HOLD_CONFIRM_SECONDS = 60.0
@@ -126,18 +132,22 @@ class _Fetched:
 def _remove_write_debris(root: Path) -> None:
     """Delete half-written temporary files an interrupted atomic write left behind.
 
-    Only ``<TMP_MARK>*.tmp`` names (from ``write_atomic``): the planner's temporary
-    names for swaps carry no ``.tmp`` suffix and may hold a document mid-move.
+    Only ``<TMP_MARK>*.tmp`` names (from ``worktree.write_file``): the planner's
+    temporary names for swaps carry no ``.tmp`` suffix and may hold a document mid-move.
     """
     if not root.is_dir():
         return
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):  # never descends into a link
         if ".git" in dirnames:
             dirnames.remove(".git")
         for name in filenames:
             if name.startswith(TMP_MARK) and name.endswith(".tmp"):
-                os.unlink(os.path.join(dirpath, name))
-                log.warning("removed a half-written file path=%s", os.path.join(dirpath, name))
+                rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+                try:
+                    if worktree.delete_file(root, rel):
+                        log.warning("removed a half-written file path=%s", os.path.join(dirpath, name))
+                except worktree.PathRefused:
+                    pass  # its directory became a link meanwhile: not ours to touch
 
 
 def _sha256(data: bytes) -> str:
@@ -246,21 +256,16 @@ class Engine:
     def folder_state(self, connector: Connector) -> FolderState:
         return self._folder_state(connector)
 
-    def _root(self, connector: Connector) -> Path:
-        base = self.settings.repo_dir(connector)
-        return base / connector.prefix if connector.prefix else base
-
     def _repo_path(self, connector: Connector, rel: str) -> str:
         return f"{connector.prefix}/{rel}" if connector.prefix else rel
 
-    def _inside(self, connector: Connector, full: Path) -> bool:
-        """True when ``full`` resolves inside the working tree (symlinks followed), not ``.git``."""
-        repo_root = os.path.realpath(self.settings.repo_dir(connector))
-        parent = os.path.realpath(full.parent)
-        git_dir = os.path.join(repo_root, ".git")
-        if parent == git_dir or parent.startswith(git_dir + os.sep):
-            return False
-        return parent == repo_root or parent.startswith(repo_root + os.sep)
+    def _refused(self, connector: Connector, path: str, exc: worktree.PathRefused,
+                 report: SyncReport) -> None:
+        """Report a path ``worktree`` refused (a link or a file on its way): nothing was done."""
+        reason = f"{exc} ({IN_THE_WAY})"
+        log.warning("path refused relay=%s folder=%s path=%r reason=%s",
+                    connector.relay_id, connector.folder_id, path, exc.reason)
+        report.skipped.append((path, reason))
 
     # --- syncing --------------------------------------------------------------------
 
@@ -396,8 +401,7 @@ class Engine:
                 self._apply_op(connector, state, op, fetched, report, refetch, origins)
             except OSError as exc:
                 where = getattr(op, "dst", None) or getattr(op, "path", "")
-                reason = (f"cannot {type(op).__name__.lower()}: {exc.strerror or exc} "
-                          "(something the service did not write is in the way)")
+                reason = f"cannot {type(op).__name__.lower()}: {exc.strerror or exc} ({IN_THE_WAY})"
                 log.warning("operation skipped relay=%s folder=%s path=%s reason=%s",
                             connector.relay_id, connector.folder_id, where, reason)
                 report.skipped.append((where, reason))
@@ -405,30 +409,50 @@ class Engine:
 
     def _apply_op(self, connector, state: FolderState, op, fetched, report: SyncReport,
                   refetch: set[str], origins: dict[str, str]) -> None:
-        root = self._root(connector)
+        """Apply one op. Containment (``worktree.check``) comes before a path is marked dirty.
+
+        Raises:
+            OSError: the file system refused (something in the way); nothing was marked.
+        """
+        repo_root = self.settings.repo_dir(connector)
         if isinstance(op, Delete):
             rec = state.files.get(op.doc_id)
-            full = root / op.path
             if rec is not None and rec.type != "folder":
+                rel = self._repo_path(connector, op.path)
+                try:
+                    worktree.check(repo_root, rel)
+                except worktree.PathRefused as exc:
+                    self._refused(connector, op.path, exc, report)
+                    state.files.pop(op.doc_id, None)
+                    return
                 # Dirty even when the file is already gone (a crash after the unlink but
                 # before the state was saved): the commit must still record the deletion.
-                state.add_dirty([self._repo_path(connector, op.path)])
-                if full.is_file() and self._inside(connector, full):
-                    full.unlink()
+                state.add_dirty([rel])
+                if worktree.delete_file(repo_root, rel):
                     report.deleted += 1
                     state.note("delete", op.path)
             state.files.pop(op.doc_id, None)
         elif isinstance(op, Move):
             rec = state.files.get(op.doc_id)
-            src, dst = root / op.src, root / op.dst
-            if rec is None or not self._inside(connector, dst):
+            if rec is None:
                 return
+            src, dst = self._repo_path(connector, op.src), self._repo_path(connector, op.dst)
+            worktree.check(repo_root, dst)  # raises: the op is skipped, the record stays true
+            try:
+                worktree.check(repo_root, src)
+                src_refused = None
+            except worktree.PathRefused as exc:
+                src_refused = exc  # the old file cannot be reached: write afresh at dst
+            if src_refused is not None:
+                self._refused(connector, op.src, src_refused, report)
             origins.setdefault(op.doc_id, op.src)
-            state.add_dirty(self._repo_path(connector, p) for p in (op.src, op.dst) if TMP_MARK not in p)
-            if src.is_file():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, dst)  # raises before rec.path changes: the record stays true
-            else:
+            marked = [dst] if src_refused is not None else [src, dst]
+            state.add_dirty(p for p in marked if TMP_MARK not in p)
+            if src_refused is None:
+                found = worktree.lstat(repo_root, src)
+                if found is not None and stat.S_ISREG(found.st_mode):
+                    worktree.delete_file(repo_root, dst)  # a move replaces what is at dst
+            if src_refused is not None or not worktree.move(repo_root, src, dst):
                 refetch.add(op.doc_id)
             rec.path = op.dst
             if TMP_MARK not in op.dst:
@@ -437,9 +461,7 @@ class Engine:
                     report.renamed += 1
                     state.note("rename", original, op.dst)
         elif isinstance(op, Mkdir):
-            full = root / op.path
-            if self._inside(connector, full / "x") and not full.is_file():
-                full.mkdir(parents=True, exist_ok=True)
+            worktree.make_dirs(repo_root, self._repo_path(connector, op.path))
         elif isinstance(op, Write):
             self._store(connector, state, op.entry, fetched[op.doc_id], report, path=op.path)
         elif isinstance(op, Rmdir):
@@ -455,11 +477,8 @@ class Engine:
                 state.files[doc_id] = FileRecord(path=entry.path, type="folder")
 
     def _rmdir(self, connector: Connector, path: str) -> None:
-        full = self._root(connector) / path
-        try:
-            full.rmdir()  # only when empty: never removes a person's files
-        except OSError:
-            pass
+        # only when empty: never removes a person's files; never through a link
+        worktree.remove_empty_dir(self.settings.repo_dir(connector), self._repo_path(connector, path))
 
     def sync_docs(self, connector: Connector, doc_ids: Iterable[str]) -> SyncReport:
         """Re-fetch known documents of the folder (a content webhook) and write changes."""
@@ -483,17 +502,22 @@ class Engine:
         return report
 
     def _fetch_one(self, connector: Connector, entry: ydoc.Entry, rec: FileRecord | None,
-                   known_sha: str | None, full: Path, force: bool, verify: bool,
+                   known_sha: str | None, rel: str, force: bool, verify: bool,
                    relay_down: threading.Event | None = None) -> _Fetched:
         out = _Fetched(entry.id)
         if relay_down is not None and relay_down.is_set():
             out.error = "relay unavailable during this sync; retried later"
             return out
-        exists = full.is_file()
+        repo_root = self.settings.repo_dir(connector)
+        try:
+            st = worktree.lstat(repo_root, rel)
+        except OSError:  # refused (a link on the way): the write reports it
+            st = None
+        exists = st is not None and stat.S_ISREG(st.st_mode)
         intact = exists
         if verify and exists and rec is not None and rec.sha256:
             try:
-                intact = _sha256(full.read_bytes()) == rec.sha256
+                intact = _sha256(worktree.read_file(repo_root, rel)[0]) == rec.sha256
             except OSError:
                 intact = False
         cid = compound_id(connector.relay_id, entry.id)
@@ -546,7 +570,6 @@ class Engine:
         ``verify`` (full syncs) also re-reads each file: bytes that differ from what we
         wrote (edited in the checkout, or by a rebuild) are rewritten from the Relay.
         """
-        root = self._root(connector)
         hashes = self.states.relay(connector.relay_id).doc_hashes
         total = len(targets)
         if progress:
@@ -558,7 +581,7 @@ class Engine:
             path = rec.path if rec is not None and rec.type != "folder" else entry.path
             cid = compound_id(connector.relay_id, doc_id)
             futures[doc_id] = self._pool.submit(
-                self._fetch_one, connector, entry, rec, hashes.get(cid), root / path,
+                self._fetch_one, connector, entry, rec, hashes.get(cid), self._repo_path(connector, path),
                 doc_id in force, verify, relay_down,
             )
         results = {}
@@ -589,8 +612,7 @@ class Engine:
         try:
             self._write_file(connector, state, entry, path, fetched.data, report)
         except OSError as exc:
-            reason = (f"cannot write: {exc.strerror or exc} "
-                      "(something the service did not write is in the way)")
+            reason = f"cannot write: {exc.strerror or exc} ({IN_THE_WAY})"
             log.warning("document skipped relay=%s folder=%s doc=%s path=%s reason=%s",
                         connector.relay_id, connector.folder_id, entry.id, path, reason)
             report.skipped.append((path, reason))
@@ -605,28 +627,35 @@ class Engine:
 
     def _write_file(self, connector, state: FolderState, entry: ydoc.Entry, path: str,
                     data: bytes, report: SyncReport) -> bool:
-        full = self._root(connector) / path
-        if not self._inside(connector, full):
-            log.error("refusing to write outside the repository relay=%s folder=%s path=%r",
-                      connector.relay_id, connector.folder_id, path)
-            report.skipped.append((path, "path resolves outside the repository"))
+        """Write one document's bytes (refused when a link or a file is on the way).
+
+        Raises:
+            OSError: the write failed (something appeared in the way meanwhile).
+        """
+        repo_root = self.settings.repo_dir(connector)
+        rel = self._repo_path(connector, path)
+        try:
+            worktree.check(repo_root, rel)
+            st = worktree.lstat(repo_root, rel)
+        except worktree.PathRefused as exc:
+            self._refused(connector, path, exc, report)
             return False
         sha = _sha256(data)
         rec = state.files.get(entry.id)
         new = rec is None
-        if (rec is not None and rec.sha256 == sha and full.is_file()
-                and full.stat().st_size == len(data) and full.read_bytes() == data):
+        if (rec is not None and rec.sha256 == sha and st is not None and stat.S_ISREG(st.st_mode)
+                and st.st_size == len(data) and worktree.read_file(repo_root, rel)[0] == data):
             rec.type, rec.hash = entry.type, entry.hash
             report.unchanged += 1
             return False
-        if full.is_dir():
-            report.skipped.append((path, "a directory is in the way"))
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            report.skipped.append((path, f"a directory is in the way ({IN_THE_WAY})"))
             return False
         # Dirty first: a save of this relay's state by another folder's thread may come
         # at any point, and must never record the new file without its pending commit.
-        state.add_dirty([self._repo_path(connector, path)])
+        state.add_dirty([rel])
         # fsync'd: the state saved after this must not claim a file a power cut could lose.
-        write_atomic(full, data, fsync=True, tmp_prefix=TMP_MARK, mode=0o644)
+        worktree.write_file(repo_root, rel, data, mode=0o644, overwrite=True, fsync=True)
         state.files[entry.id] = FileRecord(path=path, type=entry.type, hash=entry.hash,
                                            sha256=sha, size=len(data))
         if new:
