@@ -7,16 +7,20 @@ folders proceed in parallel; document fetches inside one sync run on a bounded p
 
 Every file operation goes through ``worktree`` (no link or non-directory ancestor is
 ever followed); a path is marked for the next commit only after ``worktree.check``
-accepted it.
+accepted it. Only what the service wrote is replaced, moved over or deleted: a new
+document or a rename onto something someone else put there is skipped with a reason.
 
 A restart at any point is safe: files are replaced atomically, state is saved after the
 files are written (a crash before that re-does the writes), and the paths changed since
 the last commit are part of the saved state, so a commit lost to a crash is made on the
-next cycle.
+next cycle. Which files are ours survives a crash too: before a sync creates files it
+saves the free paths it is about to use ("claims"); a file found at a claimed path after
+a crash is ours, and one no document ends up owning is removed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -154,6 +158,15 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _file_sha256(repo_root: Path, rel: str) -> str | None:
+    """sha256 of the regular file at ``rel`` (never read through a link), or None."""
+    try:
+        data, _ = worktree.read_file(repo_root, rel)
+    except OSError:
+        return None
+    return _sha256(data)
+
+
 class Engine:
     """Syncs connectors' folders into their repositories; thread-safe per folder."""
 
@@ -267,6 +280,59 @@ class Engine:
                     connector.relay_id, connector.folder_id, path, exc.reason)
         report.skipped.append((path, reason))
 
+    def _owns(self, state: FolderState, rec: FileRecord | None, path: str) -> bool:
+        """True when the file at ``path`` is one we wrote: recorded there, or claimed."""
+        if rec is not None and rec.type != "folder" and rec.path == path and rec.sha256 is not None:
+            return True
+        return path in state.claimed
+
+    def _claim(self, connector: Connector, state: FolderState, ops: list) -> set[str]:
+        """Save the free paths the ops may create, before any is created.
+
+        Returns the claims an interrupted earlier sync left behind (files there may be
+        ours without a record): :meth:`_release_claims` settles them after the ops.
+        """
+        leftover = set(state.claimed)
+        repo_root = self.settings.repo_dir(connector)
+        for op in ops:
+            path = op.dst if isinstance(op, Move) else op.path if isinstance(op, Write) else None
+            if path is None or path in state.claimed:
+                continue
+            try:
+                free = worktree.lstat(repo_root, self._repo_path(connector, path)) is None
+            except OSError:
+                free = False  # refused: the op reports it
+            if free:
+                state.claimed.add(path)
+        if len(state.claimed) > len(leftover):
+            self._save(connector)  # durable before the first file is written
+        return leftover
+
+    def _release_claims(self, connector: Connector, state: FolderState, leftover: set[str]) -> None:
+        """Forget this sync's claims; remove files an interrupted sync left unowned.
+
+        A file at a leftover claim that no document owns now was written by a sync that
+        died before saving what it did (the document moved or went away since): it is
+        ours, and nothing would ever remove it otherwise.
+        """
+        owned = {rec.path for rec in state.files.values() if rec.type != "folder" and rec.sha256}
+        repo_root = self.settings.repo_dir(connector)
+        for path in sorted(leftover):
+            if path in owned:
+                continue
+            rel = self._repo_path(connector, path)
+            try:
+                worktree.check(repo_root, rel)
+                found = worktree.lstat(repo_root, rel)
+            except OSError:
+                continue
+            if found is not None and stat.S_ISREG(found.st_mode):
+                state.add_dirty([rel])
+                if worktree.delete_file(repo_root, rel):
+                    log.warning("removed a file an interrupted sync left behind relay=%s folder=%s path=%r",
+                                connector.relay_id, connector.folder_id, path)
+        state.claimed = set()
+
     # --- syncing --------------------------------------------------------------------
 
     def sync_folder(
@@ -314,6 +380,7 @@ class Engine:
                         targets.setdefault(doc_id, entry)
             fetched = self._fetch_all(connector, state, targets, force=writes, verify=full,
                                       progress=progress)
+            leftover = self._claim(connector, state, ops)
             refetch = self._apply_ops(connector, state, ops, fetched, report)
             for doc_id, entry in targets.items():
                 if doc_id not in writes:
@@ -324,6 +391,7 @@ class Engine:
                     self._store(connector, state, again[doc_id], result, report)
             if not report.held:
                 self._track_folders(state, current)
+            self._release_claims(connector, state, leftover)
             state.last_sync = time.time()
             state.index_entries = len(entries)
             self._flush(connector)
@@ -443,16 +511,19 @@ class Engine:
                 src_refused = None
             except worktree.PathRefused as exc:
                 src_refused = exc  # the old file cannot be reached: write afresh at dst
+            if worktree.lstat(repo_root, dst) is not None:
+                if not self._owns(state, None, op.dst):
+                    raise FileExistsError(errno.EEXIST, "something is already at the new path", op.dst)
+                worktree.delete_file(repo_root, dst)  # ours, left by an interrupted sync
             if src_refused is not None:
                 self._refused(connector, op.src, src_refused, report)
             origins.setdefault(op.doc_id, op.src)
             marked = [dst] if src_refused is not None else [src, dst]
             state.add_dirty(p for p in marked if TMP_MARK not in p)
-            if src_refused is None:
-                found = worktree.lstat(repo_root, src)
-                if found is not None and stat.S_ISREG(found.st_mode):
-                    worktree.delete_file(repo_root, dst)  # a move replaces what is at dst
             if src_refused is not None or not worktree.move(repo_root, src, dst):
+                # No file of ours moved: the document is fetched and written at dst, where
+                # nothing is ours until we write it (the claim covers this sync only).
+                rec.sha256 = None
                 refetch.add(op.doc_id)
             rec.path = op.dst
             if TMP_MARK not in op.dst:
@@ -509,17 +580,20 @@ class Engine:
             out.error = "relay unavailable during this sync; retried later"
             return out
         repo_root = self.settings.repo_dir(connector)
-        try:
-            st = worktree.lstat(repo_root, rel)
-        except OSError:  # refused (a link on the way): the write reports it
-            st = None
-        exists = st is not None and stat.S_ISREG(st.st_mode)
-        intact = exists
-        if verify and exists and rec is not None and rec.sha256:
+        # Only a regular file reached without a link counts (a refused path: the write
+        # reports it); one walk per document, this runs for every document of a folder.
+        if verify and rec is not None and rec.sha256:
             try:
-                intact = _sha256(worktree.read_file(repo_root, rel)[0]) == rec.sha256
+                data, _ = worktree.read_file(repo_root, rel)
+                exists, intact = True, _sha256(data) == rec.sha256
             except OSError:
-                intact = False
+                exists = intact = False
+        else:
+            try:
+                st = worktree.lstat(repo_root, rel)
+            except OSError:
+                st = None
+            exists = intact = st is not None and stat.S_ISREG(st.st_mode)
         cid = compound_id(connector.relay_id, entry.id)
         kind = entry.kind
         try:
@@ -627,7 +701,12 @@ class Engine:
 
     def _write_file(self, connector, state: FolderState, entry: ydoc.Entry, path: str,
                     data: bytes, report: SyncReport) -> bool:
-        """Write one document's bytes (refused when a link or a file is on the way).
+        """Write one document's bytes; never over something the service did not write.
+
+        The file at ``path`` is ours when the record says we wrote it there, or when the
+        path is claimed (see :meth:`_claim`). Anything else found there (a person's file,
+        a link, a directory) skips the document with a reason, unless it already holds
+        exactly these bytes.
 
         Raises:
             OSError: the write failed (something appeared in the way meanwhile).
@@ -643,19 +722,31 @@ class Engine:
         sha = _sha256(data)
         rec = state.files.get(entry.id)
         new = rec is None
-        if (rec is not None and rec.sha256 == sha and st is not None and stat.S_ISREG(st.st_mode)
-                and st.st_size == len(data) and worktree.read_file(repo_root, rel)[0] == data):
+        ours = self._owns(state, rec, path)
+        regular = st is not None and stat.S_ISREG(st.st_mode)
+        on_disk = None  # sha256 of the file there, read only when it decides something
+        if regular and (not ours or (rec is not None and rec.sha256 == sha and st.st_size == len(data))):
+            on_disk = _file_sha256(repo_root, rel)
+        if ours and rec is not None and rec.path == path and on_disk == sha:
             rec.type, rec.hash = entry.type, entry.hash
             report.unchanged += 1
             return False
         if st is not None and stat.S_ISDIR(st.st_mode):
             report.skipped.append((path, f"a directory is in the way ({IN_THE_WAY})"))
             return False
+        if st is not None and not ours:
+            if on_disk != sha:
+                log.warning("document skipped relay=%s folder=%s doc=%s path=%r reason=%s",
+                            connector.relay_id, connector.folder_id, entry.id, path,
+                            "a file the service did not write is there")
+                report.skipped.append((path, f"a file is already at this path ({IN_THE_WAY})"))
+                return False
+            ours = True  # the very bytes we would write (a state rebuilt from scratch)
         # Dirty first: a save of this relay's state by another folder's thread may come
         # at any point, and must never record the new file without its pending commit.
         state.add_dirty([rel])
         # fsync'd: the state saved after this must not claim a file a power cut could lose.
-        worktree.write_file(repo_root, rel, data, mode=0o644, overwrite=True, fsync=True)
+        worktree.write_file(repo_root, rel, data, mode=0o644, overwrite=ours, fsync=True)
         state.files[entry.id] = FileRecord(path=path, type=entry.type, hash=entry.hash,
                                            sha256=sha, size=len(data))
         if new:

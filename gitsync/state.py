@@ -4,7 +4,8 @@
 
     state/<relay-id>/document_hashes.json   compound doc id -> sha256 of the last applied update
     state/<relay-id>/shared_folders.json    folder id -> index metadata, held deletions
-    state/<relay-id>/local_state.json       folder id -> files we wrote, dirty paths, pending changes
+    state/<relay-id>/local_state.json       folder id -> files we wrote, dirty paths, pending changes,
+                                            paths a running sync claimed
 
 Every file is written atomically (temp file, fsync, rename) and only when something in
 it changed, once per sync rather than once per document.  The in-memory objects are
@@ -107,6 +108,9 @@ class FolderState:
     dirty: list[str] = field(default_factory=list)  # repo paths changed since the last commit
     changes: list[list[str]] = field(default_factory=list)  # [verb, path, (dst)] for the message
     held: dict[str, Any] | None = None  # a mass deletion waiting for confirmation
+    # Free paths a sync was about to create, saved before it acted: after a crash, a file
+    # at one of them was written by us even though no record says so yet.
+    claimed: set[str] = field(default_factory=set)
     last_sync: float | None = None
     index_entries: int = 0
 
@@ -148,6 +152,8 @@ class FolderState:
             "dirty": self.dirty,
             "changes": self.changes,
         }
+        if self.claimed:
+            out["claimed"] = sorted(self.claimed)
         if self.last_sync is not None:
             out["last_sync"] = self.last_sync
         return out
@@ -164,6 +170,7 @@ class FolderState:
             files=files,
             dirty=[str(p) for p in data.get("dirty") or []],
             changes=[list(map(str, c)) for c in data.get("changes") or []],
+            claimed={str(p) for p in data.get("claimed") or []},
             last_sync=data.get("last_sync"),
         )
 
