@@ -5,38 +5,48 @@ The engine is where the pure parts (``ydoc`` decoding, ``plan`` diffing) meet th
 held for a whole sync or commit, so one thread works on a folder at a time while other
 folders proceed in parallel; document fetches inside one sync run on a bounded pool.
 
+Every file operation goes through ``worktree`` (no link or non-directory ancestor is
+ever followed); a path is marked for the next commit only after ``worktree.check``
+accepted it. Only what the service wrote is replaced, moved over or deleted: a new
+document or a rename onto something someone else put there is skipped with a reason.
+
 A restart at any point is safe: files are replaced atomically, state is saved after the
 files are written (a crash before that re-does the writes), and the paths changed since
 the last commit are part of the saved state, so a commit lost to a crash is made on the
-next cycle.
+next cycle. Which files are ours survives a crash too: before a sync creates files it
+saves the free paths it is about to use ("claims"); a file found at a claimed path after
+a crash is ours, and one no document ends up owning is removed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import gitrepo, ydoc
+from . import gitrepo, worktree, ydoc
 from .config import Connector, ConnectorsConfig, Settings
 from .fetch import FetchPool, Lane
 from .ids import compound_id
 from .plan import Delete, Mkdir, Move, Rmdir, Tracked, Write, diff_folders, mass_deletion
 from .relay import NotFound, RelayClient, RelayError, TooLarge, Unauthorized, Unavailable
-from .state import DataDirLock, FileRecord, FolderState, StateRegistry, write_atomic
+from .state import DataDirLock, FileRecord, FolderState, StateRegistry
 
 __all__ = ["Engine", "SyncReport", "SyncAborted", "describe_changes"]
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-TMP_MARK = ".gitsync-tmp-"
+TMP_MARK = worktree.TMP_PREFIX
+IN_THE_WAY = "something the service did not write is in the way"
 # A held mass deletion is applied when a read at least this long after the first
 # one still shows it (or at once when the operator confirms).
 HOLD_CONFIRM_SECONDS = 60.0
@@ -158,31 +168,35 @@ def _place(staged: _Staged, full: Path) -> None:
 def _remove_write_debris(root: Path) -> None:
     """Delete half-written temporary files an interrupted atomic write left behind.
 
-    Only ``<TMP_MARK>*.tmp`` names (from ``write_atomic``): the planner's temporary
-    names for swaps carry no ``.tmp`` suffix and may hold a document mid-move.
+    Only ``<TMP_MARK>*.tmp`` names (from ``worktree.write_file``): the planner's
+    temporary names for swaps carry no ``.tmp`` suffix and may hold a document mid-move.
     """
     if not root.is_dir():
         return
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):  # never descends into a link
         if ".git" in dirnames:
             dirnames.remove(".git")
         for name in filenames:
             if name.startswith(TMP_MARK) and name.endswith(".tmp"):
-                os.unlink(os.path.join(dirpath, name))
-                log.warning("removed a half-written file path=%s", os.path.join(dirpath, name))
+                rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+                try:
+                    if worktree.delete_file(root, rel):
+                        log.warning("removed a half-written file path=%s", os.path.join(dirpath, name))
+                except worktree.PathRefused:
+                    pass  # its directory became a link meanwhile: not ours to touch
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    """sha256 of a file read in chunks (an attachment may be hundreds of MB)."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+def _file_sha256(repo_root: Path, rel: str) -> str | None:
+    """sha256 of the regular file at ``rel`` (never read through a link, read in chunks:
+    an attachment may be hundreds of MB), or None when there is none."""
+    try:
+        return worktree.hash_file(repo_root, rel)[0]
+    except OSError:
+        return None
 
 
 class Engine:
@@ -309,21 +323,69 @@ class Engine:
     def folder_state(self, connector: Connector) -> FolderState:
         return self._folder_state(connector)
 
-    def _root(self, connector: Connector) -> Path:
-        base = self.settings.repo_dir(connector)
-        return base / connector.prefix if connector.prefix else base
-
     def _repo_path(self, connector: Connector, rel: str) -> str:
         return f"{connector.prefix}/{rel}" if connector.prefix else rel
 
-    def _inside(self, connector: Connector, full: Path) -> bool:
-        """True when ``full`` resolves inside the working tree (symlinks followed), not ``.git``."""
-        repo_root = os.path.realpath(self.settings.repo_dir(connector))
-        parent = os.path.realpath(full.parent)
-        git_dir = os.path.join(repo_root, ".git")
-        if parent == git_dir or parent.startswith(git_dir + os.sep):
-            return False
-        return parent == repo_root or parent.startswith(repo_root + os.sep)
+    def _refused(self, connector: Connector, path: str, exc: worktree.PathRefused,
+                 report: SyncReport) -> None:
+        """Report a path ``worktree`` refused (a link or a file on its way): nothing was done."""
+        reason = f"{exc} ({IN_THE_WAY})"
+        log.warning("path refused relay=%s folder=%s path=%r reason=%s",
+                    connector.relay_id, connector.folder_id, path, exc.reason)
+        report.skipped.append((path, reason))
+
+    def _owns(self, state: FolderState, rec: FileRecord | None, path: str) -> bool:
+        """True when the file at ``path`` is one we wrote: recorded there, or claimed."""
+        if rec is not None and rec.type != "folder" and rec.path == path and rec.sha256 is not None:
+            return True
+        return path in state.claimed
+
+    def _claim(self, connector: Connector, state: FolderState, ops: list) -> set[str]:
+        """Save the free paths the ops may create, before any is created.
+
+        Returns the claims an interrupted earlier sync left behind (files there may be
+        ours without a record): :meth:`_release_claims` settles them after the ops.
+        """
+        leftover = set(state.claimed)
+        repo_root = self.settings.repo_dir(connector)
+        for op in ops:
+            path = op.dst if isinstance(op, Move) else op.path if isinstance(op, Write) else None
+            if path is None or path in state.claimed:
+                continue
+            try:
+                free = worktree.lstat(repo_root, self._repo_path(connector, path)) is None
+            except OSError:
+                free = False  # refused: the op reports it
+            if free:
+                state.claimed.add(path)
+        if len(state.claimed) > len(leftover):
+            self._save(connector)  # durable before the first file is written
+        return leftover
+
+    def _release_claims(self, connector: Connector, state: FolderState, leftover: set[str]) -> None:
+        """Forget this sync's claims; remove files an interrupted sync left unowned.
+
+        A file at a leftover claim that no document owns now was written by a sync that
+        died before saving what it did (the document moved or went away since): it is
+        ours, and nothing would ever remove it otherwise.
+        """
+        owned = {rec.path for rec in state.files.values() if rec.type != "folder" and rec.sha256}
+        repo_root = self.settings.repo_dir(connector)
+        for path in sorted(leftover):
+            if path in owned:
+                continue
+            rel = self._repo_path(connector, path)
+            try:
+                worktree.check(repo_root, rel)
+                found = worktree.lstat(repo_root, rel)
+            except OSError:
+                continue
+            if found is not None and stat.S_ISREG(found.st_mode):
+                state.add_dirty([rel])
+                if worktree.delete_file(repo_root, rel):
+                    log.warning("removed a file an interrupted sync left behind relay=%s folder=%s path=%r",
+                                connector.relay_id, connector.folder_id, path)
+        state.claimed = set()
 
     # --- syncing --------------------------------------------------------------------
 
@@ -373,12 +435,15 @@ class Engine:
                             connector.relay_id, connector.folder_id, path, reason)
                 report.skipped.append((path, reason))
             current = {entry.id: entry for entry in plan.accepted.values()}
+            leftover: set[str] | None = None
             if stale:
                 # a newer index was applied meanwhile: its structure stands; only refresh content
                 ops, writes = [], {}
             else:
                 ops = self._guard_deletions(connector, state, previous, plan, confirm_deletions, report)
                 writes = {op.doc_id: op for op in ops if isinstance(op, Write)}
+                # Claimed before anything is created, released once the new files exist.
+                leftover = self._claim(connector, state, ops)
                 refetch = self._apply_ops(connector, state, [op for op in ops if not isinstance(op, Write)],
                                           report)
                 for doc_id in refetch:
@@ -399,6 +464,8 @@ class Engine:
         self._fetch_and_apply(connector, jobs, report, lane=lane, progress=progress,
                               paths={d: op.path for d, op in writes.items()})
         with self.lock(connector):
+            if leftover is not None:
+                self._release_claims(connector, state, leftover)
             state.last_sync = time.time()
             state.index_entries = len(entries)
             self._flush(connector)
@@ -476,8 +543,7 @@ class Engine:
                 self._apply_op(connector, state, op, report, refetch, origins)
             except OSError as exc:
                 where = getattr(op, "dst", None) or getattr(op, "path", "")
-                reason = (f"cannot {type(op).__name__.lower()}: {exc.strerror or exc} "
-                          "(something the service did not write is in the way)")
+                reason = f"cannot {type(op).__name__.lower()}: {exc.strerror or exc} ({IN_THE_WAY})"
                 log.warning("operation skipped relay=%s folder=%s path=%s reason=%s",
                             connector.relay_id, connector.folder_id, where, reason)
                 report.skipped.append((where, reason))
@@ -485,30 +551,53 @@ class Engine:
 
     def _apply_op(self, connector, state: FolderState, op, report: SyncReport,
                   refetch: set[str], origins: dict[str, str]) -> None:
-        root = self._root(connector)
+        """Apply one op. Containment (``worktree.check``) comes before a path is marked dirty.
+
+        Raises:
+            OSError: the file system refused (something in the way); nothing was marked.
+        """
+        repo_root = self.settings.repo_dir(connector)
         if isinstance(op, Delete):
             rec = state.files.get(op.doc_id)
-            full = root / op.path
             if rec is not None and rec.type != "folder":
+                rel = self._repo_path(connector, op.path)
+                try:
+                    worktree.check(repo_root, rel)
+                except worktree.PathRefused as exc:
+                    self._refused(connector, op.path, exc, report)
+                    state.files.pop(op.doc_id, None)
+                    return
                 # Dirty even when the file is already gone (a crash after the unlink but
                 # before the state was saved): the commit must still record the deletion.
-                state.add_dirty([self._repo_path(connector, op.path)])
-                if full.is_file() and self._inside(connector, full):
-                    full.unlink()
+                state.add_dirty([rel])
+                if worktree.delete_file(repo_root, rel):
                     report.deleted += 1
                     state.note("delete", op.path)
             state.files.pop(op.doc_id, None)
         elif isinstance(op, Move):
             rec = state.files.get(op.doc_id)
-            src, dst = root / op.src, root / op.dst
-            if rec is None or not self._inside(connector, dst):
+            if rec is None:
                 return
+            src, dst = self._repo_path(connector, op.src), self._repo_path(connector, op.dst)
+            worktree.check(repo_root, dst)  # raises: the op is skipped, the record stays true
+            try:
+                worktree.check(repo_root, src)
+                src_refused = None
+            except worktree.PathRefused as exc:
+                src_refused = exc  # the old file cannot be reached: write afresh at dst
+            if worktree.lstat(repo_root, dst) is not None:
+                if not self._owns(state, None, op.dst):
+                    raise FileExistsError(errno.EEXIST, "something is already at the new path", op.dst)
+                worktree.delete_file(repo_root, dst)  # ours, left by an interrupted sync
+            if src_refused is not None:
+                self._refused(connector, op.src, src_refused, report)
             origins.setdefault(op.doc_id, op.src)
-            state.add_dirty(self._repo_path(connector, p) for p in (op.src, op.dst) if TMP_MARK not in p)
-            if src.is_file():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, dst)  # raises before rec.path changes: the record stays true
-            else:
+            marked = [dst] if src_refused is not None else [src, dst]
+            state.add_dirty(p for p in marked if TMP_MARK not in p)
+            if src_refused is not None or not worktree.move(repo_root, src, dst):
+                # No file of ours moved: the document is fetched and written at dst, where
+                # nothing is ours until we write it (the claim covers this sync only).
+                rec.sha256 = None
                 refetch.add(op.doc_id)
             rec.path = op.dst
             if TMP_MARK not in op.dst:
@@ -517,9 +606,7 @@ class Engine:
                     report.renamed += 1
                     state.note("rename", original, op.dst)
         elif isinstance(op, Mkdir):
-            full = root / op.path
-            if self._inside(connector, full / "x") and not full.is_file():
-                full.mkdir(parents=True, exist_ok=True)
+            worktree.make_dirs(repo_root, self._repo_path(connector, op.path))
         elif isinstance(op, Rmdir):
             self._rmdir(connector, op.path)
 
@@ -533,11 +620,8 @@ class Engine:
                 state.files[doc_id] = FileRecord(path=entry.path, type="folder")
 
     def _rmdir(self, connector: Connector, path: str) -> None:
-        full = self._root(connector) / path
-        try:
-            full.rmdir()  # only when empty: never removes a person's files
-        except OSError:
-            pass
+        # only when empty: never removes a person's files; never through a link
+        worktree.remove_empty_dir(self.settings.repo_dir(connector), self._repo_path(connector, path))
 
     def sync_docs(self, connector: Connector, doc_ids: Iterable[str], *,
                   lane: Lane = Lane.INTERACTIVE) -> SyncReport:
@@ -569,19 +653,27 @@ class Engine:
             self.on_change(connector)
 
     def _fetch_one(self, connector: Connector, entry: ydoc.Entry, rec: FileRecord | None,
-                   known_sha: str | None, full: Path, force: bool, verify: bool,
+                   known_sha: str | None, rel: str, force: bool, verify: bool,
                    relay_down: threading.Event | None = None) -> _Fetched:
         out = _Fetched(entry.id, ticket=next(self._tickets))
         if relay_down is not None and relay_down.is_set():
             out.error = "relay unavailable during this sync; retried later"
             return out
-        exists = full.is_file()
-        intact = exists
-        if verify and exists and rec is not None and rec.sha256:
+        repo_root = self.settings.repo_dir(connector)
+        # Only a regular file reached without a link counts (a refused path: the write
+        # reports it); one walk per document, this runs for every document of a folder.
+        if verify and rec is not None and rec.sha256:
             try:
-                intact = _file_sha256(full) == rec.sha256
+                digest = _file_sha256(repo_root, rel)
+                exists, intact = digest is not None, digest == rec.sha256
             except OSError:
-                intact = False
+                exists = intact = False
+        else:
+            try:
+                st = worktree.lstat(repo_root, rel)
+            except OSError:
+                st = None
+            exists = intact = st is not None and stat.S_ISREG(st.st_mode)
         cid = compound_id(connector.relay_id, entry.id)
         kind = entry.kind
         try:
@@ -634,14 +726,13 @@ class Engine:
     def _fetch_jobs(self, connector, state: FolderState, targets: dict[str, ydoc.Entry], *,
                     force: set[str], verify: bool = False) -> list[tuple]:
         """What to fetch, with what is known of each document now (caller holds the lock)."""
-        root = self._root(connector)
         hashes = self.states.relay(connector.relay_id).doc_hashes
         jobs = []
         for doc_id, entry in targets.items():
             rec = state.files.get(doc_id)
             path = rec.path if rec is not None and rec.type != "folder" else entry.path
             cid = compound_id(connector.relay_id, doc_id)
-            jobs.append((entry, rec, hashes.get(cid), root / path, doc_id in force, verify))
+            jobs.append((entry, rec, hashes.get(cid), self._repo_path(connector, path), doc_id in force, verify))
         return jobs
 
     def _fetch_and_apply(self, connector, jobs: list[tuple], report: SyncReport, *,
@@ -712,8 +803,7 @@ class Engine:
                                 staged=fetched.file):
                 fetched.file = None  # renamed into place: no longer ours to remove
         except OSError as exc:
-            reason = (f"cannot write: {exc.strerror or exc} "
-                      "(something the service did not write is in the way)")
+            reason = f"cannot write: {exc.strerror or exc} ({IN_THE_WAY})"
             log.warning("document skipped relay=%s folder=%s doc=%s path=%s reason=%s",
                         connector.relay_id, connector.folder_id, entry.id, path, reason)
             report.skipped.append((path, reason))
@@ -730,12 +820,24 @@ class Engine:
 
     def _write_file(self, connector, state: FolderState, entry: ydoc.Entry, path: str,
                     data: bytes | None, report: SyncReport, *, staged: _Staged | None = None) -> bool:
-        """Write ``data``, or move the ``staged`` file, to ``path``; True when placed."""
-        full = self._root(connector) / path
-        if not self._inside(connector, full):
-            log.error("refusing to write outside the repository relay=%s folder=%s path=%r",
-                      connector.relay_id, connector.folder_id, path)
-            report.skipped.append((path, "path resolves outside the repository"))
+        """Write ``data``, or move the ``staged`` download, to ``path``; True when placed.
+
+        Never over something the service did not write: the file at ``path`` is ours
+        when the record says we wrote it there, or when the path is claimed (see
+        :meth:`_claim`). Anything else found there (a person's file, a link, a
+        directory) skips the document with a reason, unless it already holds exactly
+        these bytes.
+
+        Raises:
+            OSError: the write failed (something appeared in the way meanwhile).
+        """
+        repo_root = self.settings.repo_dir(connector)
+        rel = self._repo_path(connector, path)
+        try:
+            worktree.check(repo_root, rel)
+            st = worktree.lstat(repo_root, rel)
+        except worktree.PathRefused as exc:
+            self._refused(connector, path, exc, report)
             return False
         if staged is not None:
             sha, size = staged.sha256, staged.size
@@ -744,25 +846,36 @@ class Engine:
             sha, size = _sha256(data), len(data)
         rec = state.files.get(entry.id)
         new = rec is None
-        if (rec is not None and rec.sha256 == sha and full.is_file()
-                and full.stat().st_size == size
-                and (full.read_bytes() == data if staged is None else _file_sha256(full) == sha)):
+        ours = self._owns(state, rec, path)
+        regular = st is not None and stat.S_ISREG(st.st_mode)
+        on_disk = None  # sha256 of the file there, read only when it decides something
+        if regular and (not ours or (rec is not None and rec.sha256 == sha and st.st_size == size)):
+            on_disk = _file_sha256(repo_root, rel)
+        if ours and rec is not None and rec.path == path and on_disk == sha:
             rec.type, rec.hash = entry.type, entry.hash
             report.unchanged += 1
             return False
-        if full.is_dir():
-            report.skipped.append((path, "a directory is in the way"))
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            report.skipped.append((path, f"a directory is in the way ({IN_THE_WAY})"))
             return False
+        if st is not None and not ours:
+            if on_disk != sha:
+                log.warning("document skipped relay=%s folder=%s doc=%s path=%r reason=%s",
+                            connector.relay_id, connector.folder_id, entry.id, path,
+                            "a file the service did not write is there")
+                report.skipped.append((path, f"a file is already at this path ({IN_THE_WAY})"))
+                return False
+            ours = True  # the very bytes we would write (a state rebuilt from scratch)
         # Dirty first: a save of this relay's state by another folder's thread may come
         # at any point, and must never record the new file without its pending commit.
-        state.add_dirty([self._repo_path(connector, path)])
+        state.add_dirty([rel])
         # Not fsync'd: a power cut may lose or tear this file, and then the startup full
         # sync sees its bytes differ from the recorded checksum and rewrites it from the
         # Relay (drop_torn_writes keeps such a file out of the first commit meanwhile).
         if staged is not None:
-            _place(staged, full)
+            worktree.place_file(repo_root, staged.path, rel, mode=0o644, overwrite=ours)
         else:
-            write_atomic(full, data, fsync=False, tmp_prefix=TMP_MARK, mode=0o644)
+            worktree.write_file(repo_root, rel, data, mode=0o644, overwrite=ours, fsync=False)
         state.files[entry.id] = FileRecord(path=path, type=entry.type, hash=entry.hash,
                                            sha256=sha, size=size)
         if new:

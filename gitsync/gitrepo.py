@@ -2,9 +2,13 @@
 
 Commits are built directly in the object store (``commit_tree_changes`` on the parent's
 tree sha, then a ``Commit`` object) so that their cost does not grow with the size of the
-repository, no hook runs and no ``git`` binary is spawned. The working tree stays a
-normal checkout that people can browse with real git: only the index entries of the
-paths we commit are refreshed.
+repository, no hook runs, no user gitconfig is read and no ``git`` binary is spawned.
+The working tree stays a normal checkout that people can browse with real git: only the
+index entries of the paths we commit are refreshed. Every file of
+the working tree is read and written through ``worktree`` (no link is ever followed),
+and a symbolic link in a tree from the remote is checked out as a regular file holding
+the link's text, as git does with ``core.symlinks=false`` (set in the repository's
+config so that people running git in the checkout see the same thing).
 
 No user or machine git config (``~/.gitconfig``, ``/etc/gitconfig``) is consulted: the
 index and the working-tree update read the repository's own ``.git/config`` only, and
@@ -26,6 +30,7 @@ every call (and the folder's lock for anything that touches the working tree).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -39,11 +44,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from dulwich.diff_tree import tree_changes
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository, SendPackError
 from dulwich.file import FileLocked
-from dulwich.index import index_entry_from_stat, update_working_tree
+from dulwich.index import index_entry_from_stat, validate_path, validate_path_element_default
 from dulwich.object_store import commit_tree_changes, iter_tree_contents
-from dulwich.objects import Blob, Commit, ShaFile, Tree
+from dulwich.objects import S_ISGITLINK, Blob, Commit, ShaFile, Tree
 from dulwich.repo import Repo
 
+from . import worktree
 from .durable import fsync_dirs
 
 __all__ = [
@@ -180,12 +186,30 @@ def open_or_init(path: Path | str, *, branch: str) -> Repo:
             log.info("pointing HEAD at branch path=%s branch=%s", path, branch)
             repo.refs.set_symbolic_ref(b"HEAD", ref, committer=REF_IDENTITY)
         repo.object_store.fsync_object_files = True
+        _no_symlinks(repo)
         return repo
     path.mkdir(parents=True, exist_ok=True)
     log.info("initializing repository path=%s branch=%s", path, branch)
     repo = Repo.init(str(path), mkdir=False, default_branch=branch.encode("utf-8"))
     repo.object_store.fsync_object_files = True
+    _no_symlinks(repo)
     return repo
+
+
+def _no_symlinks(repo: Repo) -> None:
+    """Record ``core.symlinks=false``: links in trees are files holding the link text.
+
+    Our checkout never makes a link (see ``_checkout_change``); with this setting real
+    git agrees (a clean ``git status``) and makes none either when a person checks out.
+    """
+    config = repo.get_config()
+    try:
+        current = config.get(b"core", b"symlinks")
+    except KeyError:
+        current = None
+    if current != b"false":
+        config.set(b"core", b"symlinks", False)
+        config.write_to_path()
 
 
 def _get_ref(repo: Repo, ref: bytes) -> bytes | None:
@@ -387,9 +411,11 @@ def commit_changes(
 ) -> CommitResult:
     """Commit the working-tree state of ``paths`` on top of ``refs/heads/<branch>``.
 
-    Each path is read from the working tree: a regular file is staged with its bytes
-    (mode 100755 when executable), a missing path is a deletion, a symlink or directory
-    is skipped (a file in the tree that became a directory is removed from the tree).
+    Each path is read from the working tree through ``worktree.read_file``: a regular
+    file is staged with its bytes (mode 100755 when executable), a missing path (or one
+    under a file) is a deletion, a directory is skipped (a file in the tree that became
+    a directory is removed from the tree). A path that is a link, lies under a link, or
+    is not a regular file is never read: it is left out of the commit with a warning.
     A file larger than ``max_file_bytes`` is left out (its previous version, if any,
     stays in the tree) and listed in the result. Only the index entries of these paths
     are refreshed; nothing else is scanned.
@@ -417,7 +443,7 @@ def commit_changes(
     parent = _get_ref(repo, ref)
     parent_tree: bytes | None = store[parent].tree if parent else None
     view = _TreeView(store, parent_tree)
-    root = Path(repo.path)
+    root = repo.path
 
     wanted: dict[bytes, None] = {}
     for p in paths:
@@ -428,35 +454,36 @@ def commit_changes(
     left_out: list[tuple[str, int]] = []
     index_updates: dict[bytes, tuple[os.stat_result, bytes, int] | None] = {}
     for bpath in wanted:
-        full = root / bpath.decode("utf-8")
+        rel = bpath.decode("utf-8")
         old = view.lookup(bpath)
+        if max_file_bytes is not None:
+            try:
+                before = worktree.lstat(root, rel)
+            except OSError:
+                before = None
+            if before is not None and stat.S_ISREG(before.st_mode) and before.st_size > max_file_bytes:
+                left_out.append((rel, before.st_size))  # not read: it may be very large
+                continue
         try:
-            st = os.lstat(full)
+            data, st = worktree.read_file(root, rel)
         except (FileNotFoundError, NotADirectoryError):
-            st = None
-        if st is None:
-            index_updates[bpath] = None
-            # A directory in the parent tree is not deleted by name: its files are dirty
-            # paths of their own (and any file we did not write stays).
-            if old is not None and not stat.S_ISDIR(old[0]):
-                changes[bpath] = (None, None)
-            continue
-        if stat.S_ISDIR(st.st_mode):
+            data, st = None, None
+        except IsADirectoryError:
             if old is not None and not stat.S_ISDIR(old[0]):
                 changes[bpath] = (None, None)
                 index_updates[bpath] = None
             continue
-        if not stat.S_ISREG(st.st_mode):
-            log.debug("skipping non-regular file path=%s", bpath.decode("utf-8", "replace"))
-            continue
-        if max_file_bytes is not None and st.st_size > max_file_bytes:
-            left_out.append((bpath.decode("utf-8"), st.st_size))
-            continue
-        try:
-            data = full.read_bytes()
-        except FileNotFoundError:  # removed between lstat and read
+        except worktree.PathRefused as exc:
+            if exc.errno != errno.ENOTDIR:
+                # A link (the path or an ancestor), a FIFO, a device: never read.
+                log.warning("left out of the commit path=%r reason=%s", rel, exc.reason)
+                continue
+            data, st = None, None  # a file stands where a directory was: the path is gone
+        if st is None or data is None:
             index_updates[bpath] = None
-            if old is not None:
+            # A directory in the parent tree is not deleted by name: its files are dirty
+            # paths of their own (and any file we did not write stays).
+            if old is not None and not stat.S_ISDIR(old[0]):
                 changes[bpath] = (None, None)
             continue
         mode = _EXEC_MODE if st.st_mode & 0o111 else _FILE_MODE
@@ -998,20 +1025,73 @@ def _require_free_index(repo: Repo, where: str) -> None:
 
 
 def _checkout_change(repo: Repo, old_commit: bytes | None, new_commit: bytes) -> None:
-    """Bring working tree and index from ``old_commit``'s tree to ``new_commit``'s."""
+    """Bring working tree and index from ``old_commit``'s tree to ``new_commit``'s.
+
+    Used after a rebuild on a moved remote and to adopt an existing remote branch: the
+    trees come from someone else, so nothing here trusts them. Every file goes through
+    ``worktree`` (no link or non-directory ancestor is followed, ``.git`` is refused),
+    and no link is ever made: a link entry (mode 120000) becomes a regular file holding
+    the link's target text, its index entry keeping mode 120000, as git does with
+    ``core.symlinks=false``. A submodule entry becomes an empty directory. A path that
+    cannot be checked out (refused, or something in the way) is left as it is, logged,
+    and dropped from the index, so ``git status`` shows the difference.
+    """
     store = repo.object_store
     old_tree = store[old_commit].tree if old_commit else None
     new_tree = store[new_commit].tree
     if old_tree == new_tree:
         return
-    update_working_tree(
-        repo,
-        old_tree,
-        new_tree,
-        change_iterator=tree_changes(store, old_tree, new_tree),
-        allow_overwrite_modified=True,
-        config=_local_config(repo),
-    )
+    root = repo.path
+    changes = list(tree_changes(store, old_tree, new_tree))
+    index = repo.open_index(config=_local_config(repo))
+    emptied: set[str] = set()
+    # Removals first, so that a directory that becomes a file (or the reverse) is free.
+    for change in changes:
+        old = change.old
+        if old is None or old.path is None or (change.new is not None and change.new.path == old.path
+                                               and change.type == "modify"):
+            continue
+        if old.path in index:
+            del index[old.path]
+        rel = os.fsdecode(old.path)
+        try:
+            if S_ISGITLINK(old.mode or 0):
+                worktree.remove_empty_dir(root, rel)
+            else:
+                worktree.delete_file(root, rel)
+        except OSError as exc:
+            log.warning("remote deletion not applied in the checkout path=%r reason=%s", rel, exc)
+            continue
+        emptied.update(_str_ancestors(rel))
+    for directory in sorted(emptied, key=lambda d: d.count("/"), reverse=True):
+        worktree.remove_empty_dir(root, directory)  # only when empty: keeps people's files
+    for change in changes:
+        new = change.new
+        if new is None or new.path is None or new.mode is None or new.sha is None:
+            continue
+        rel = os.fsdecode(new.path)
+        try:
+            if not validate_path(new.path, validate_path_element_default):
+                raise worktree.PathRefused(rel, "not a usable name in a checkout")
+            if S_ISGITLINK(new.mode):
+                st = worktree.make_dirs(root, rel)
+            else:
+                blob = store[new.sha]
+                executable = stat.S_ISREG(new.mode) and bool(new.mode & 0o111)
+                st = worktree.write_file(root, rel, blob.as_raw_string(),
+                                         mode=0o755 if executable else 0o644, overwrite=True, fsync=False)
+        except OSError as exc:
+            log.warning("remote file not checked out path=%r reason=%s", rel, exc)
+            if new.path in index:
+                del index[new.path]
+            continue
+        index[new.path] = index_entry_from_stat(st, new.sha, mode=new.mode)
+    index.write()
+
+
+def _str_ancestors(rel: str) -> list[str]:
+    parts = rel.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _count(repo: Repo, head: bytes, exclude: bytes | None) -> int:

@@ -318,6 +318,29 @@ for _name in ("__setitem__", "__delitem__", "__imul__", "insert", "remove", "pop
     setattr(_TrackedList, _name, _rewriting(_name))
 
 
+class _ClaimSet(set):
+    """A set of claimed paths that tells its folder when it changed (to be saved)."""
+
+    def __init__(self, owner: FolderState, items: Iterable[str]):
+        super().__init__(items)
+        self._owner = owner
+
+    def add(self, item: str) -> None:
+        if item not in self:
+            super().add(item)
+            self._owner._claimed_changed = True
+
+    def discard(self, item: str) -> None:
+        if item in self:
+            super().discard(item)
+            self._owner._claimed_changed = True
+
+    def clear(self) -> None:
+        if self:
+            super().clear()
+            self._owner._claimed_changed = True
+
+
 class FolderState:
     """What we know about one shared folder's working tree.
 
@@ -328,6 +351,8 @@ class FolderState:
         held: a mass deletion waiting for confirmation, or None.
         last_sync: when the folder was last synced (epoch seconds).
         index_entries: entries in the folder index at the last sync.
+        claimed: free paths a sync was about to create, saved before it acted: after a
+            crash, a file at one of them was written by us even though no record says so.
     """
 
     def __init__(
@@ -350,6 +375,8 @@ class FolderState:
         self._held = held
         self._last_sync = last_sync
         self._index_entries = index_entries
+        self._claimed = _ClaimSet(self, ())
+        self._claimed_changed = False
         self._row_changed = self._held_changed = True  # a new folder: all of it is unsaved
 
     @classmethod
@@ -362,6 +389,8 @@ class FolderState:
         state._changes = _TrackedList(lock, rows.changes, saved=True)
         state._held, state._last_sync, state._index_entries = rows.held, rows.last_sync, rows.index_entries
         state._row_changed = state._held_changed = False
+        state._claimed = _ClaimSet(state, (str(p) for p in rows.extra.get("claimed") or ()))
+        state._claimed_changed = False
         return state
 
     # --- tracked attributes -----------------------------------------------------------
@@ -406,6 +435,18 @@ class FolderState:
             if value != self._held:
                 self._held_changed = True
             self._held = value
+
+    @property
+    def claimed(self) -> set[str]:
+        return self._claimed
+
+    @claimed.setter
+    def claimed(self, value: Iterable[str]) -> None:
+        with self._lock:
+            new = _ClaimSet(self, value)
+            if new != self._claimed:
+                self._claimed_changed = True
+            self._claimed = new
 
     @property
     def last_sync(self) -> float | None:
@@ -471,9 +512,11 @@ class FolderState:
             out.row = (self._last_sync, self._index_entries)
         if self._held_changed:
             out.held = (self._held,)
-        self._row_changed = self._held_changed = False
+        if self._claimed_changed:
+            out.claimed = (sorted(self._claimed),)
+        self._row_changed = self._held_changed = self._claimed_changed = False
         if (out.row is None and out.held is None and not reset and not upserts and not deletes
-                and out.dirty is None and out.changes is None):
+                and out.dirty is None and out.changes is None and out.claimed is None):
             return None
         return out
 
@@ -486,13 +529,14 @@ class FolderState:
             self._changes._stale = True
         self._row_changed = self._row_changed or change.row is not None
         self._held_changed = self._held_changed or change.held is not None
+        self._claimed_changed = self._claimed_changed or change.claimed is not None
 
     def _mark_all(self) -> None:
         """Write everything at the next save (the database was replaced)."""
         with self._lock:
             self._files._reset = True
             self._dirty._stale = self._changes._stale = True
-            self._row_changed = self._held_changed = True
+            self._row_changed = self._held_changed = self._claimed_changed = True
 
 
 class RelayState:

@@ -153,6 +153,7 @@ class FolderChanges:
     folder_id: str
     row: tuple[float | None, int] | None = None  # (last_sync, index_entries)
     held: tuple[dict[str, Any] | None] | None = None  # (held deletion or None,) when it changed
+    claimed: tuple[list[str]] | None = None  # (claimed paths,) when they changed
     files_reset: bool = False
     files_upsert: list[tuple[str, FileRow]] = field(default_factory=list)
     files_delete: list[str] = field(default_factory=list)
@@ -451,6 +452,15 @@ class StateDB:
             held = folder.held[0]
             conn.execute("UPDATE folders SET held = ? WHERE id = ?",
                          (json.dumps(held, sort_keys=True) if held else None, pk))
+        if folder.claimed is not None:
+            row = conn.execute("SELECT extra FROM folders WHERE id = ?", (pk,)).fetchone()
+            extra = _json_dict(row[0] if row else None)
+            if folder.claimed[0]:
+                extra["claimed"] = folder.claimed[0]
+            else:
+                extra.pop("claimed", None)
+            conn.execute("UPDATE folders SET extra = ? WHERE id = ?",
+                         (json.dumps(extra, sort_keys=True) if extra else None, pk))
         if folder.files_reset:
             conn.execute("DELETE FROM files WHERE folder = ?", (pk,))
         if folder.files_delete:

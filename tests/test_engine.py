@@ -556,3 +556,89 @@ def test_a_recent_lock_file_is_left_alone_and_reported(relay_server, folder, tmp
         assert engine.folder_state(conn).dirty  # nothing lost: the edit is still pending
     finally:
         engine.close()
+
+
+def test_a_persons_file_is_never_replaced_by_a_new_document_or_a_rename(relay_server, folder, tmp_path):
+    folder.put_markdown("mv.md", "moving\n")
+    folder.put_markdown("keep.md", "k1\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        engine.commit(conn)
+        root = engine.settings.repo_dir(conn)
+        theirs_new = b"a person's notes, not from the relay\n"
+        theirs_target = b"\x00a person's binary file\xff\n"
+        (root / "new.md").write_bytes(theirs_new)
+        (root / "target.md").write_bytes(theirs_target)
+        folder.put_markdown("new.md", "the relay's new document\n")
+        folder.rename("mv.md", "target.md")
+        folder.put_markdown("other.md", "other\n")
+        folder.edit_markdown("keep.md", "k2\n")
+        report = engine.sync_folder(conn)
+        assert (root / "new.md").read_bytes() == theirs_new
+        assert (root / "target.md").read_bytes() == theirs_target
+        assert (root / "mv.md").read_text() == "moving\n"  # not moved: its record stays true
+        skipped = dict(report.skipped)
+        assert "something the service did not write is in the way" in skipped["new.md"]
+        assert "something the service did not write is in the way" in skipped["target.md"]
+        assert (root / "other.md").read_text() == "other\n" and (root / "keep.md").read_text() == "k2\n"
+        engine.commit(conn)
+        assert tree(engine, conn) == {"mv.md": b"moving\n", "keep.md": b"k2\n", "other.md": b"other\n"}
+        # the person clears the way: the next sync catches up
+        (root / "new.md").unlink()
+        (root / "target.md").unlink()
+        report = engine.sync_folder(conn)
+        assert not report.skipped
+        engine.commit(conn)
+        assert tree(engine, conn) == {"new.md": b"the relay's new document\n", "target.md": b"moving\n",
+                                      "keep.md": b"k2\n", "other.md": b"other\n"}
+    finally:
+        engine.close()
+
+
+def test_files_written_before_a_crash_lost_the_state_are_recognised_as_ours(relay_server, folder, tmp_path):
+    """A sync saves the free paths it will create ("claimed") before creating them.
+
+    Here the sync's later state is lost, as a SIGKILL after the files were written would
+    lose it: the saved state is the one from before, plus those claims.
+    """
+    import shutil
+
+    from gitsync.state import StateRegistry
+
+    folder.put_markdown("mv.md", "moving\n")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    engine.sync_folder(conn)
+    engine.commit(conn)
+    engine.close()
+    state_dir = tmp_path / "state"
+    shutil.copytree(state_dir, tmp_path / "state-before")
+    folder.put_markdown("new.md", "new\n")
+    folder.put_markdown("gone.md", "created, then deleted while the service was down\n")
+    folder.rename("mv.md", "sub/moved.md")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    engine.sync_folder(conn)  # files written and moved ...
+    assert engine.folder_state(conn).claimed == set()  # released when done
+    engine.close()
+    shutil.rmtree(state_dir)
+    shutil.copytree(tmp_path / "state-before", state_dir)  # ... but the state of that sync is lost
+    registry = StateRegistry(tmp_path)
+    try:
+        saved = registry.relay(folder.relay_id).folder(folder.folder_id)
+        saved.claimed = {"gone.md", "new.md", "sub/moved.md"}  # saved before acting
+        registry.relay(folder.relay_id).save()
+    finally:
+        registry.close()
+    folder.delete("gone.md")
+    root = engine.settings.repo_dir(conn)
+    assert (root / "gone.md").exists() and (root / "sub" / "moved.md").exists()
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        assert engine.folder_state(conn).claimed == {"gone.md", "new.md", "sub/moved.md"}
+        report = engine.sync_folder(conn)
+        assert report.skipped == []
+        assert not (root / "gone.md").exists()  # ours, owned by no document: removed
+        engine.commit(conn)
+        assert tree(engine, conn) == {"new.md": b"new\n", "sub/moved.md": b"moving\n"}
+    finally:
+        engine.close()

@@ -121,6 +121,22 @@ def test_commit_paths_skips_symlinks_and_handles_file_to_dir(repo: Repo, git_bin
     assert git(git_binary, root, "status", "--porcelain") == ""
 
 
+def test_commit_paths_never_reads_through_a_link(repo: Repo, tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("secret outside the repository\n")
+    root = workdir(repo)
+    os.symlink(outside, root / "linked")  # a linked ancestor
+    os.symlink(outside / "secret.md", root / "direct.md")  # the path itself
+    os.symlink(root / ".git", root / "meta")  # into .git
+    os.mkfifo(root / "pipe.md")  # would block a plain read
+    write(root, "ok.md", "ok")
+    sha = commit_paths(repo, ["linked/secret.md", "direct.md", "meta/config", "pipe.md", "ok.md"],
+                       message="m", author=AUTHOR, branch="main")
+    assert sha is not None
+    assert read_tree_paths(repo, "main") == {"ok.md": b"ok"}
+
+
 def test_commit_paths_rejects_unsafe_paths_and_authors(repo: Repo):
     for bad in ["/etc/passwd", "../x", "a/../b", ".git/config", "a\\b", ""]:
         with pytest.raises(ValueError):
