@@ -75,6 +75,9 @@ class Connector:
     branch: str = "main"
     remote_name: str = "origin"
     prefix: str = ""
+    # Sync vault entries that would be repository configuration (CI workflows,
+    # .gitattributes, ...: plan.repository_config); refused unless the operator opts in.
+    allow_repository_config: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -276,7 +279,8 @@ def validate(settings: Settings) -> Settings:
 
 # --- git_connectors.toml -------------------------------------------------------------
 
-_CONNECTOR_KEYS = {"shared_folder_id", "relay_id", "url", "branch", "remote_name", "prefix"}
+_CONNECTOR_KEYS = {"shared_folder_id", "relay_id", "url", "branch", "remote_name", "prefix",
+                   "allow_repository_config"}
 _TOP_KEYS = {"git_connector", "known_hosts"}
 _BRANCH_RE = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*\.lock$)[^\x00-\x20~^:?*\[\\]+(?<!/)$")
 
@@ -374,6 +378,10 @@ def load_connectors(path: Path) -> ConnectorsConfig:
         for key in ("url", "branch", "remote_name", "prefix"):
             if key in table and not isinstance(table[key], str):
                 raise fail(f"{label}.{key} must be a string", index=index, key=key)
+        allow_config = table.get("allow_repository_config", False)
+        if not isinstance(allow_config, bool):
+            raise fail(f"{label}.allow_repository_config must be true or false (got {allow_config!r})",
+                       index=index, key="allow_repository_config")
         branch = table.get("branch", "main")
         if not branch or not _BRANCH_RE.match(branch):
             raise fail(f"{label}.branch must be a valid branch name (got {branch!r})", index=index, key="branch")
@@ -396,6 +404,7 @@ def load_connectors(path: Path) -> ConnectorsConfig:
             branch=branch,
             remote_name=remote_name,
             prefix=prefix,
+            allow_repository_config=allow_config,
         )
         if connector.key in seen:
             raise fail(

@@ -5,9 +5,11 @@ Pure: no I/O. ``previous`` is what the engine wrote last time (keyed by document
 are followed by id, so a renamed file is a :class:`Move`, never a delete plus a write.
 
 Paths coming from the folder index are hostile until :func:`safe_path` accepts them
-(DESIGN invariant 5); an entry that fails, or that cannot coexist with the entries
-already accepted (same document twice, a file inside a file, names differing only in
-letter case), goes to :attr:`Plan.rejected` and the rest of the folder proceeds.
+(DESIGN invariant 5); an entry that fails, that would be repository configuration
+(:func:`repository_config`: CI workflows, ``.gitattributes``, ...) unless the connector
+allows it, or that cannot coexist with the entries already accepted (same document
+twice, a file inside a file, names differing only in letter case), goes to
+:attr:`Plan.rejected` and the rest of the folder proceeds.
 
 The operations are correct when applied one after the other, in order, on a case
 sensitive *or* case insensitive filesystem: no :class:`Move` or :class:`Write` ever
@@ -30,6 +32,7 @@ __all__ = [
     "TMP_PREFIX",
     "UnsafePath",
     "safe_path",
+    "repository_config",
     "Tracked",
     "Delete",
     "Move",
@@ -134,6 +137,91 @@ def _check_segments(segments: list[str]) -> None:
 def _is_dotgit(segment: str) -> bool:
     name = segment.translate(_HFS_IGNORABLE).split(":", 1)[0].rstrip(" .").lower()
     return name in (".git", "git~1")
+
+
+# --------------------------------------------------------------------------- repository policy
+
+_CI = "a CI service runs jobs from it, with the repository's secrets"
+_RUNS = "a hosting service runs code from it"
+# Names git reads in any folder of the tree: they apply to that folder and below.
+_CONFIG_ANYWHERE: dict[str, str] = {
+    ".gitattributes": "git applies its filters, diff and merge drivers to the folder it is in",
+}
+# Names read at the repository root only; a folder here is refused with all it holds.
+_CONFIG_AT_ROOT: dict[str, str] = {
+    ".gitmodules": "git reads submodule urls from it",
+    ".lfsconfig": "git-lfs reads its server url from it",
+    ".github": "GitHub runs workflows and actions from it with the repository's secrets",
+    ".gitlab-ci.yml": _CI,
+    ".gitlab": "GitLab reads CI templates and settings from it",
+    ".gitea": _CI,
+    ".forgejo": _CI,
+    "bitbucket-pipelines.yml": _CI,
+    "azure-pipelines.yml": _CI,
+    ".azure-pipelines": _CI,
+    ".circleci": _CI,
+    ".travis.yml": _CI,
+    ".drone.yml": _CI,
+    ".woodpecker.yml": _CI,
+    ".woodpecker": _CI,
+    ".buildkite": _CI,
+    "Jenkinsfile": _CI,
+    ".cirrus.yml": _CI,
+    ".cirrus.star": _CI,
+    "appveyor.yml": _CI,
+    ".appveyor.yml": _CI,
+    ".build.yml": _CI,
+    ".builds": _CI,
+    ".pre-commit-config.yaml": "pre-commit runs the hooks it names on every commit",
+    ".devcontainer": _RUNS,
+    ".devcontainer.json": _RUNS,
+}
+_ROOT_NAMES = {name.lower(): name for name in _CONFIG_AT_ROOT}
+# 8.3 short names Windows may give those files (git checks the same spellings).
+_SHORT_NAMES = {"gitatt": ".gitattributes", "gi7d29": ".gitattributes",
+                "gitmod": ".gitmodules", "gi7eba": ".gitmodules", "lfscon": ".lfsconfig"}
+_SHORT_NAME = re.compile(r"^([a-z0-9]{6})~[1-9]$")
+
+
+def _config_name(folded: str) -> str:
+    """The name a case insensitive, NTFS or HFS+ filesystem would see for a folded segment."""
+    name = folded.split(":", 1)[0].rstrip(" .")
+    short = _SHORT_NAME.match(name)
+    if short is not None and short.group(1) in _SHORT_NAMES:
+        return _SHORT_NAMES[short.group(1)]
+    return name
+
+
+def repository_config(path: str) -> str | None:
+    """Why ``path`` would be repository configuration rather than vault content, or None.
+
+    A vault editor must not be able to add what runs code or changes how git treats
+    the repository: CI definitions that a hosting service runs with the repository's
+    secrets (``.github/``, ``.gitlab-ci.yml`` and other CI files), git's own in-tree
+    configuration (``.gitmodules``, ``.lfsconfig``) and hooks run on people's machines
+    (``.pre-commit-config.yaml``, ``.devcontainer``). Those count only at the
+    repository root, where they are read; ``.gitattributes`` counts in every folder.
+    Names compare as a case insensitive, HFS+ or NTFS filesystem would (letter case,
+    ignorable characters, trailing dots and spaces, 8.3 short names). ``.gitignore``
+    and ``.mailmap`` are allowed: they run nothing and only affect people's checkouts.
+
+    Args:
+        path: a safe path relative to the repository root (connector prefix included).
+
+    Returns:
+        A reason naming the setting that allows such paths, or None.
+    """
+    folded = _fold(path.translate(_HFS_IGNORABLE))
+    names = folded.split("/")
+    name = _ROOT_NAMES.get(_config_name(names[0]))
+    if name is not None:
+        why, where = _CONFIG_AT_ROOT[name], " at the repository root"
+    elif ("gitatt" in folded or "gi7d29" in folded) and ".gitattributes" in map(_config_name, names):
+        name, why, where = ".gitattributes", _CONFIG_ANYWHERE[".gitattributes"], ""
+    else:
+        return None
+    return (f"{name!r}{where} is repository configuration ({why}); set allow_repository_config = "
+            "true for this connector in git_connectors.toml to sync it")
 
 
 def _fold(path: str) -> str:
@@ -390,7 +478,8 @@ class _Layout:
         return True
 
 
-def _accept(current: Mapping[str, Entry], rejected: list[tuple[str, str]]) -> tuple[dict[str, Entry], _Layout]:
+def _accept(current: Mapping[str, Entry], rejected: list[tuple[str, str]], *, prefix: str,
+            allow_repository_config: bool) -> tuple[dict[str, Entry], _Layout]:
     candidates: list[tuple[str, str, Entry]] = []
     for raw, entry in current.items():
         try:
@@ -401,6 +490,11 @@ def _accept(current: Mapping[str, Entry], rejected: list[tuple[str, str]]) -> tu
         if _is_reserved(clean):
             rejected.append((raw, f"name starts with the reserved prefix {TMP_PREFIX}"))
             continue
+        if not allow_repository_config:
+            why = repository_config(f"{prefix}/{clean}" if prefix else clean)
+            if why is not None:
+                rejected.append((raw, why))
+                continue
         candidates.append((clean, raw, entry))
 
     by_path: dict[str, tuple[str, Entry]] = {}
@@ -600,13 +694,17 @@ class _Tree:
         return gone
 
 
-def diff_folders(previous: Mapping[str, Tracked], current: Mapping[str, Entry]) -> Plan:
+def diff_folders(previous: Mapping[str, Tracked], current: Mapping[str, Entry], *,
+                 prefix: str = "", allow_repository_config: bool = False) -> Plan:
     """Plan the operations that turn the tracked tree into the folder's new layout.
 
     Args:
         previous: doc id -> what we wrote (files and folders). Records with unsafe or
             clashing paths are ignored: their paths are never touched.
         current: the folder index, unsanitized path -> entry.
+        prefix: the connector's folder inside the repository ('' for the root), so
+            :func:`repository_config` judges where an entry really lands.
+        allow_repository_config: accept entries :func:`repository_config` refuses.
 
     Returns:
         A :class:`Plan`; rename+edit is a Move then a Write (only when the type or an
@@ -614,7 +712,8 @@ def diff_folders(previous: Mapping[str, Tracked], current: Mapping[str, Entry]) 
         A tracked document whose entry is rejected counts as gone (Delete).
     """
     rejected: list[tuple[str, str]] = []
-    accepted, layout = _accept(current, rejected)
+    accepted, layout = _accept(current, rejected, prefix=prefix.strip("/"),
+                               allow_repository_config=allow_repository_config)
     tracked = _usable_previous(previous)
     by_id = {entry.id: entry for entry in accepted.values()}
     return _Planner(tracked, accepted, by_id, layout).run(rejected)

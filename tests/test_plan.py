@@ -566,6 +566,75 @@ def test_temporary_name_avoids_a_leftover_one():
     check_applies(previous, result)
 
 
+# --------------------------------------------------------------------------- repository policy
+
+CONFIG_AT_ROOT = [
+    ".github/workflows/ci.yml", ".github/actions/x/action.yml", ".github/dependabot.yml",
+    ".gitlab-ci.yml", ".gitlab/ci/jobs.yml", ".gitmodules", ".lfsconfig", ".gitea/workflows/a.yml",
+    ".forgejo/workflows/a.yml", ".circleci/config.yml", ".travis.yml", "bitbucket-pipelines.yml",
+    "azure-pipelines.yml", "Jenkinsfile", ".pre-commit-config.yaml", ".devcontainer/devcontainer.json",
+]
+CONFIG_VARIANTS = [
+    ".GitHub/workflows/ci.yml", ".GITLAB-CI.YML", ".gitmodules.", ".gitmodules ", ".gitmodules::$DATA",
+    ".g\u200citmodules", ".git\ufeffhub/workflows/x.yml", "GITMOD~1", "gi7eba~2", "jenkinsfile",
+]
+
+
+@pytest.mark.parametrize("path", CONFIG_AT_ROOT + CONFIG_VARIANTS)
+def test_repository_config_at_the_root_is_refused_by_default(path):
+    result = diff_folders({}, index(A, entry(path, "d9")))
+    assert len(result.rejected) == 1 and result.rejected[0][0] == "/" + path
+    reason = result.rejected[0][1]
+    assert "is repository configuration" in reason and "allow_repository_config = true" in reason
+    assert result.ops == [Write("d1", "a.md", A, "new")]
+
+
+@pytest.mark.parametrize("path", CONFIG_AT_ROOT + CONFIG_VARIANTS)
+def test_repository_config_is_synced_when_allowed(path):
+    result = diff_folders({}, index(A, entry(path, "d9")), allow_repository_config=True)
+    assert result.rejected == [] and len(result.written) == 2
+
+
+@pytest.mark.parametrize("path", CONFIG_AT_ROOT)
+def test_repository_config_names_are_harmless_below_the_root(path):
+    # a vault folder under a connector prefix, or a vault subfolder: git and CI never read it
+    assert diff_folders({}, index(entry(path, "d9")), prefix="vault").rejected == []
+    assert diff_folders({}, index(entry("notes/" + path, "d9"))).rejected == []
+
+
+@pytest.mark.parametrize("path", [".gitattributes", "notes/.gitattributes", "a/b/.GitAttributes.",
+                                  "a/gitatt~1", "a/GI7D29~1"])
+@pytest.mark.parametrize("prefix", ["", "vault"])
+def test_gitattributes_is_refused_in_every_folder(path, prefix):
+    result = diff_folders({}, index(entry(path, "d9")), prefix=prefix)
+    assert len(result.rejected) == 1 and "'.gitattributes' is repository configuration" in result.rejected[0][1]
+
+
+@pytest.mark.parametrize("path", [".gitignore", "notes/.gitignore", ".mailmap", ".githubx/a.md", "github/a.md",
+                                  "gitlab-ci.yml", "notes/Jenkinsfile", ".obsidian-like/x.md"])
+def test_files_that_run_nothing_are_not_repository_config(path):
+    assert diff_folders({}, index(entry(path, "d9"))).rejected == []
+
+
+def test_a_prefix_that_is_itself_repository_config_refuses_everything():
+    result = diff_folders({}, index(A), prefix=".github/workflows")
+    assert [r for r, _ in result.rejected] == ["/a.md"]
+
+
+def test_repository_config_with_a_folder_entry_and_a_tracked_file():
+    current = index(A, entry(".github", "f1", "folder"), entry(".github/workflows", "f2", "folder"),
+                    entry(".github/workflows/ci.yml", "d2"))
+    result = diff_folders({}, current)
+    assert sorted(r for r, _ in result.rejected) == ["/.github", "/.github/workflows", "/.github/workflows/ci.yml"]
+    assert result.ops == [Write("d1", "a.md", A, "new")]
+    # written while it was allowed, then refused: the file we wrote is deleted, the folders go
+    allowed = diff_folders({}, current, allow_repository_config=True)
+    previous = {e.id: Tracked.of(e) for e in allowed.accepted.values()}
+    result = diff_folders(previous, current)
+    assert result.ops == [Delete("d2", ".github/workflows/ci.yml"), Rmdir(".github/workflows"), Rmdir(".github")]
+    check_applies(previous, result)
+
+
 # --------------------------------------------------------------------------- path cost
 
 
