@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .ids import InvalidId, parse_uuid
+from .redact import REDACTED, redact_url, url_secrets
 
 if sys.version_info >= (3, 11):  # noqa: UP036 (tomli keeps older Pythons working)
     import tomllib
@@ -33,8 +34,8 @@ __all__ = [
 ]
 
 CONNECTORS_FILE = "git_connectors.toml"
-REDACTED = "REDACTED"
-SECRET_FIELDS = ("relay_server_api_key", "webhook_secret", "ssh_private_key")
+SECRET_FIELDS = ("relay_server_api_key", "webhook_secret", "ssh_private_key", "https_username",
+                 "https_password")
 
 # Environment variable for each setting (the contract of SPEC.md plus our own extras).
 ENV_VARS: dict[str, str] = {
@@ -53,6 +54,8 @@ ENV_VARS: dict[str, str] = {
     "author_email": "RELAY_GIT_AUTHOR_EMAIL",
     "trust_on_first_use": "RELAY_GIT_SSH_TRUST_ON_FIRST_USE",
     "log_level": "RELAY_GIT_LOG_LEVEL",
+    "https_username": "GIT_HTTPS_USERNAME",
+    "https_password": "GIT_HTTPS_PASSWORD",
 }
 
 
@@ -79,6 +82,10 @@ class Connector:
     # .gitattributes, ...: plan.repository_config); refused unless the operator opts in.
     allow_repository_config: bool = False
 
+    def __repr__(self) -> str:
+        return (f"Connector(relay_id={self.relay_id!r}, folder_id={self.folder_id!r}, "
+                f"url={redact_url(self.url)!r}, branch={self.branch!r}, prefix={self.prefix!r})")
+
     @property
     def key(self) -> tuple[str, str]:
         return (self.relay_id, self.folder_id)
@@ -93,6 +100,11 @@ class ConnectorsConfig:
     connectors: tuple[Connector, ...] = ()
     known_hosts: tuple[str, ...] = ()
     path: Path | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Credentials written into the connectors' remote URLs (see :func:`redact.url_secrets`)."""
+        return tuple(dict.fromkeys(v for c in self.connectors for v in url_secrets(c.url)))
 
     def find(self, relay_id: str, folder_id: str) -> Connector | None:
         for connector in self.connectors:
@@ -130,6 +142,9 @@ class Settings:
     relay_timeout: float = 30.0
     relay_retries: int = 4
     connectors_file: Path | None = None
+    # Credentials for https:// remotes (GIT_HTTPS_USERNAME / GIT_HTTPS_PASSWORD).
+    https_username: str | None = field(default=None, repr=False)
+    https_password: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.log_safe().items())
@@ -142,10 +157,36 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in SECRET_FIELDS:
                 value = REDACTED if value else None
+            elif f.name == "relay_server_url":
+                value = redact_url(value)
             elif isinstance(value, Path):
                 value = str(value)
             out[f.name] = value
         return out
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value these settings hold; nothing shown or logged may contain one.
+
+        The one list of them: the Relay API key (and credentials in the Relay URL), the
+        webhook secret, the SSH private key (also line by line), the https password, and
+        the https user name when no password goes with it (alone, it is the token).
+        Remote URL credentials are :attr:`ConnectorsConfig.secrets`.
+        """
+        values = [self.relay_server_api_key, self.webhook_secret, self.ssh_private_key,
+                  self.https_password, *url_secrets(self.relay_server_url)]
+        if not self.https_password:
+            values.append(self.https_username)
+        if self.ssh_private_key:
+            values += [line.strip() for line in self.ssh_private_key.splitlines()
+                       if len(line.strip()) >= 16 and not line.startswith("-----")]
+        return tuple(dict.fromkeys(v for v in values if v))
+
+    @property
+    def remote_env(self) -> dict[str, str]:
+        """The https credentials as ``gitrepo.parse_remote_url`` takes them."""
+        values = {"GIT_HTTPS_USERNAME": self.https_username, "GIT_HTTPS_PASSWORD": self.https_password}
+        return {k: v for k, v in values.items() if v}
 
     @property
     def author(self) -> str:
@@ -180,7 +221,8 @@ class Settings:
 
 
 # Settings read from the environment only (no command-line flag).
-ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use"}
+ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use", "https_username",
+            "https_password"}
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}

@@ -9,9 +9,7 @@ sends all of them, in order.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -20,20 +18,13 @@ from typing import Any
 
 from . import gitrepo
 from .config import Connector, ConnectorsConfig, Settings
-from .logsetup import redact
+from .redact import redact, redact_url
 
-__all__ = ["Remotes", "redact_url", "remote_spec"]
+__all__ = ["Remotes", "remote_spec"]
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 300.0
-
-
-def redact_url(url: str | None) -> str | None:
-    """The URL without any password or token (``https://user:secret@host`` -> ``https://user@host``)."""
-    if url is None:
-        return None
-    return re.sub(r"(?<=://)([^/@:]+):[^/@]*@", r"\1@", url)
 
 
 def remote_spec(settings: Settings, connector: Connector,
@@ -59,14 +50,11 @@ class Remotes:
     def __init__(self, settings: Settings, config: ConnectorsConfig, *, env: Mapping[str, str] | None = None):
         self.settings = settings
         self.config = config
-        self._env = dict(env) if env is not None else {
-            k: v for k, v in os.environ.items() if k.startswith("GIT_HTTPS_")
-        }
+        self._env = dict(env) if env is not None else settings.remote_env
         self._states: dict[tuple[str, str], _PushState] = {}
         self._lock = threading.Lock()
         self._pkey = None
-        self._secrets = [s for s in (settings.relay_server_api_key, settings.webhook_secret,
-                                     settings.ssh_private_key) if s]
+        self._secrets = [*settings.secrets, *config.secrets, *self._env.values()]
         if settings.ssh_private_key:
             from .ssh import load_private_key
 

@@ -18,9 +18,9 @@ from enum import StrEnum
 from . import gitrepo
 from .config import ConfigError, Connector, ConnectorsConfig, Settings, load_connectors
 from .engine import Engine, SyncAborted, SyncReport
-from .logsetup import redact
+from .redact import redact, redact_url
 from .relay import RelayClient, Unauthorized
-from .remotes import Remotes, redact_url, remote_spec
+from .remotes import Remotes, remote_spec
 from .service_errors import CredentialsError, ServiceError, ServiceUnavailable
 from .state import DataDirBusy
 
@@ -356,8 +356,7 @@ class Service:
         self._counts = {"accepted": 0, "merged": 0, "ignored": 0, "processed": 0, "failed": 0,
                         "commits": 0, "pushes": 0}
         self._lock = threading.Lock()
-        self._secrets = [s for s in (settings.relay_server_api_key, settings.webhook_secret,
-                                     settings.ssh_private_key) if s]
+        self._secrets = [*settings.secrets, *self.config.secrets]
         self._relays = {c.relay_id for c in self.config.connectors}
 
     @staticmethod

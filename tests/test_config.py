@@ -183,7 +183,7 @@ def test_prefix_must_stay_inside_the_repository(bad):
     ("the value s3cret-value leaked", "s3cret-value"),
 ])
 def test_redact_removes_secrets(text, secret_free):
-    from gitsync.logsetup import redact
+    from gitsync.redact import redact
 
     assert secret_free not in redact(text, ["s3cret-value"])
 
@@ -193,6 +193,6 @@ def test_redact_removes_secrets(text, secret_free):
     "Authorization header must use the Bearer scheme",
 ])
 def test_redact_keeps_harmless_text(text):
-    from gitsync.logsetup import redact
+    from gitsync.redact import redact
 
     assert redact(text) == text

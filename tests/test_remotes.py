@@ -11,8 +11,9 @@ from dulwich.repo import Repo
 from gitsync import gitrepo
 from gitsync.config import Connector, ConnectorsConfig, Settings
 from gitsync.engine import Engine
+from gitsync.redact import redact_url
 from gitsync.relay import RelayClient
-from gitsync.remotes import Remotes, redact_url
+from gitsync.remotes import Remotes
 
 
 def external_commit(bare, path: str, data: bytes, message: str = "by hand") -> bytes:
@@ -84,4 +85,4 @@ def test_failed_push_backs_off_and_reports_without_secrets(relay_server, tmp_pat
         assert gitrepo.head_commit(engine.repo(conn), "main")  # the commit stays local
     finally:
         engine.close()
-    assert redact_url("https://u:secret@host/x.git") == "https://u@host/x.git"
+    assert redact_url("https://u:secret@host/x.git") == "https://host/x.git"
