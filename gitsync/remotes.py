@@ -54,7 +54,7 @@ class Remotes:
         self._states: dict[tuple[str, str], _PushState] = {}
         self._lock = threading.Lock()
         self._pkey = None
-        self._secrets = [*settings.secrets, *config.secrets, *self._env.values()]
+        self._secrets = [*settings.secrets, *config.secrets, self._env.get("GIT_HTTPS_PASSWORD", "")]
         if settings.ssh_private_key:
             from .ssh import load_private_key
 
