@@ -25,12 +25,19 @@ def _settings(**overrides) -> Settings:
         settings = settings_from_env(ENV, **overrides)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    configure_logging(
-        settings.log_level,
-        secrets=[settings.relay_server_api_key or "", settings.webhook_secret or "",
-                 settings.ssh_private_key or ""],
-    )
+    configure_logging(settings.log_level, secrets=[*settings.secrets, *_url_secrets(settings)])
     return settings
+
+
+def _url_secrets(settings: Settings) -> tuple[str, ...]:
+    """Credentials in the connectors' remote URLs, for the log filter.
+
+    A connectors file that does not load is reported by the command that needs it.
+    """
+    try:
+        return load_connectors(settings.connectors_path).secrets
+    except ConfigError:
+        return ()
 
 
 def _connectors(settings: Settings):

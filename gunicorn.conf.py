@@ -17,15 +17,11 @@ try:
     _settings.require_relay()
     from gitsync.service import Service
 
-    Service.check(_settings)
+    _connectors = Service.check(_settings)
 except ConfigError as _exc:
     sys.stderr.write(f"relay-git-sync: {_exc}\n")
     sys.exit(2)
-configure_logging(
-    _settings.log_level,
-    secrets=[s for s in (_settings.relay_server_api_key, _settings.webhook_secret,
-                         _settings.ssh_private_key) if s],
-)
+configure_logging(_settings.log_level, secrets=[*_settings.secrets, *_connectors.secrets])
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{_settings.port}")
 # One worker process: the work queue, its journal lock and the folder locks live in it.

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .ids import InvalidId, parse_uuid
+from .redact import REDACTED, redact_url, url_secrets
 
 if sys.version_info >= (3, 11):  # noqa: UP036 (tomli keeps older Pythons working)
     import tomllib
@@ -35,8 +36,8 @@ __all__ = [
 ]
 
 CONNECTORS_FILE = "git_connectors.toml"
-REDACTED = "REDACTED"
-SECRET_FIELDS = ("relay_server_api_key", "webhook_secret", "ssh_private_key")
+SECRET_FIELDS = ("relay_server_api_key", "webhook_secret", "ssh_private_key", "https_username",
+                 "https_password")
 
 # Environment variable for each setting (the contract of SPEC.md plus our own extras).
 ENV_VARS: dict[str, str] = {
@@ -60,6 +61,8 @@ ENV_VARS: dict[str, str] = {
     "max_update_bytes": "RELAY_GIT_MAX_UPDATE_BYTES",
     "max_attachment_bytes": "RELAY_GIT_MAX_ATTACHMENT_BYTES",
     "proxy_hops": "RELAY_GIT_PROXY_HOPS",
+    "https_username": "GIT_HTTPS_USERNAME",
+    "https_password": "GIT_HTTPS_PASSWORD",
 }
 
 
@@ -85,6 +88,13 @@ class Connector:
     # How changes are heard of: "webhook", "websocket" or "both"; None: the default
     # (see resolve_transport).
     transport: str | None = None
+    # Sync vault entries that would be repository configuration (CI workflows,
+    # .gitattributes, ...: plan.repository_config); refused unless the operator opts in.
+    allow_repository_config: bool = False
+
+    def __repr__(self) -> str:
+        return (f"Connector(relay_id={self.relay_id!r}, folder_id={self.folder_id!r}, "
+                f"url={redact_url(self.url)!r}, branch={self.branch!r}, prefix={self.prefix!r})")
 
     @property
     def key(self) -> tuple[str, str]:
@@ -100,6 +110,11 @@ class ConnectorsConfig:
     connectors: tuple[Connector, ...] = ()
     known_hosts: tuple[str, ...] = ()
     path: Path | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Credentials written into the connectors' remote URLs (see :func:`redact.url_secrets`)."""
+        return tuple(dict.fromkeys(v for c in self.connectors for v in url_secrets(c.url)))
 
     def find(self, relay_id: str, folder_id: str) -> Connector | None:
         for connector in self.connectors:
@@ -150,6 +165,9 @@ class Settings:
     max_update_bytes: int = 64 * 1024 * 1024
     max_attachment_bytes: int = 512 * 1024 * 1024
     connectors_file: Path | None = None
+    # Credentials for https:// remotes (GIT_HTTPS_USERNAME / GIT_HTTPS_PASSWORD).
+    https_username: str | None = field(default=None, repr=False)
+    https_password: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.log_safe().items())
@@ -162,10 +180,36 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in SECRET_FIELDS:
                 value = REDACTED if value else None
+            elif f.name == "relay_server_url":
+                value = redact_url(value)
             elif isinstance(value, Path):
                 value = str(value)
             out[f.name] = value
         return out
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value these settings hold; nothing shown or logged may contain one.
+
+        The one list of them: the Relay API key (and credentials in the Relay URL), the
+        webhook secret, the SSH private key (also line by line), the https password, and
+        the https user name when no password goes with it (alone, it is the token).
+        Remote URL credentials are :attr:`ConnectorsConfig.secrets`.
+        """
+        values = [self.relay_server_api_key, self.webhook_secret, self.ssh_private_key,
+                  self.https_password, *url_secrets(self.relay_server_url)]
+        if not self.https_password:
+            values.append(self.https_username)
+        if self.ssh_private_key:
+            values += [line.strip() for line in self.ssh_private_key.splitlines()
+                       if len(line.strip()) >= 16 and not line.startswith("-----")]
+        return tuple(dict.fromkeys(v for v in values if v))
+
+    @property
+    def remote_env(self) -> dict[str, str]:
+        """The https credentials as ``gitrepo.parse_remote_url`` takes them."""
+        values = {"GIT_HTTPS_USERNAME": self.https_username, "GIT_HTTPS_PASSWORD": self.https_password}
+        return {k: v for k, v in values.items() if v}
 
     @property
     def author(self) -> str:
@@ -206,7 +250,7 @@ class Settings:
 
 # Settings read from the environment only (no command-line flag).
 ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use", "ssh_idle_timeout",
-            "max_file_bytes"}
+            "max_file_bytes", "https_username", "https_password"}
 
 MIN_SIZE_CAP = 4096  # bytes: the smallest size cap accepted
 
@@ -325,7 +369,7 @@ def validate(settings: Settings) -> Settings:
 # --- git_connectors.toml -------------------------------------------------------------
 
 _CONNECTOR_KEYS = {"shared_folder_id", "relay_id", "url", "branch", "remote_name", "prefix",
-                   "transport"}
+                   "transport", "allow_repository_config"}
 TRANSPORTS = ("webhook", "websocket", "both")
 _TOP_KEYS = {"git_connector", "known_hosts"}
 _BRANCH_RE = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*\.lock$)[^\x00-\x20~^:?*\[\\]+(?<!/)$")
@@ -424,6 +468,10 @@ def load_connectors(path: Path) -> ConnectorsConfig:
         for key in ("url", "branch", "remote_name", "prefix", "transport"):
             if key in table and not isinstance(table[key], str):
                 raise fail(f"{label}.{key} must be a string", index=index, key=key)
+        allow_config = table.get("allow_repository_config", False)
+        if not isinstance(allow_config, bool):
+            raise fail(f"{label}.allow_repository_config must be true or false (got {allow_config!r})",
+                       index=index, key="allow_repository_config")
         branch = table.get("branch", "main")
         if not branch or not _BRANCH_RE.match(branch):
             raise fail(f"{label}.branch must be a valid branch name (got {branch!r})", index=index, key="branch")
@@ -451,6 +499,7 @@ def load_connectors(path: Path) -> ConnectorsConfig:
             remote_name=remote_name,
             prefix=prefix,
             transport=transport,
+            allow_repository_config=allow_config,
         )
         if connector.key in seen:
             raise fail(

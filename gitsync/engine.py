@@ -429,7 +429,8 @@ class Engine:
             previous = {
                 doc_id: Tracked(rec.path, rec.type, rec.hash) for doc_id, rec in state.files.items()
             }
-            plan = diff_folders(previous, entries)
+            plan = diff_folders(previous, entries, prefix=connector.prefix,
+                                allow_repository_config=connector.allow_repository_config)
             for path, reason in plan.rejected:
                 log.warning("unsafe path skipped relay=%s folder=%s path=%r reason=%s",
                             connector.relay_id, connector.folder_id, path, reason)

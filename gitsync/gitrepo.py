@@ -51,6 +51,7 @@ from dulwich.repo import Repo
 
 from . import worktree
 from .durable import fsync_dirs
+from .redact import redact_url
 
 __all__ = [
     "BULK_THRESHOLD",
@@ -668,18 +669,6 @@ class PushResult:
     fetched: bool = False
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    user = f"{parts.username}@" if parts.username and parts.password is None else ""
-    return urlunsplit((parts.scheme, user + netloc, parts.path, parts.query, parts.fragment))
-
-
 def parse_remote_url(url: str, *, env: Mapping[str, str] | None = None, base_dir: Path | None = None) -> RemoteSpec:
     """Parse a connector's remote URL.
 
@@ -696,15 +685,18 @@ def parse_remote_url(url: str, *, env: Mapping[str, str] | None = None, base_dir
     if not url:
         raise InvalidRemote("remote url is empty")
     if "://" in url:
+        userinfo = url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[0]
+        if "?" in userinfo or "#" in userinfo:  # the parsers would disagree on where the host is
+            raise InvalidRemote(f"remote url credentials must be percent-encoded: {redact_url(url)}")
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme in ("ssh", "git+ssh", "ssh+git"):
             if not parts.hostname or not parts.path or parts.path == "/":
-                raise InvalidRemote(f"ssh remote needs a host and a path: {_redact(url)}")
+                raise InvalidRemote(f"ssh remote needs a host and a path: {redact_url(url)}")
             try:
                 port = parts.port
             except ValueError as exc:
-                raise InvalidRemote(f"bad port in remote url {_redact(url)}") from exc
+                raise InvalidRemote(f"bad port in remote url {redact_url(url)}") from exc
             path = unquote(parts.path)
             if path.startswith("/~"):
                 path = path[1:]
@@ -715,7 +707,11 @@ def parse_remote_url(url: str, *, env: Mapping[str, str] | None = None, base_dir
             return RemoteSpec("ssh", display, path, host=host, port=port, username=user)
         if scheme in ("https", "http"):
             if not parts.hostname:
-                raise InvalidRemote(f"{scheme} remote needs a host: {_redact(url)}")
+                raise InvalidRemote(f"{scheme} remote needs a host: {redact_url(url)}")
+            try:
+                parts.port  # noqa: B018 (raises on a bad port)
+            except ValueError as exc:
+                raise InvalidRemote(f"bad port in remote url {redact_url(url)}") from exc
             username = env.get(HTTPS_USERNAME_ENV) or (unquote(parts.username) if parts.username else None)
             password = env.get(HTTPS_PASSWORD_ENV) or (unquote(parts.password) if parts.password else None)
             host = parts.hostname
@@ -726,7 +722,7 @@ def parse_remote_url(url: str, *, env: Mapping[str, str] | None = None, base_dir
         if scheme == "file":
             path = unquote(parts.path)
             return RemoteSpec("local", f"file://{path}", path)
-        raise InvalidRemote(f"unsupported remote url scheme {scheme!r}: {_redact(url)}")
+        raise InvalidRemote(f"unsupported remote url scheme {scheme!r}: {redact_url(url)}")
     # scp-like: [user@]host:path (a "/" before the first ":" means a local path)
     colon = url.find(":")
     slash = url.find("/")
@@ -734,9 +730,10 @@ def parse_remote_url(url: str, *, env: Mapping[str, str] | None = None, base_dir
         userhost, path = url[:colon], url[colon + 1 :]
         user, _, host = userhost.rpartition("@")
         if not host or not path:
-            raise InvalidRemote(f"scp-like remote needs host:path, got {url!r}")
+            raise InvalidRemote(f"scp-like remote needs host:path, got {redact_url(url)!r}")
         user = user or "git"
-        return RemoteSpec("ssh", f"{user}@{host}:{path}", path, host=host, port=None, username=user)
+        return RemoteSpec("ssh", redact_url(f"{user}@{host}:{path}") or "", path, host=host, port=None,
+                          username=user)
     path = Path(url).expanduser()
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path

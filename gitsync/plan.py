@@ -5,9 +5,11 @@ Pure: no I/O. ``previous`` is what the engine wrote last time (keyed by document
 are followed by id, so a renamed file is a :class:`Move`, never a delete plus a write.
 
 Paths coming from the folder index are hostile until :func:`safe_path` accepts them
-(DESIGN invariant 5); an entry that fails, or that cannot coexist with the entries
-already accepted (same document twice, a file inside a file, names differing only in
-letter case), goes to :attr:`Plan.rejected` and the rest of the folder proceeds.
+(DESIGN invariant 5); an entry that fails, that would be repository configuration
+(:func:`repository_config`: CI workflows, ``.gitattributes``, ...) unless the connector
+allows it, or that cannot coexist with the entries already accepted (same document
+twice, a file inside a file, names differing only in letter case), goes to
+:attr:`Plan.rejected` and the rest of the folder proceeds.
 
 The operations are correct when applied one after the other, in order, on a case
 sensitive *or* case insensitive filesystem: no :class:`Move` or :class:`Write` ever
@@ -19,15 +21,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from gitsync.ydoc import Entry
 
 __all__ = [
+    "MAX_PATH_BYTES",
+    "MAX_PATH_SEGMENTS",
     "TMP_PREFIX",
     "UnsafePath",
     "safe_path",
+    "repository_config",
     "Tracked",
     "Delete",
     "Move",
@@ -43,8 +48,14 @@ __all__ = [
 TMP_PREFIX = ".gitsync-tmp-"
 """Reserved name prefix of the temporary files moves go through; rejected in the index."""
 
+MAX_PATH_BYTES = 4096
+"""Longest folder index path accepted, in UTF-8 bytes (PATH_MAX of Linux)."""
+MAX_PATH_SEGMENTS = 255
+"""Most segments (folders plus the file name) a folder index path may have."""
 _MAX_NAME_BYTES = 255  # NAME_MAX of every filesystem we may write on
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Unicode categories Cc (C0, DEL, C1 controls) and Cs (surrogates), as one scan.
+_BAD_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # Code points HFS+ ignores when comparing names, so ".g\u200cit" is ".git" on a Mac
 # (git's own is_hfs_dotgit skips the same set).
 _HFS_IGNORABLE = dict.fromkeys(
@@ -66,28 +77,52 @@ def safe_path(path: str) -> str:
         UnsafePath: empty after normalization, absolute, a ``..`` segment, a NUL or
             other control character, a lone surrogate, a backslash, a ``.git``
             segment in any letter case (also ``.git.``, ``.git::$DATA``, ``git~1``
-            and HFS-ignorable spellings), a Windows drive letter such as ``C:``, or
-            a name longer than 255 bytes. The message says which; it never
+            and HFS-ignorable spellings), a Windows drive letter such as ``C:``, a
+            name longer than 255 bytes, a path longer than :data:`MAX_PATH_BYTES`
+            (as the index spells it, less one leading ``/``) or with more than
+            :data:`MAX_PATH_SEGMENTS` segments. The message says which; it never
             repeats the path.
     """
     if not isinstance(path, str):
         raise UnsafePath(f"path is a {type(path).__name__}, not a string")
-    for char in path:
-        category = unicodedata.category(char)
+    # Length first, so a hostile path costs no more than MAX_PATH_BYTES of work below.
+    body = path[1:] if path.startswith("/") else path
+    if len(body) > MAX_PATH_BYTES or len(body.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise UnsafePath(f"path longer than {MAX_PATH_BYTES} bytes")
+    bad = _BAD_CHAR.search(path)
+    if bad is not None:
+        char = bad.group()
         if char == "\x00":
             raise UnsafePath("NUL character in path")
-        if category == "Cc":
+        if char < "\ud800":
             raise UnsafePath("control character in path")
-        if category == "Cs":
-            raise UnsafePath("invalid unicode (lone surrogate) in path")
+        raise UnsafePath("invalid unicode (lone surrogate) in path")
     if "\\" in path:
         raise UnsafePath("backslash in path")
-    rest = path[1:] if path.startswith("/") else path
-    if rest.startswith("/"):
+    if body.startswith("/"):
         raise UnsafePath("absolute path")
-    segments = [seg for seg in rest.split("/") if seg not in ("", ".")]
+    segments = [seg for seg in body.split("/") if seg not in ("", ".")]
     if not segments:
         raise UnsafePath("empty path")
+    if len(segments) > MAX_PATH_SEGMENTS:
+        raise UnsafePath(f"path has more than {MAX_PATH_SEGMENTS} segments (folders and file name)")
+    if _suspect(body, segments):
+        _check_segments(segments)
+    return "/".join(segments)
+
+
+def _suspect(body: str, segments: list[str]) -> bool:
+    """Cheap whole-path scans: False when no segment can fail :func:`_check_segments`."""
+    return (
+        ".." in segments
+        or "git" in body.translate(_HFS_IGNORABLE).lower()
+        or ":" in body
+        or max(map(len, body.encode("utf-8").split(b"/"))) > _MAX_NAME_BYTES
+    )
+
+
+def _check_segments(segments: list[str]) -> None:
+    """Refuse the first bad segment, in path order (see :func:`safe_path`)."""
     for seg in segments:
         if seg == "..":
             raise UnsafePath("'..' segment in path")
@@ -97,7 +132,6 @@ def safe_path(path: str) -> str:
             raise UnsafePath("windows drive letter in path")
         if len(seg.encode("utf-8")) > _MAX_NAME_BYTES:
             raise UnsafePath(f"name longer than {_MAX_NAME_BYTES} bytes in path")
-    return "/".join(segments)
 
 
 def _is_dotgit(segment: str) -> bool:
@@ -105,20 +139,111 @@ def _is_dotgit(segment: str) -> bool:
     return name in (".git", "git~1")
 
 
+# --------------------------------------------------------------------------- repository policy
+
+_CI = "a CI service runs jobs from it, with the repository's secrets"
+_RUNS = "a hosting service runs code from it"
+# Names git reads in any folder of the tree: they apply to that folder and below.
+_CONFIG_ANYWHERE: dict[str, str] = {
+    ".gitattributes": "git applies its filters, diff and merge drivers to the folder it is in",
+}
+# Names read at the repository root only; a folder here is refused with all it holds.
+_CONFIG_AT_ROOT: dict[str, str] = {
+    ".gitmodules": "git reads submodule urls from it",
+    ".lfsconfig": "git-lfs reads its server url from it",
+    ".github": "GitHub runs workflows and actions from it with the repository's secrets",
+    ".gitlab-ci.yml": _CI,
+    ".gitlab": "GitLab reads CI templates and settings from it",
+    ".gitea": _CI,
+    ".forgejo": _CI,
+    "bitbucket-pipelines.yml": _CI,
+    "azure-pipelines.yml": _CI,
+    ".azure-pipelines": _CI,
+    ".circleci": _CI,
+    ".travis.yml": _CI,
+    ".drone.yml": _CI,
+    ".woodpecker.yml": _CI,
+    ".woodpecker": _CI,
+    ".buildkite": _CI,
+    "Jenkinsfile": _CI,
+    ".cirrus.yml": _CI,
+    ".cirrus.star": _CI,
+    "appveyor.yml": _CI,
+    ".appveyor.yml": _CI,
+    ".build.yml": _CI,
+    ".builds": _CI,
+    ".pre-commit-config.yaml": "pre-commit runs the hooks it names on every commit",
+    ".devcontainer": _RUNS,
+    ".devcontainer.json": _RUNS,
+}
+_ROOT_NAMES = {name.lower(): name for name in _CONFIG_AT_ROOT}
+# 8.3 short names Windows may give those files (git checks the same spellings).
+_SHORT_NAMES = {"gitatt": ".gitattributes", "gi7d29": ".gitattributes",
+                "gitmod": ".gitmodules", "gi7eba": ".gitmodules", "lfscon": ".lfsconfig"}
+_SHORT_NAME = re.compile(r"^([a-z0-9]{6})~[1-9]$")
+
+
+def _config_name(folded: str) -> str:
+    """The name a case insensitive, NTFS or HFS+ filesystem would see for a folded segment."""
+    name = folded.split(":", 1)[0].rstrip(" .")
+    short = _SHORT_NAME.match(name)
+    if short is not None and short.group(1) in _SHORT_NAMES:
+        return _SHORT_NAMES[short.group(1)]
+    return name
+
+
+def repository_config(path: str) -> str | None:
+    """Why ``path`` would be repository configuration rather than vault content, or None.
+
+    A vault editor must not be able to add what runs code or changes how git treats
+    the repository: CI definitions that a hosting service runs with the repository's
+    secrets (``.github/``, ``.gitlab-ci.yml`` and other CI files), git's own in-tree
+    configuration (``.gitmodules``, ``.lfsconfig``) and hooks run on people's machines
+    (``.pre-commit-config.yaml``, ``.devcontainer``). Those count only at the
+    repository root, where they are read; ``.gitattributes`` counts in every folder.
+    Names compare as a case insensitive, HFS+ or NTFS filesystem would (letter case,
+    ignorable characters, trailing dots and spaces, 8.3 short names). ``.gitignore``
+    and ``.mailmap`` are allowed: they run nothing and only affect people's checkouts.
+
+    Args:
+        path: a safe path relative to the repository root (connector prefix included).
+
+    Returns:
+        A reason naming the setting that allows such paths, or None.
+    """
+    folded = _fold(path.translate(_HFS_IGNORABLE))
+    names = folded.split("/")
+    name = _ROOT_NAMES.get(_config_name(names[0]))
+    if name is not None:
+        why, where = _CONFIG_AT_ROOT[name], " at the repository root"
+    elif ("gitatt" in folded or "gi7d29" in folded) and ".gitattributes" in map(_config_name, names):
+        name, why, where = ".gitattributes", _CONFIG_ANYWHERE[".gitattributes"], ""
+    else:
+        return None
+    return (f"{name!r}{where} is repository configuration ({why}); set allow_repository_config = "
+            "true for this connector in git_connectors.toml to sync it")
+
+
 def _fold(path: str) -> str:
-    """Comparison key of a case (and normalization) insensitive filesystem."""
+    """Comparison key of a case (and normalization) insensitive filesystem.
+
+    Every lookup in the planner's models goes through this key, once per walked path
+    (never once per ancestor: that made planning quadratic in the path length).
+    """
     return unicodedata.normalize("NFC", path).lower()
+
+
+def _split(path: str) -> tuple[list[str], list[str]]:
+    """``path``'s segments and the comparison key of each, from one fold of the path."""
+    segs = path.split("/")
+    keys = _fold(path).split("/")
+    if len(keys) != len(segs):  # folding never adds or drops a "/"; stay correct if it did
+        keys = [_fold(seg) for seg in segs]
+    return segs, keys
 
 
 def _parent(path: str) -> str:
     return path.rpartition("/")[0]
-
-
-def _ancestors(path: str) -> Iterator[str]:
-    """Proper ancestors of ``path``, shallowest first ("a", "a/b" for "a/b/c")."""
-    parts = path.split("/")
-    for i in range(1, len(parts)):
-        yield "/".join(parts[:i])
 
 
 def _depth_key(path: str) -> tuple[int, str]:
@@ -130,7 +255,43 @@ def _deepest_first(path: str) -> tuple[int, str]:
 
 
 def _is_reserved(path: str) -> bool:
-    return any(seg.lower().startswith(TMP_PREFIX) for seg in path.split("/"))
+    folded = path.lower()
+    return TMP_PREFIX in folded and any(seg.startswith(TMP_PREFIX) for seg in folded.split("/"))
+
+
+class _Node:
+    """One name in a model of a case insensitive tree; children keyed by folded name.
+
+    A node may hold a directory (``dir``: its spelling, one segment), a file (``file``:
+    its exact path, ``doc``: the document in it) or, in a passing state, both.
+    ``files_below`` counts the files in the subtree, so a search for them skips
+    directories that hold none.
+    """
+
+    __slots__ = ("parent", "key", "kids", "dir", "file", "doc", "files_below")
+
+    def __init__(self, parent: _Node | None, key: str) -> None:
+        self.parent = parent
+        self.key = key
+        self.kids: dict[str, _Node] = {}
+        self.dir: str | None = None
+        self.file: str | None = None
+        self.doc: str | None = None
+        self.files_below = 0
+
+    def child(self, key: str) -> _Node:
+        node = self.kids.get(key)
+        if node is None:
+            node = self.kids[key] = _Node(self, key)
+        return node
+
+    def prune(self) -> None:
+        """Drop this node and its emptied ancestors from the tree."""
+        node = self
+        while node.parent is not None and node.dir is None and node.file is None and not node.kids:
+            parent, node.parent = node.parent, None  # detached: a second prune is a no-op
+            del parent.kids[node.key]
+            node = parent
 
 
 # --------------------------------------------------------------------------- data
@@ -256,37 +417,46 @@ class Plan:
 class _Layout:
     """Paths accepted so far, checked for coexistence on any filesystem.
 
-    Keyed by the folded path, each value is the spelling and whether it is a file.
+    A tree of :class:`_Node` keyed by folded names: checking or adding a path walks
+    its segments once, so the cost is linear in the path's length.
     """
 
     def __init__(self) -> None:
-        self.seen: dict[str, tuple[str, bool]] = {}
+        self.root = _Node(None, "")
 
-    def conflict(self, path: str, *, is_file: bool) -> str | None:
-        """Why ``path`` cannot join the layout, or None."""
-        for prefix in _ancestors(path):
-            hit = self.seen.get(_fold(prefix))
+    def admit(self, path: str, *, is_file: bool) -> str | None:
+        """Add ``path`` (its parents as folders), or say why it cannot join the layout."""
+        segs, keys = _split(path)
+        node = self.root
+        last = len(segs) - 1
+        for i, (seg, key) in enumerate(zip(segs, keys, strict=True)):
+            hit = node.kids.get(key)
             if hit is None:
+                break  # nothing below was added either: no conflict from here on
+            if i < last:
+                if hit.file is not None:
+                    return f"inside {hit.file!r}, which is a file"
+                if hit.dir != seg:
+                    return (f"folder {'/'.join(segs[:i + 1])!r} differs only in letter case "
+                            f"from {'/'.join([*segs[:i], str(hit.dir)])!r}")
+                node = hit
                 continue
-            spelled, hit_is_file = hit
-            if hit_is_file:
-                return f"inside {spelled!r}, which is a file"
-            if spelled != prefix:
-                return f"folder {prefix!r} differs only in letter case from {spelled!r}"
-        hit = self.seen.get(_fold(path))
-        if hit is not None:
-            spelled, hit_is_file = hit
-            if spelled == path and not hit_is_file and not is_file:
-                return None  # the same folder twice (two folder documents): harmless
-            if spelled == path:
+            if hit.file is None and hit.dir == seg:
+                # the same folder twice (two folder documents) is harmless
+                return "a file and a folder at the same path" if is_file else None
+            if hit.file == path:
                 return "a file and a folder at the same path"
+            spelled = hit.file if hit.file is not None else "/".join([*segs[:i], str(hit.dir)])
             return f"differs only in letter case from {spelled!r}"
+        for j in range(i, last):
+            node = node.child(keys[j])
+            node.dir = segs[j]
+        node = node.child(keys[last])
+        if is_file:
+            node.file = path
+        else:
+            node.dir = segs[last]
         return None
-
-    def add(self, path: str, *, is_file: bool) -> None:
-        for prefix in _ancestors(path):
-            self.seen.setdefault(_fold(prefix), (prefix, False))
-        self.seen[_fold(path)] = (path, is_file)
 
     def safe_for_temp(self, directory: str) -> bool:
         """True if a temporary file in ``directory`` can never be in the way.
@@ -296,14 +466,20 @@ class _Layout:
         """
         if not directory:
             return True
-        for prefix in [*_ancestors(directory), directory]:
-            hit = self.seen.get(_fold(prefix))
-            if hit is not None and (hit[1] or hit[0] != prefix):
+        segs, keys = _split(directory)
+        node = self.root
+        for seg, key in zip(segs, keys, strict=True):
+            hit = node.kids.get(key)
+            if hit is None:
+                return True
+            if hit.file is not None or hit.dir != seg:
                 return False
+            node = hit
         return True
 
 
-def _accept(current: Mapping[str, Entry], rejected: list[tuple[str, str]]) -> tuple[dict[str, Entry], _Layout]:
+def _accept(current: Mapping[str, Entry], rejected: list[tuple[str, str]], *, prefix: str,
+            allow_repository_config: bool) -> tuple[dict[str, Entry], _Layout]:
     candidates: list[tuple[str, str, Entry]] = []
     for raw, entry in current.items():
         try:
@@ -314,6 +490,11 @@ def _accept(current: Mapping[str, Entry], rejected: list[tuple[str, str]]) -> tu
         if _is_reserved(clean):
             rejected.append((raw, f"name starts with the reserved prefix {TMP_PREFIX}"))
             continue
+        if not allow_repository_config:
+            why = repository_config(f"{prefix}/{clean}" if prefix else clean)
+            if why is not None:
+                rejected.append((raw, why))
+                continue
         candidates.append((clean, raw, entry))
 
     by_path: dict[str, tuple[str, Entry]] = {}
@@ -335,12 +516,10 @@ def _accept(current: Mapping[str, Entry], rejected: list[tuple[str, str]]) -> tu
     accepted: dict[str, Entry] = {}
     for clean in sorted(path_of_id.values(), key=_depth_key):
         raw, entry = by_path[clean]
-        is_file = entry.kind != "folder"
-        problem = layout.conflict(clean, is_file=is_file)
+        problem = layout.admit(clean, is_file=entry.kind != "folder")
         if problem is not None:
             rejected.append((raw, problem))
             continue
-        layout.add(clean, is_file=is_file)
         accepted[clean] = entry if entry.path == clean else replace(entry, path=clean)
     rejected.sort()
     return dict(sorted(accepted.items())), layout
@@ -362,9 +541,7 @@ def _usable_previous(previous: Mapping[str, Tracked]) -> dict[str, Tracked]:
     layout = _Layout()
     usable: dict[str, Tracked] = {}
     for clean, doc_id, rec in sorted(items, key=lambda i: (*_depth_key(i[0]), i[1])):
-        is_file = rec.type != "folder"
-        if layout.conflict(clean, is_file=is_file) is None:
-            layout.add(clean, is_file=is_file)
+        if layout.admit(clean, is_file=rec.type != "folder") is None:
             usable[doc_id] = rec
     return usable
 
@@ -376,53 +553,91 @@ class _Tree:
     """Model of the files and directories we know of while the plan is built.
 
     It behaves like a case insensitive filesystem: at most one spelling per folded
-    path. Directories never vanish on their own (only through Rmdir).
+    path. Directories never vanish on their own (only through Rmdir). Every method
+    walks the segments of one path once (linear in its length); only
+    :meth:`docs_under` and :meth:`clear` visit a subtree, as a real filesystem would.
     """
 
     def __init__(self) -> None:
-        self.files: dict[str, str] = {}  # folded path -> exact path
-        self.doc_at: dict[str, str] = {}  # exact path -> doc id
-        self.dirs: dict[str, str] = {}  # folded path -> exact path
-        self.under: dict[str, set[str]] = {}  # folded dir -> exact file paths below it
+        self.root = _Node(None, "")
+
+    def _find(self, keys: list[str]) -> _Node | None:
+        node: _Node | None = self.root
+        for key in keys:
+            node = node.kids.get(key)
+            if node is None:
+                return None
+        return node
+
+    def _makedirs(self, segs: list[str], keys: list[str]) -> _Node:
+        node = self.root
+        for seg, key in zip(segs, keys, strict=True):
+            node = node.child(key)
+            if node.dir is None:
+                node.dir = seg  # an existing directory keeps its spelling
+        return node
 
     def makedirs(self, path: str) -> None:
-        for prefix in [*_ancestors(path), path]:
-            self.dirs.setdefault(_fold(prefix), prefix)
+        self._makedirs(*_split(path))
 
     def add_file(self, path: str, doc_id: str) -> None:
-        parent = _parent(path)
-        if parent:
-            self.makedirs(parent)
-        self.files[_fold(path)] = path
-        self.doc_at[path] = doc_id
-        for prefix in _ancestors(path):
-            self.under.setdefault(_fold(prefix), set()).add(path)
+        segs, keys = _split(path)
+        node = self._makedirs(segs[:-1], keys[:-1]).child(keys[-1])
+        if node.file is None:
+            up = node.parent
+            while up is not None:
+                up.files_below += 1
+                up = up.parent
+        node.file, node.doc = path, doc_id
 
     def remove_file(self, path: str) -> None:
-        del self.files[_fold(path)]
-        del self.doc_at[path]
-        for prefix in _ancestors(path):
-            self.under[_fold(prefix)].discard(path)
+        node = self._find(_split(path)[1])
+        if node is None or node.file is None:
+            raise KeyError(path)
+        node.file = node.doc = None
+        up = node.parent
+        while up is not None:
+            up.files_below -= 1
+            up = up.parent
+        node.prune()
 
-    def docs_under(self, folded_dir: str) -> set[str]:
-        return {self.doc_at[p] for p in self.under.get(folded_dir, ())}
+    def occupied(self, path: str) -> bool:
+        """True when a file or a directory has the folded ``path``."""
+        node = self._find(_split(path)[1])
+        return node is not None and (node.file is not None or node.dir is not None)
+
+    @staticmethod
+    def docs_under(node: _Node) -> set[str]:
+        """Docs of the files strictly below ``node``."""
+        found: set[str] = set()
+        stack = [node]
+        while stack:
+            for kid in stack.pop().kids.values():
+                if kid.doc is not None:
+                    found.add(kid.doc)
+                if kid.files_below:
+                    stack.append(kid)
+        return found
 
     def blockers(self, target: str) -> set[str]:
         """Docs whose files stand in the way of a file at ``target``."""
+        segs, keys = _split(target)
         found: set[str] = set()
-        for prefix in _ancestors(target):
-            key = _fold(prefix)
-            if key in self.files:
-                found.add(self.doc_at[self.files[key]])  # a file where a folder must be
-            spelled = self.dirs.get(key)
-            if spelled is not None and spelled != prefix:
-                found |= self.docs_under(key)  # folder in another letter case: empty it
-                break
-        key = _fold(target)
-        if key in self.files:
-            found.add(self.doc_at[self.files[key]])
-        if key in self.dirs:
-            found |= self.docs_under(key)  # a folder where the file must be
+        node: _Node | None = self.root
+        for seg, key in zip(segs[:-1], keys[:-1], strict=True):
+            node = node.kids.get(key)
+            if node is None:
+                return found
+            if node.doc is not None:
+                found.add(node.doc)  # a file where a folder must be
+            if node.dir is not None and node.dir != seg:
+                return found | self.docs_under(node)  # folder in another letter case: empty it
+        last = node.kids.get(keys[-1])
+        if last is not None:
+            if last.doc is not None:
+                found.add(last.doc)
+            if last.dir is not None:
+                found |= self.docs_under(last)  # a folder where the file must be
         return found
 
     def clear(self, target: str, *, as_file: bool) -> list[str]:
@@ -432,32 +647,64 @@ class _Tree:
         spelled in another letter case than ``target`` or its ancestors. The caller
         made sure no file is left in them.
         """
-        doomed: str | None = None
-        for prefix in _ancestors(target):
-            spelled = self.dirs.get(_fold(prefix))
-            if spelled is not None and spelled != prefix:
-                doomed = spelled
+        segs, keys = _split(target)
+        node: _Node | None = self.root
+        doomed: tuple[_Node, int] | None = None
+        for i, (seg, key) in enumerate(zip(segs[:-1], keys[:-1], strict=True)):
+            node = node.kids.get(key)
+            if node is None:
+                return []
+            if node.dir is not None and node.dir != seg:
+                doomed = (node, i)
                 break
         if doomed is None:
-            spelled = self.dirs.get(_fold(target))
-            if spelled is not None and (as_file or spelled != target):
-                doomed = spelled
-        if doomed is None:
-            return []
-        root = _fold(doomed)
-        gone = [d for k, d in self.dirs.items() if k == root or k.startswith(root + "/")]
-        for d in gone:
-            del self.dirs[_fold(d)]
+            last = node.kids.get(keys[-1])
+            if last is None or last.dir is None or not (as_file or last.dir != segs[-1]):
+                return []
+            doomed = (last, len(segs) - 1)
+        top, depth = doomed
+        gone: list[str] = []
+        visited: list[_Node] = []
+        stack = [(top, "/".join([*segs[:depth], str(top.dir)]))]
+        while stack:
+            here, spelled = stack.pop()
+            visited.append(here)
+            gone.append(spelled)
+            here.dir = None
+            stack.extend((kid, f"{spelled}/{kid.dir}") for kid in here.kids.values() if kid.dir is not None)
+        for here in reversed(visited):
+            here.prune()
         return sorted(gone, key=_deepest_first)
 
+    def surplus_dirs(self, layout: _Layout) -> list[str]:
+        """Directories of the model that ``layout`` has no folder for (same spelling)."""
+        gone: list[str] = []
+        stack: list[tuple[_Node, _Node | None, str]] = [(self.root, layout.root, "")]
+        while stack:
+            here, wanted, spelled = stack.pop()
+            for key, kid in here.kids.items():
+                if kid.dir is None:
+                    continue
+                path = f"{spelled}/{kid.dir}" if spelled else kid.dir
+                match = wanted.kids.get(key) if wanted is not None else None
+                if match is None or match.file is not None or match.dir != kid.dir:
+                    gone.append(path)
+                    match = None  # nothing below a folder the layout lacks is wanted
+                stack.append((kid, match, path))
+        return gone
 
-def diff_folders(previous: Mapping[str, Tracked], current: Mapping[str, Entry]) -> Plan:
+
+def diff_folders(previous: Mapping[str, Tracked], current: Mapping[str, Entry], *,
+                 prefix: str = "", allow_repository_config: bool = False) -> Plan:
     """Plan the operations that turn the tracked tree into the folder's new layout.
 
     Args:
         previous: doc id -> what we wrote (files and folders). Records with unsafe or
             clashing paths are ignored: their paths are never touched.
         current: the folder index, unsanitized path -> entry.
+        prefix: the connector's folder inside the repository ('' for the root), so
+            :func:`repository_config` judges where an entry really lands.
+        allow_repository_config: accept entries :func:`repository_config` refuses.
 
     Returns:
         A :class:`Plan`; rename+edit is a Move then a Write (only when the type or an
@@ -465,7 +712,8 @@ def diff_folders(previous: Mapping[str, Tracked], current: Mapping[str, Entry]) 
         A tracked document whose entry is rejected counts as gone (Delete).
     """
     rejected: list[tuple[str, str]] = []
-    accepted, layout = _accept(current, rejected)
+    accepted, layout = _accept(current, rejected, prefix=prefix.strip("/"),
+                               allow_repository_config=allow_repository_config)
     tracked = _usable_previous(previous)
     by_id = {entry.id: entry for entry in accepted.values()}
     return _Planner(tracked, accepted, by_id, layout).run(rejected)
@@ -528,9 +776,7 @@ class _Planner:
                 self.tree.add_file(op.path, op.doc_id)
                 self.loc[op.doc_id] = op.path
             self.ops.append(op)
-        needed = {spelled for spelled, is_file in self.layout.seen.values() if not is_file}
-        self._rmdirs(sorted((d for d in self.tree.dirs.values() if d not in needed),
-                            key=_deepest_first))
+        self._rmdirs(sorted(self.tree.surplus_dirs(self.layout), key=_deepest_first))
         return Plan(self.ops, rejected, self.accepted)
 
     def _rmdirs(self, paths: list[str]) -> None:
@@ -551,7 +797,7 @@ class _Planner:
             directory = ""
         base = f"{directory}/{TMP_PREFIX}{doc_id}" if directory else f"{TMP_PREFIX}{doc_id}"
         tmp, n = base, 1
-        while _fold(tmp) in self.tree.files or _fold(tmp) in self.tree.dirs:
+        while self.tree.occupied(tmp):
             n += 1
             tmp = f"{base}-{n}"
         self._move(doc_id, tmp)

@@ -10,8 +10,6 @@ simply stay on the local branch: the next push sends all of them, in order.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -21,18 +19,11 @@ from typing import Any
 from . import gitrepo
 from .backoff import MAX_DELAY, Backoff
 from .config import Connector, ConnectorsConfig, Settings
-from .logsetup import redact
+from .redact import redact, redact_url
 
-__all__ = ["Published", "Publisher", "PushOutcome", "redact_url", "remote_spec"]
+__all__ = ["Published", "Publisher", "PushOutcome", "remote_spec"]
 
 log = logging.getLogger(__name__)
-
-
-def redact_url(url: str | None) -> str | None:
-    """The URL without any password or token (``https://user:secret@host`` -> ``https://user@host``)."""
-    if url is None:
-        return None
-    return re.sub(r"(?<=://)([^/@:]+):[^/@]*@", r"\1@", url)
 
 
 def remote_spec(settings: Settings, connector: Connector,
@@ -98,17 +89,15 @@ class Publisher:
                  env: Mapping[str, str] | None = None):
         self.settings = settings
         self.config = config
-        self._env = dict(env) if env is not None else {
-            k: v for k, v in os.environ.items() if k.startswith("GIT_HTTPS_")
-        }
+        self._env = dict(env) if env is not None else settings.remote_env
         self._backoff = Backoff(cap=MAX_DELAY)
         self._next_try: dict[tuple[str, str], float] = {}
         self._last: dict[tuple[str, str], PushOutcome] = {}
         self._lock = threading.Lock()
         self._vendor = None
         self._pkey = None
-        self.secrets = [s for s in (settings.relay_server_api_key, settings.webhook_secret,
-                                    settings.ssh_private_key, self._env.get(gitrepo.HTTPS_PASSWORD_ENV)) if s]
+        self.secrets = [s for s in (*settings.secrets, *config.secrets,
+                                    self._env.get(gitrepo.HTTPS_PASSWORD_ENV)) if s]
         if settings.ssh_private_key:
             from .ssh import load_private_key
 

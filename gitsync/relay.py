@@ -31,13 +31,14 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn, TypeVar
-from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
 from .ids import parse_compound_id, parse_uuid
+from .redact import QueryFilter, redact, redact_url
 
 __all__ = [
     "RelayError",
@@ -151,37 +152,13 @@ class _NoAuth(requests.auth.AuthBase):
         return r
 
 
-class _RedactQuery(logging.Filter):
-    """Strip query strings from urllib3's debug lines (they would show presigned URLs)."""
-
-    _QUERY = re.compile(r"\?[^\s\"']*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and record.args:
-            record.args = tuple(
-                self._QUERY.sub("?<redacted>", a) if isinstance(a, str) else a for a in record.args
-            )
-        return True
-
-
 def _install_log_filter() -> None:
     global _filter_installed
     with _filter_lock:
         if not _filter_installed:
             for name in _URLLIB3_LOGGERS:
-                logging.getLogger(name).addFilter(_RedactQuery())
+                logging.getLogger(name).addFilter(QueryFilter())
             _filter_installed = True
-
-
-def _redact_base(url: str) -> str:
-    """``url`` without user info (``https://user:pw@host`` -> ``https://host``)."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -444,7 +421,7 @@ class RelayClient:
         self._session.headers["Accept-Encoding"] = "identity"
 
     def __repr__(self) -> str:
-        return f"RelayClient(base_url={_redact_base(self.base_url)!r}, api_key=REDACTED)"
+        return f"RelayClient(base_url={redact_url(self.base_url)!r}, api_key=REDACTED)"
 
     def __enter__(self) -> RelayClient:
         return self
@@ -828,7 +805,7 @@ class RelayClient:
     def _snippet(self, body: bytes) -> str:
         text = body[:_SNIPPET].decode("utf-8", "replace")
         text = "".join(c if c.isprintable() else " " for c in text)
-        return text.replace(self._api_key, "REDACTED")
+        return redact(text, [self._api_key])
 
 
 def _media_type(resp: requests.Response) -> str:

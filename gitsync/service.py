@@ -18,8 +18,8 @@ from .backoff import Backoff
 from .config import ConfigError, Connector, ConnectorsConfig, Settings, load_connectors
 from .engine import Engine, SyncAborted, SyncReport
 from .gitrepo import GitError
-from .logsetup import redact
-from .publish import Publisher, PushOutcome, redact_url, remote_spec
+from .publish import Publisher, PushOutcome, remote_spec
+from .redact import redact, redact_url
 from .relay import RelayClient, Unauthorized
 from .schedule import CommitSchedule
 from .service_errors import CredentialsError, ServiceError, ServiceUnavailable
@@ -368,8 +368,7 @@ class Service:
         self._counts = {"accepted": 0, "merged": 0, "ignored": 0, "processed": 0, "failed": 0,
                         "commits": 0, "pushes": 0}
         self._lock = threading.Lock()
-        self._secrets = [s for s in (settings.relay_server_api_key, settings.webhook_secret,
-                                     settings.ssh_private_key) if s]
+        self._secrets = [*settings.secrets, *self.config.secrets]
         self._relays = {c.relay_id for c in self.config.connectors}
         # Websocket connectors: their sockets feed accept(); their startup, reconcile
         # and reconnects catch up by document heads (see transports.py).

@@ -48,7 +48,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from . import yframes
 from .ids import compound_id
-from .logsetup import redact
+from .redact import redact
 
 __all__ = [
     "FolderSocket",

@@ -72,6 +72,16 @@ def test_url_is_optional_and_defaults_apply(tmp_path):
     assert (connector.branch, connector.remote_name, connector.prefix) == ("main", "origin", "vault/notes")
 
 
+def test_repository_config_is_refused_unless_a_connector_allows_it(tmp_path):
+    other = "0b9b6f3e-3b57-4a4e-9d0c-7e1b7b3a2c11"
+    path = write(tmp_path, f'[[git_connector]]\nshared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\n\n'
+                           f'[[git_connector]]\nshared_folder_id = "{other}"\nrelay_id = "{RELAY}"\n'
+                           'allow_repository_config = true\n')
+    first, second = load_connectors(path).connectors
+    assert first.allow_repository_config is False
+    assert second.allow_repository_config is True
+
+
 def test_known_hosts_are_read(tmp_path):
     path = write(tmp_path, 'known_hosts = ["[127.0.0.1]:2222 ssh-ed25519 AAAAC3Nza"]\n')
     assert load_connectors(path).known_hosts == ("[127.0.0.1]:2222 ssh-ed25519 AAAAC3Nza",)
@@ -93,6 +103,10 @@ def test_known_hosts_are_read(tmp_path):
          r"git_connector\[1\]\.url must be a string"),
         (f'shared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\nremote_name = "a b"\n',
          r"remote_name must be a simple name"),
+        (f'shared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\nallow_repository_config = "yes"\n',
+         r"line 5: git_connector\[1\]\.allow_repository_config must be true or false \(got 'yes'\)"),
+        (f'shared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\nallow_repository_config = 1\n',
+         r"line 5: git_connector\[1\]\.allow_repository_config must be true or false"),
     ],
 )
 def test_connector_errors_name_file_line_and_key(tmp_path, body, message):
@@ -177,7 +191,7 @@ def test_prefix_must_stay_inside_the_repository(bad):
     ("the value s3cret-value leaked", "s3cret-value"),
 ])
 def test_redact_removes_secrets(text, secret_free):
-    from gitsync.logsetup import redact
+    from gitsync.redact import redact
 
     assert secret_free not in redact(text, ["s3cret-value"])
 
@@ -187,7 +201,7 @@ def test_redact_removes_secrets(text, secret_free):
     "Authorization header must use the Bearer scheme",
 ])
 def test_redact_keeps_harmless_text(text):
-    from gitsync.logsetup import redact
+    from gitsync.redact import redact
 
     assert redact(text) == text
 

@@ -11,6 +11,7 @@ import ast
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -563,6 +564,201 @@ def test_temporary_name_avoids_a_leftover_one():
         Move("d9", tmp("d1"), "b.md"),
     ]
     check_applies(previous, result)
+
+
+# --------------------------------------------------------------------------- repository policy
+
+CONFIG_AT_ROOT = [
+    ".github/workflows/ci.yml", ".github/actions/x/action.yml", ".github/dependabot.yml",
+    ".gitlab-ci.yml", ".gitlab/ci/jobs.yml", ".gitmodules", ".lfsconfig", ".gitea/workflows/a.yml",
+    ".forgejo/workflows/a.yml", ".circleci/config.yml", ".travis.yml", "bitbucket-pipelines.yml",
+    "azure-pipelines.yml", "Jenkinsfile", ".pre-commit-config.yaml", ".devcontainer/devcontainer.json",
+]
+CONFIG_VARIANTS = [
+    ".GitHub/workflows/ci.yml", ".GITLAB-CI.YML", ".gitmodules.", ".gitmodules ", ".gitmodules::$DATA",
+    ".g\u200citmodules", ".git\ufeffhub/workflows/x.yml", "GITMOD~1", "gi7eba~2", "jenkinsfile",
+]
+
+
+@pytest.mark.parametrize("path", CONFIG_AT_ROOT + CONFIG_VARIANTS)
+def test_repository_config_at_the_root_is_refused_by_default(path):
+    result = diff_folders({}, index(A, entry(path, "d9")))
+    assert len(result.rejected) == 1 and result.rejected[0][0] == "/" + path
+    reason = result.rejected[0][1]
+    assert "is repository configuration" in reason and "allow_repository_config = true" in reason
+    assert result.ops == [Write("d1", "a.md", A, "new")]
+
+
+@pytest.mark.parametrize("path", CONFIG_AT_ROOT + CONFIG_VARIANTS)
+def test_repository_config_is_synced_when_allowed(path):
+    result = diff_folders({}, index(A, entry(path, "d9")), allow_repository_config=True)
+    assert result.rejected == [] and len(result.written) == 2
+
+
+@pytest.mark.parametrize("path", CONFIG_AT_ROOT)
+def test_repository_config_names_are_harmless_below_the_root(path):
+    # a vault folder under a connector prefix, or a vault subfolder: git and CI never read it
+    assert diff_folders({}, index(entry(path, "d9")), prefix="vault").rejected == []
+    assert diff_folders({}, index(entry("notes/" + path, "d9"))).rejected == []
+
+
+@pytest.mark.parametrize("path", [".gitattributes", "notes/.gitattributes", "a/b/.GitAttributes.",
+                                  "a/gitatt~1", "a/GI7D29~1"])
+@pytest.mark.parametrize("prefix", ["", "vault"])
+def test_gitattributes_is_refused_in_every_folder(path, prefix):
+    result = diff_folders({}, index(entry(path, "d9")), prefix=prefix)
+    assert len(result.rejected) == 1 and "'.gitattributes' is repository configuration" in result.rejected[0][1]
+
+
+@pytest.mark.parametrize("path", [".gitignore", "notes/.gitignore", ".mailmap", ".githubx/a.md", "github/a.md",
+                                  "gitlab-ci.yml", "notes/Jenkinsfile", ".obsidian-like/x.md"])
+def test_files_that_run_nothing_are_not_repository_config(path):
+    assert diff_folders({}, index(entry(path, "d9"))).rejected == []
+
+
+def test_a_prefix_that_is_itself_repository_config_refuses_everything():
+    result = diff_folders({}, index(A), prefix=".github/workflows")
+    assert [r for r, _ in result.rejected] == ["/a.md"]
+
+
+def test_repository_config_with_a_folder_entry_and_a_tracked_file():
+    current = index(A, entry(".github", "f1", "folder"), entry(".github/workflows", "f2", "folder"),
+                    entry(".github/workflows/ci.yml", "d2"))
+    result = diff_folders({}, current)
+    assert sorted(r for r, _ in result.rejected) == ["/.github", "/.github/workflows", "/.github/workflows/ci.yml"]
+    assert result.ops == [Write("d1", "a.md", A, "new")]
+    # written while it was allowed, then refused: the file we wrote is deleted, the folders go
+    allowed = diff_folders({}, current, allow_repository_config=True)
+    previous = {e.id: Tracked.of(e) for e in allowed.accepted.values()}
+    result = diff_folders(previous, current)
+    assert result.ops == [Delete("d2", ".github/workflows/ci.yml"), Rmdir(".github/workflows"), Rmdir(".github")]
+    check_applies(previous, result)
+
+
+# --------------------------------------------------------------------------- path cost
+
+
+def deep(total: int, segments: int, leaf: str = "leaf.md", name: str = "d") -> str:
+    """A path of exactly ``total`` UTF-8 bytes in ``segments`` segments, ending in ``leaf``."""
+    width, extra = divmod(total - len(leaf.encode()) - (segments - 1), segments - 1)
+    names = [name * (width + (1 if i < extra else 0)) for i in range(segments - 1)]
+    path = "/".join([*names, leaf])
+    assert len(path.encode()) == total and path.count("/") == segments - 1
+    return path
+
+
+def with_folders(path: str, doc_id: str, type: str = "markdown") -> list[Entry]:
+    """The file's entry plus a folder entry for each ancestor, as the Relay keeps them."""
+    parts = path.split("/")
+    folders = [entry("/".join(parts[:i]), f"{doc_id}-f{i}", "folder") for i in range(1, len(parts))]
+    return [*folders, entry(path, doc_id, type)]
+
+
+def test_deep_path_within_limits_plans_with_a_large_ordinary_folder():
+    long_path = deep(4000, 250)
+    ordinary = [entry(f"area {i % 7}/topic {i % 31}/note {i}.md", f"n{i}") for i in range(300)]
+    tree = with_folders(long_path, "deep")
+    result = diff_folders({}, index(*tree, *ordinary))
+    assert result.rejected == []
+    assert set(result.accepted) == {e.path for e in [*tree, *ordinary]}
+    assert [op.path for op in result.ops if isinstance(op, Mkdir)] == [e.path for e in tree[:-1]]
+    assert Write("deep", long_path, entry(long_path, "deep"), "new") in result.ops
+    assert len(result.written) == 301
+
+    # the same without folder entries (cheap enough for the strict filesystem models)
+    result = diff_folders({}, index(tree[-1], *ordinary))
+    check_applies({}, result)
+    previous = {e.id: Tracked.of(e) for e in result.accepted.values()}
+    renamed = long_path.rpartition("/")[0] + "/renamed.md"
+    result = diff_folders(previous, index(entry(renamed, "deep"), *ordinary))
+    assert result.ops == [Move("deep", long_path, renamed)]
+    moved = "Top/" + deep(3900, 249)
+    result = diff_folders(previous, index(entry(moved, "deep"), *ordinary))
+    assert result.rejected == [] and result.moved == [("deep", long_path, moved)]
+    assert len([op for op in result.ops if isinstance(op, Rmdir)]) == 249
+    check_applies(previous, result)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("/" + deep(32 * 1024, 16_000, name="a"), "path longer than 4096 bytes"),
+        ("/" + deep(4097, 20), "path longer than 4096 bytes"),
+        ("/" + "/".join(["é" * 100] * 21), "path longer than 4096 bytes"),  # 2,120 chars, 4,220 bytes
+        ("/" + "a/" * 255 + "x.md", "more than 255 segments"),
+        ("/" + "a" * 300 + "/x.md", "name longer than 255 bytes"),
+    ],
+    ids=["32KB", "4097-bytes", "4220-bytes-in-2120-chars", "256-segments", "300-byte-name"],
+)
+def test_paths_over_the_limits_are_rejected_with_a_reason(raw, reason):
+    current = index(A)
+    current[raw] = entry("x.md", "d9")
+    result = diff_folders({}, current)
+    assert len(result.rejected) == 1 and result.rejected[0][0] == raw
+    assert reason in result.rejected[0][1]
+    assert raw.strip("/")[:40] not in result.rejected[0][1]  # the reason never echoes the path
+    assert result.ops == [Write("d1", "a.md", A, "new")]
+
+
+def test_paths_at_the_limits_are_accepted():
+    assert safe_path("/" + deep(4096, 255)) == deep(4096, 255)
+    assert safe_path("/" + "x" * 255) == "x" * 255
+    assert safe_path("/./" + "a/" * 254 + "b") == "a/" * 254 + "b"
+
+
+class FoldMeter:
+    """Counts the characters the planner folds into comparison keys.
+
+    Every lookup in the planner's case-insensitive models keys on ``plan._fold``; a
+    planner that builds a key per ancestor folds O(depth x length) characters per path.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.chars = 0
+        real = plan_module._fold
+
+        def counted(path: str) -> str:
+            self.chars += len(path)
+            return real(path)
+
+        monkeypatch.setattr(plan_module, "_fold", counted)
+
+
+def _scenarios(depth: int) -> dict[str, tuple[dict[str, Tracked], dict[str, Entry]]]:
+    path = deep(16 * depth, depth)
+    tree = with_folders(path, "deep")
+    before = {e.id: Tracked.of(e) for e in tree}
+    top = path.split("/", 1)[0]
+    recased = [replace(e, path=top.upper() + e.path[len(top):]) for e in tree]
+    return {
+        "initial": ({}, index(*tree)),
+        "file-only-initial": ({}, index(tree[-1])),
+        "unchanged": (before, index(*tree)),
+        "leaf-renamed": (before, index(*with_folders(path.rpartition("/")[0] + "/other.md", "deep"))),
+        "top-folder-recased": (before, index(*recased)),
+        "all-deleted": (before, index(A)),
+    }
+
+
+@pytest.mark.parametrize("scenario", list(_scenarios(4)))
+def test_planning_work_is_linear_in_the_total_path_length(monkeypatch, scenario):
+    """Folded characters per input character stay bounded as paths get deeper.
+
+    Counts work, not seconds: the old planner folded every ancestor prefix of every
+    path (a 250-segment path cost ~125 folds of its full length).
+    """
+    meter = FoldMeter(monkeypatch)
+    ratios = []
+    for depth in (16, 64, 250):
+        previous, current = _scenarios(depth)[scenario]
+        size = sum(len(p) for p in current) + sum(len(r.path) for r in previous.values())
+        meter.chars = 0
+        result = diff_folders(previous, current)
+        assert result.rejected == []
+        ratios.append(meter.chars / size)
+        if depth <= 64:  # the strict models are slow on deep trees; the plans do not differ
+            check_applies(previous, result)
+    assert max(ratios) <= 8, ratios
 
 
 # --------------------------------------------------------------------------- mass deletion

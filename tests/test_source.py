@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gitsync"
 PURE = ["ids.py", "ydoc.py", "plan.py", "yframes.py"]
 IO_LIBRARIES = {"flask", "requests", "dulwich", "paramiko", "urllib3", "werkzeug", "gunicorn"}
-# Modules allowed to read os.environ: the entry points and config (plus two narrow readers).
-ENVIRON_ALLOWED = {"config.py", "publish.py"}
+# Modules of the package allowed to read os.environ (the entry points cli.py and wsgi.py are outside it).
+ENVIRON_ALLOWED = {"config.py"}
 
 
 def imported_roots(path: Path) -> set[str]:
