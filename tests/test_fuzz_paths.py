@@ -371,24 +371,11 @@ CASES = {
                                               (("/" + "/".join(["d" * 63] * 63), "k0", "markdown"),
                                                ("/b.md", "k1", "markdown"))),
 }
-FAILING_BEFORE_WORKTREE = ["verify-reads-through-file-link", "move-source-through-dir-link",
-                           "rmdir-through-dir-link", "write-beside-the-prefix", "delete-through-dir-link",
-                           "accepted-path-beyond-path-max"]
-
-
-BEFORE_WORKTREE = pytest.mark.xfail(
-    strict=True, reason="the engine follows links planted in the checkout and builds absolute paths; "
-                        "fixed by the symlink-safe working tree (issue 8, defect 1): then drop this mark")
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=BEFORE_WORKTREE) if name in FAILING_BEFORE_WORKTREE else name for name in CASES
-])
+@pytest.mark.parametrize("name", list(CASES))
 def test_known_case(relay, name):
     check(relay, CASES[name])
 
 
-@BEFORE_WORKTREE
 @PROPERTY
 @given(scenario=scenarios(with_links=True))
 @example(scenario=CASES["move-source-through-dir-link"])

@@ -15,7 +15,8 @@ from dulwich.repo import Repo
 from gitsync import gitrepo
 from gitsync.config import Connector, ConnectorsConfig, Settings
 from gitsync.engine import Engine
-from gitsync.publish import Publisher, redact_url
+from gitsync.publish import Publisher
+from gitsync.redact import redact_url
 from gitsync.relay import RelayClient
 from tests.fixtures_ssh import settled
 
@@ -92,7 +93,7 @@ def test_failed_push_backs_off_and_reports_without_secrets(relay_server, tmp_pat
         assert gitrepo.head_commit(engine.repo(conn), "main")  # the commit stays local
     finally:
         engine.close()
-    assert redact_url("https://u:secret@host/x.git") == "https://u@host/x.git"
+    assert redact_url("https://u:secret@host/x.git") == "https://host/x.git"  # no userinfo at all
 
 
 def server_hook(remote, name: str, script: str) -> None:

@@ -1,7 +1,7 @@
 """Repository policy end to end: a vault editor cannot push CI or git configuration.
 
 The stand-in serves a folder holding CI workflows and git's in-tree configuration; the
-engine syncs it and Remotes pushes to a real SSH remote (the test sshd). What reaches
+engine syncs it and the Publisher pushes to a real SSH remote (the test sshd). What reaches
 the remote is read back with the real git binary, on the server side.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 
 from dulwich.repo import Repo
-from gitsync.remotes import Remotes
 
 from gitsync import gitrepo
 from gitsync.config import Connector, ConnectorsConfig, Settings
 from gitsync.engine import Engine
+from gitsync.publish import Publisher
 from gitsync.relay import RelayClient
 
 HOSTILE = {
@@ -36,7 +36,7 @@ def _engine(relay_server, data_dir, conn, key, known_hosts):
                         relay_server_api_key=relay_server.api_key, ssh_private_key=key)
     config = ConnectorsConfig((conn,), known_hosts=(known_hosts,))
     engine = Engine(settings, RelayClient(relay_server.url, relay_server.api_key), config)
-    return engine, Remotes(settings, config)
+    return engine, Publisher(settings, config)
 
 
 def _sync_and_push(relay_server, data_dir, conn, remote):
@@ -46,7 +46,7 @@ def _sync_and_push(relay_server, data_dir, conn, remote):
         report = engine.sync_folder(conn)
         with engine.lock(conn):
             pushed = remotes.push(engine, conn)
-        assert pushed["ok"], pushed
+        assert pushed.ok, pushed
         return report
     finally:
         engine.close()
@@ -97,7 +97,7 @@ def test_the_policy_judges_the_path_inside_the_repository(relay_server, tmp_path
     try:
         report = engine.sync_folder(conn)
         with engine.lock(conn):
-            assert Remotes(settings, config).push(engine, conn)["ok"]
+            assert Publisher(settings, config).push(engine, conn).ok
     finally:
         engine.close()
     assert sorted(p for p, _ in report.skipped) == [".gitattributes", "notes/.gitattributes"]
