@@ -91,6 +91,12 @@ def _size_options(func):
         help="Largest document update read from the Relay Server, in bytes (after any "
         "decompression); a larger document is skipped with a reason.",
     )(func)
+    func = click.option(
+        "--allow-private-attachment-urls", is_flag=True,
+        envvar="RELAY_GIT_ALLOW_PRIVATE_ATTACHMENT_URLS", show_envvar=True,
+        help="Let attachment download URLs reach loopback, link-local and private addresses "
+        "(by default only public ones, and those of the Relay Server's own kind).",
+    )(func)
     return func
 
 
@@ -129,7 +135,7 @@ def cli() -> None:
 @_size_options
 def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, commit_interval,
           webhook_secret, debounce, workers, reconcile_interval, max_update_bytes,
-          max_attachment_bytes) -> None:
+          max_attachment_bytes, allow_private_attachment_urls) -> None:
     """Run the webhook service under gunicorn (the same app as gunicorn -c gunicorn.conf.py wsgi:app)."""
     from gitsync.service import Service
 
@@ -137,7 +143,8 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, com
                          relay_server_api_key=relay_server_api_key, port=port,
                          commit_interval=commit_interval, webhook_secret=webhook_secret,
                          workers=workers, reconcile_interval=reconcile_interval, debounce=debounce,
-                         max_update_bytes=max_update_bytes, max_attachment_bytes=max_attachment_bytes)
+                         max_update_bytes=max_update_bytes, max_attachment_bytes=max_attachment_bytes,
+                         allow_private_attachment_urls=allow_private_attachment_urls)
     try:
         settings.require_relay()
         Service.check(settings)
@@ -153,6 +160,7 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, com
         "RELAY_GIT_DEBOUNCE": str(settings.debounce),
         "RELAY_GIT_MAX_UPDATE_BYTES": str(settings.max_update_bytes),
         "RELAY_GIT_MAX_ATTACHMENT_BYTES": str(settings.max_attachment_bytes),
+        "RELAY_GIT_ALLOW_PRIVATE_ATTACHMENT_URLS": "1" if settings.allow_private_attachment_urls else "",
     }
     env.update({k: v for k, v in values.items() if v})
     root = Path(__file__).resolve().parent
@@ -172,7 +180,8 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, com
 @click.option("--no-push", is_flag=True, help="Commit locally but do not push to remotes.")
 @_size_options
 def sync(data_dir, log_level, relay_server_url, relay_server_api_key, relay_id, folder_id,
-         sync_all, confirm_deletions, no_push, max_update_bytes, max_attachment_bytes) -> None:
+         sync_all, confirm_deletions, no_push, max_update_bytes, max_attachment_bytes,
+         allow_private_attachment_urls) -> None:
     """One-time sync of a shared folder (or all connectors) into its repository.
 
     Fetches the folder and its documents, writes the changes, makes one commit and
@@ -183,7 +192,8 @@ def sync(data_dir, log_level, relay_server_url, relay_server_api_key, relay_id, 
 
     settings = _settings(data_dir=data_dir, log_level=log_level, relay_server_url=relay_server_url,
                          relay_server_api_key=relay_server_api_key, max_update_bytes=max_update_bytes,
-                         max_attachment_bytes=max_attachment_bytes)
+                         max_attachment_bytes=max_attachment_bytes,
+                         allow_private_attachment_urls=allow_private_attachment_urls)
     if sync_all == bool(relay_id or folder_id):
         raise click.UsageError("give either --relay-id and --folder-id, or --all")
     selection = None

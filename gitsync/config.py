@@ -55,6 +55,7 @@ ENV_VARS: dict[str, str] = {
     "log_level": "RELAY_GIT_LOG_LEVEL",
     "max_update_bytes": "RELAY_GIT_MAX_UPDATE_BYTES",
     "max_attachment_bytes": "RELAY_GIT_MAX_ATTACHMENT_BYTES",
+    "allow_private_attachment_urls": "RELAY_GIT_ALLOW_PRIVATE_ATTACHMENT_URLS",
 }
 
 
@@ -132,6 +133,9 @@ class Settings:
     # any decompression); a bigger one is skipped with a reason, the rest syncs.
     max_update_bytes: int = 64 * 1024 * 1024
     max_attachment_bytes: int = 512 * 1024 * 1024
+    # Download URLs may point at loopback, link-local and private addresses even when
+    # the Relay Server is not on such an address (see netguard).
+    allow_private_attachment_urls: bool = False
     connectors_file: Path | None = None
 
     def __repr__(self) -> str:
@@ -226,6 +230,7 @@ _KINDS = {
     "connectors_file": Path,
     "max_update_bytes": int,
     "max_attachment_bytes": int,
+    "allow_private_attachment_urls": bool,
 }
 
 
