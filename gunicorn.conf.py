@@ -27,7 +27,7 @@ configure_logging(
                          _settings.ssh_private_key) if s],
 )
 
-bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{_settings.port}")
+bind = os.environ.get("GUNICORN_BIND") or _settings.listen_address  # --bind, else --host/--port
 worker_class = "gthread"
 workers = 1  # the queue and the folder locks live in this one process
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
@@ -39,6 +39,20 @@ control_socket_disable = True  # no ~/.gunicorn socket: read-only homes, paralle
 accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+
+
+def on_starting(server):
+    # The work queue, its journal and the folder locks live in one process: a second
+    # worker would run a second queue on the same data directory. gunicorn's -w and
+    # GUNICORN_CMD_ARGS override this file, so the check is here, in the master,
+    # before any worker forks.
+    if server.cfg.workers != 1:
+        sys.stderr.write(
+            f"relay-git-sync: gunicorn must run exactly one worker process (got {server.cfg.workers}"
+            " from -w/--workers or GUNICORN_CMD_ARGS): the work queue lives in"
+            " one process; for more concurrent requests raise GUNICORN_THREADS instead\n"
+        )
+        sys.exit(2)
 
 
 def _service(worker):

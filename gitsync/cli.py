@@ -19,12 +19,22 @@ from gitsync import __version__
 from gitsync.config import ConfigError, Settings, load_connectors, settings_from_env
 from gitsync.logsetup import configure_logging
 
-__all__ = ["cli", "main", "COMPLETE_VAR"]
+__all__ = ["cli", "main", "COMPLETE_VAR", "ConfigurationError"]
 
 ENV = os.environ
 # Shell completion: eval "$(_RELAY_GIT_SYNC_COMPLETE=bash_source relay-git-sync)".
 COMPLETE_VAR = "_RELAY_GIT_SYNC_COMPLETE"
 SERVER_FILES = ("gunicorn.conf.py", "wsgi.py")
+
+
+class ConfigurationError(click.ClickException):
+    """A setting, the connectors file or a credential is wrong: exit code 2.
+
+    Every configuration error of every command exits 2 (as click's usage errors do);
+    1 means the configuration was fine but the work failed.
+    """
+
+    exit_code = 2
 
 
 def _settings(**overrides) -> Settings:
@@ -41,11 +51,11 @@ def _settings(**overrides) -> Settings:
 
 
 def _connectors(settings: Settings):
-    """The validated connectors file; exits 1 naming file, line and key of a problem."""
+    """The validated connectors file; exits 2 naming file, line and key of a problem."""
     try:
         return load_connectors(settings.connectors_path)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise ConfigurationError(str(exc)) from None
 
 
 def _echo_per_connector(settings: Settings, render) -> None:
@@ -115,7 +125,10 @@ Settings read from the environment only:
   RELAY_GIT_AUTHOR_NAME / _EMAIL     commit author (default Relay Git Sync <relay-git-sync@localhost>)
   RELAY_GIT_SSH_TRUST_ON_FIRST_USE   accept unknown SSH host keys (default false)
   GIT_HTTPS_USERNAME / _PASSWORD     credentials for https:// remotes
-  GUNICORN_BIND, GUNICORN_THREADS, GUNICORN_GRACEFUL_TIMEOUT   serve: listen address, threads, drain time (60 s)""")
+  GUNICORN_THREADS, GUNICORN_GRACEFUL_TIMEOUT   serve: request threads, drain time (60 s)
+
+\b
+Exit codes: 0 done, 1 the work failed, 2 a usage or configuration error.""")
 @click.version_option(__version__, prog_name="relay-git-sync")
 def cli() -> None:
     """Keep Git repositories in step with Relay Server shared folders."""
@@ -125,8 +138,14 @@ def cli() -> None:
 @cli.command()
 @_common
 @_relay_options
+@click.option("--host", envvar="RELAY_GIT_HOST", show_envvar=True, default="0.0.0.0",
+              show_default=True, help="Address to listen on (127.0.0.1: this machine only; :: "
+              "for IPv6). Put a reverse proxy in front.")
 @click.option("--port", type=int, envvar="PORT", show_envvar=True, default=8000, show_default=True,
-              help="HTTP port to listen on (all interfaces; put a reverse proxy in front).")
+              help="HTTP port to listen on.")
+@click.option("--bind", envvar="GUNICORN_BIND", show_envvar=True,
+              help="gunicorn listen address, replacing --host and --port: HOST:PORT, "
+              "[IPv6]:PORT or unix:PATH.")
 @click.option("--commit-interval", type=float, envvar="RELAY_GIT_COMMIT_INTERVAL", show_envvar=True,
               default=10.0, show_default=True, help="Seconds between commits of a changed folder.")
 @click.option("--webhook-secret", envvar="WEBHOOK_SECRET", show_envvar=True,
@@ -140,14 +159,15 @@ def cli() -> None:
               show_envvar=True, default=600.0, show_default=True,
               help="Seconds between full re-syncs that heal lost webhooks (0 = only at startup).")
 @_size_options
-def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, commit_interval,
+def serve(data_dir, log_level, relay_server_url, relay_server_api_key, host, port, bind,
+          commit_interval,
           webhook_secret, debounce, workers, reconcile_interval, max_update_bytes,
           max_attachment_bytes, allow_private_attachment_urls) -> None:
     """Run the webhook service under gunicorn (the same app as gunicorn -c gunicorn.conf.py wsgi:app)."""
     from gitsync.service import Service
 
     settings = _settings(data_dir=data_dir, log_level=log_level, relay_server_url=relay_server_url,
-                         relay_server_api_key=relay_server_api_key, port=port,
+                         relay_server_api_key=relay_server_api_key, host=host, port=port,
                          commit_interval=commit_interval, webhook_secret=webhook_secret,
                          workers=workers, reconcile_interval=reconcile_interval, debounce=debounce,
                          max_update_bytes=max_update_bytes, max_attachment_bytes=max_attachment_bytes,
@@ -156,12 +176,15 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, port, com
         settings.require_relay()
         Service.check(settings)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise ConfigurationError(str(exc)) from None
+    if bind is not None and not bind.strip():
+        raise click.BadParameter("must be HOST:PORT, [IPv6]:PORT or unix:PATH", param_hint="--bind")
     env = dict(ENV)
     values = {
         "RELAY_GIT_DATA_DIR": str(settings.data_dir), "RELAY_GIT_LOG_LEVEL": settings.log_level,
         "RELAY_SERVER_URL": settings.relay_server_url, "RELAY_SERVER_API_KEY": settings.relay_server_api_key,
-        "PORT": str(settings.port), "RELAY_GIT_COMMIT_INTERVAL": str(settings.commit_interval),
+        "RELAY_GIT_HOST": settings.host, "PORT": str(settings.port),
+        "GUNICORN_BIND": bind or "", "RELAY_GIT_COMMIT_INTERVAL": str(settings.commit_interval),
         "WEBHOOK_SECRET": settings.webhook_secret, "RELAY_GIT_WORKERS": str(settings.workers),
         "RELAY_GIT_RECONCILE_INTERVAL": str(settings.reconcile_interval),
         "RELAY_GIT_DEBOUNCE": str(settings.debounce),
@@ -189,7 +212,7 @@ def _server_dir() -> Path:
     for place in places:
         if all((place / name).is_file() for name in SERVER_FILES):
             return place
-    raise click.ClickException(
+    raise ConfigurationError(
         "cannot find gunicorn.conf.py and wsgi.py (looked in "
         + ", ".join(str(p) for p in places) + "): reinstall relay-git-sync"
     )
@@ -234,17 +257,14 @@ def sync(data_dir, log_level, relay_server_url, relay_server_api_key, relay_id, 
     try:
         outcome = service.sync_once(settings, selection=selection, confirm_deletions=confirm_deletions,
                                     push=not no_push, progress=progress)
-    except service.CredentialsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    except (service.CredentialsError, ConfigError) as exc:
+        raise ConfigurationError(str(exc)) from None
     except service.ServiceError as exc:
         raise click.ClickException(str(exc)) from None
     for line in outcome.lines:
         click.echo(line)
     if not outcome.ok:
-        sys.exit(1)
+        raise click.exceptions.Exit(1)
 
 
 def _progress_printer():
@@ -286,7 +306,7 @@ def status(data_dir, log_level, url) -> None:
 
     settings = _settings(data_dir=data_dir, log_level=log_level)
     if not settings.data_dir.is_dir():
-        raise click.ClickException(f"data directory {settings.data_dir} does not exist "
+        raise ConfigurationError(f"data directory {settings.data_dir} does not exist "
                                    "(check --data-dir / RELAY_GIT_DATA_DIR)")
     _echo_per_connector(settings, service.offline_status)
 
@@ -312,7 +332,7 @@ def demo(keep, log_level) -> None:
         code = run_demo(click.echo, keep=keep)
     except TimeoutError as exc:
         raise click.ClickException(str(exc)) from None
-    sys.exit(code)
+    raise click.exceptions.Exit(code)
 
 
 @cli.group()
@@ -328,21 +348,21 @@ def show_pubkey(log_level) -> None:
 
     settings = _settings(log_level=log_level)
     if not settings.ssh_private_key:
-        raise click.ClickException(
+        raise ConfigurationError(
             "no SSH key configured: set SSH_PRIVATE_KEY to the private key text "
             "(e.g. export SSH_PRIVATE_KEY=\"$(cat git_sync_key)\")"
         )
     text = settings.ssh_private_key.strip()
     if text.startswith(("ssh-", "ecdsa-")):
-        raise click.ClickException("SSH_PRIVATE_KEY holds a public key; set it to the private key text "
+        raise ConfigurationError("SSH_PRIVATE_KEY holds a public key; set it to the private key text "
                                    "(the file without .pub)")
     if "\n" not in text and "-----BEGIN" not in text and Path(text).expanduser().is_file():
-        raise click.ClickException("SSH_PRIVATE_KEY holds a file path; set it to the key's text: "
+        raise ConfigurationError("SSH_PRIVATE_KEY holds a file path; set it to the key's text: "
                                    f'export SSH_PRIVATE_KEY="$(cat {text})"')
     try:
         key = load_private_key(settings.ssh_private_key)
     except SSHKeyError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise ConfigurationError(str(exc)) from None
     click.echo(public_key_line(key))
 
 
@@ -364,7 +384,10 @@ def connectors_list(data_dir, log_level) -> None:
 @_common
 @click.option("--check-remote", is_flag=True, help="Also connect to each remote and list its branch.")
 def connectors_validate(data_dir, log_level, check_remote) -> None:
-    """Check git_connectors.toml; exits 1 naming the file, line and key of the first problem."""
+    """Check git_connectors.toml; exits 2 naming the file, line and key of a problem.
+
+    With --check-remote, a remote that cannot be reached exits 1.
+    """
     from gitsync import service
 
     settings = _settings(data_dir=data_dir, log_level=log_level)
@@ -373,7 +396,7 @@ def connectors_validate(data_dir, log_level, check_remote) -> None:
     for problem in problems:
         click.echo(f"problem: {problem}", err=True)
     if problems:
-        raise click.ClickException(f"{len(problems)} problem(s) in {settings.connectors_path}")
+        raise ConfigurationError(f"{len(problems)} problem(s) in {settings.connectors_path}")
     click.echo(f"{settings.connectors_path}: {len(config.connectors)} connector(s), "
                f"{len(config.known_hosts)} known_hosts line(s): ok")
     if check_remote:

@@ -29,6 +29,7 @@ __all__ = [
     "Settings",
     "CONNECTORS_FILE",
     "load_connectors",
+    "remote_url_problem",
     "settings_from_env",
 ]
 
@@ -44,6 +45,7 @@ ENV_VARS: dict[str, str] = {
     "ssh_private_key": "SSH_PRIVATE_KEY",
     "data_dir": "RELAY_GIT_DATA_DIR",
     "port": "PORT",
+    "host": "RELAY_GIT_HOST",
     "commit_interval": "RELAY_GIT_COMMIT_INTERVAL",
     "debounce": "RELAY_GIT_DEBOUNCE",
     "workers": "RELAY_GIT_WORKERS",
@@ -111,6 +113,8 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     ssh_private_key: str | None = field(default=None, repr=False)
     port: int = 8000
+    # Address the HTTP server listens on (serve; GUNICORN_BIND overrides host and port).
+    host: str = "0.0.0.0"
     commit_interval: float = 10.0
     # Seconds a document's webhooks are gathered before it is fetched: a typing user
     # sends many per second, and one fetch per window is enough.
@@ -157,6 +161,12 @@ class Settings:
     @property
     def author(self) -> str:
         return f"{self.author_name} <{self.author_email}>"
+
+    @property
+    def listen_address(self) -> str:
+        """``host:port`` for the HTTP server, an IPv6 host in brackets."""
+        host = self.host.strip("[]")
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     @property
     def connectors_path(self) -> Path:
@@ -266,6 +276,8 @@ def validate(settings: Settings) -> Settings:
 
     if not 0 < settings.port < 65536:
         raise bad("--port", "must be between 1 and 65535", settings.port)
+    if not re.fullmatch(r"[A-Za-z0-9.:_%\[\]-]+", settings.host or ""):
+        raise bad("--host", "must be an IP address or host name, e.g. 127.0.0.1 or ::", settings.host)
     if settings.commit_interval < 0.05:
         raise bad("--commit-interval", "must be at least 0.05 seconds", settings.commit_interval)
     if not 0 <= settings.debounce <= 60:
@@ -340,6 +352,38 @@ def normalize_prefix(prefix: str) -> str:
     return "/".join(parts)
 
 
+_REMOTE_SCHEMES = ("ssh", "git+ssh", "ssh+git", "https", "http", "file")
+# scp-like [user@]host:path: no "/" before the ":" (that would be a local path).
+_SCP_LIKE = re.compile(r"^(?:[^@/:\s]+@)?[^@/:\s]+:\S")
+
+
+def remote_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a connector's remote, or None when its form is one we use.
+
+    Accepted forms: an absolute path (or ``~/...``), a ``./`` or ``../`` relative
+    path, ``file://``, ``ssh://`` (``git+ssh://``), ``https://``/``http://`` and
+    scp-like ``[user@]host:path``.  Anything else, e.g. ``github.com/me/vault``, would
+    silently become a local directory, so it is refused.  Hosts and paths inside a
+    URL are checked when it is parsed (``gitrepo.parse_remote_url``).
+    """
+    text = url.strip()
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme in _REMOTE_SCHEMES:
+            return None
+        shown = scheme if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,20}", scheme) else "?"
+        return (f"uses an unsupported scheme {shown + '://'!r}: write ssh://, https://, "
+                "http://, file://, user@host:path or a local path")
+    if text.startswith(("/", "./", "../", "~/")) or text in (".", ".."):
+        return None
+    if _SCP_LIKE.match(text):
+        return None
+    shown = text if "@" not in text else "...@" + text.rsplit("@", 1)[1]
+    return (f"must be an absolute path, a ./-relative path, a file://, ssh://, https:// or "
+            f"http:// URL, or user@host:path (got {shown!r}; e.g. git@github.com:me/vault.git, "
+            "https://github.com/me/vault.git or ./vault.git)")
+
+
 def load_connectors(path: Path) -> ConnectorsConfig:
     """Read and validate ``git_connectors.toml``. A missing file means no connectors.
 
@@ -410,6 +454,10 @@ def load_connectors(path: Path) -> ConnectorsConfig:
         except ValueError as exc:
             raise fail(f"{label}.prefix {exc}", index=index, key="prefix") from None
         url = table.get("url") or None
+        if url is not None:
+            problem = remote_url_problem(url)
+            if problem:
+                raise fail(f"{label}.url {problem}", index=index, key="url")
         connector = Connector(
             relay_id=table["relay_id"].lower(),
             folder_id=table["shared_folder_id"].lower(),
