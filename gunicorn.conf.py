@@ -4,28 +4,36 @@ One worker process holds the work queue; its threads answer requests while the
 service's own threads (started after the fork) sync, commit and push.
 """
 
+import logging
 import os
 import sys
 
 from gitsync.config import ConfigError, settings_from_env
-from gitsync.logsetup import configure_logging
+from gitsync.logsetup import configure_logging, gunicorn_logconfig
 
+# Everything is validated here, in the master, so a bad setting is one clear line
+# and an exit before any worker forks.
 try:
-    # Everything is validated here, in the master, so a bad setting is one clear line
-    # and an exit before any worker forks.
     _settings = settings_from_env(os.environ)
-    _settings.require_relay()
-    from gitsync.service import Service
-
-    Service.check(_settings)
-except ConfigError as _exc:
+except ConfigError as _exc:  # the log format may be what is wrong: a plain line
     sys.stderr.write(f"relay-git-sync: {_exc}\n")
     sys.exit(2)
 configure_logging(
     _settings.log_level,
     secrets=[s for s in (_settings.relay_server_api_key, _settings.webhook_secret,
                          _settings.ssh_private_key) if s],
+    fmt=_settings.log_format,
 )
+# gunicorn's own lines in our format (text or JSON) and through the secret filter.
+logconfig_dict = gunicorn_logconfig(_settings.log_level)
+try:
+    _settings.require_relay()
+    from gitsync.service import Service
+
+    Service.check(_settings)
+except ConfigError as _exc:
+    logging.getLogger("gitsync").error("relay-git-sync: %s", _exc)
+    sys.exit(2)
 
 bind = os.environ.get("GUNICORN_BIND") or _settings.listen_address  # --bind, else --host/--port
 worker_class = "gthread"
@@ -47,10 +55,10 @@ def on_starting(server):
     # GUNICORN_CMD_ARGS override this file, so the check is here, in the master,
     # before any worker forks.
     if server.cfg.workers != 1:
-        sys.stderr.write(
-            f"relay-git-sync: gunicorn must run exactly one worker process (got {server.cfg.workers}"
-            " from -w/--workers or GUNICORN_CMD_ARGS): the work queue lives in"
-            " one process; for more concurrent requests raise GUNICORN_THREADS instead\n"
+        server.log.error(
+            "relay-git-sync: gunicorn must run exactly one worker process (got %d from"
+            " -w/--workers or GUNICORN_CMD_ARGS): the work queue lives in one process; for"
+            " more concurrent requests raise GUNICORN_THREADS instead", server.cfg.workers,
         )
         sys.exit(2)
 

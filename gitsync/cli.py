@@ -17,7 +17,7 @@ import click
 
 from gitsync import __version__
 from gitsync.config import ConfigError, Settings, load_connectors, settings_from_env
-from gitsync.logsetup import configure_logging
+from gitsync.logsetup import LOG_FORMATS, configure_logging
 
 __all__ = ["cli", "main", "COMPLETE_VAR", "ConfigurationError"]
 
@@ -38,6 +38,9 @@ class ConfigurationError(click.ClickException):
 
 
 def _settings(**overrides) -> Settings:
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and overrides.get("log_format") is None:
+        overrides["log_format"] = ctx.meta.get("gitsync.log_format")
     try:
         settings = settings_from_env(ENV, **overrides)
     except ConfigError as exc:
@@ -46,8 +49,13 @@ def _settings(**overrides) -> Settings:
         settings.log_level,
         secrets=[settings.relay_server_api_key or "", settings.webhook_secret or "",
                  settings.ssh_private_key or ""],
+        fmt=settings.log_format,
     )
     return settings
+
+
+def _remember_log_format(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta["gitsync.log_format"] = value
 
 
 def _connectors(settings: Settings):
@@ -79,6 +87,12 @@ def _common(func):
         "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
         envvar="RELAY_GIT_LOG_LEVEL", show_envvar=True, default="INFO", show_default=True,
         help="Logging verbosity (logs go to stderr).",
+    )(func)
+    func = click.option(
+        "--log-format", type=click.Choice(LOG_FORMATS), envvar="RELAY_GIT_LOG_FORMAT",
+        show_envvar=True, default="text", show_default=True, expose_value=False,
+        callback=_remember_log_format,
+        help="Log lines as text, or as JSON objects (one per line) for log shippers.",
     )(func)
     return func
 
@@ -182,6 +196,7 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, host, por
     env = dict(ENV)
     values = {
         "RELAY_GIT_DATA_DIR": str(settings.data_dir), "RELAY_GIT_LOG_LEVEL": settings.log_level,
+        "RELAY_GIT_LOG_FORMAT": settings.log_format,
         "RELAY_SERVER_URL": settings.relay_server_url, "RELAY_SERVER_API_KEY": settings.relay_server_api_key,
         "RELAY_GIT_HOST": settings.host, "PORT": str(settings.port),
         "GUNICORN_BIND": bind or "", "RELAY_GIT_COMMIT_INTERVAL": str(settings.commit_interval),

@@ -55,6 +55,7 @@ ENV_VARS: dict[str, str] = {
     "author_email": "RELAY_GIT_AUTHOR_EMAIL",
     "trust_on_first_use": "RELAY_GIT_SSH_TRUST_ON_FIRST_USE",
     "log_level": "RELAY_GIT_LOG_LEVEL",
+    "log_format": "RELAY_GIT_LOG_FORMAT",
     "max_update_bytes": "RELAY_GIT_MAX_UPDATE_BYTES",
     "max_attachment_bytes": "RELAY_GIT_MAX_ATTACHMENT_BYTES",
     "allow_private_attachment_urls": "RELAY_GIT_ALLOW_PRIVATE_ATTACHMENT_URLS",
@@ -126,6 +127,7 @@ class Settings:
     author_email: str = "relay-git-sync@localhost"
     trust_on_first_use: bool = False
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one object per line, for log shippers
     max_body_bytes: int = 64 * 1024
     # A folder update deleting more than this share of files (and more than
     # mass_delete_min files) is held until confirmed (DESIGN invariant 6).
@@ -274,6 +276,8 @@ def validate(settings: Settings) -> Settings:
         shown = var if name in ENV_ONLY else f"{flag} ({var})" if var else flag
         return ConfigError(f"invalid setting: {shown} {constraint} (got {got!r})", key=flag)
 
+    if settings.log_format not in ("text", "json"):
+        raise bad("--log-format", "must be text or json", settings.log_format)
     if not 0 < settings.port < 65536:
         raise bad("--port", "must be between 1 and 65535", settings.port)
     if not re.fullmatch(r"[A-Za-z0-9.:_%\[\]-]+", settings.host or ""):
