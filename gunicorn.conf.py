@@ -4,26 +4,36 @@ One worker process holds the work queue; its threads answer requests while the
 service's own threads (started after the fork) sync, commit and push.
 """
 
+import logging
 import os
 import sys
 
 from gitsync.config import ConfigError, settings_from_env
-from gitsync.logsetup import configure_logging
+from gitsync.logsetup import configure_logging, gunicorn_logconfig
 
+# Everything is validated here, in the master, so a bad setting is one clear line
+# and an exit before any worker forks.
 try:
-    # Everything is validated here, in the master, so a bad setting is one clear line
-    # and an exit before any worker forks.
     _settings = settings_from_env(os.environ)
+except ConfigError as _exc:  # the log format may be what is wrong: a plain line
+    sys.stderr.write(f"relay-git-sync: {_exc}\n")
+    sys.exit(2)
+configure_logging(_settings.log_level, secrets=_settings.secrets, fmt=_settings.log_format)
+# gunicorn's own lines in our format (text or JSON) and through the secret filter.
+logconfig_dict = gunicorn_logconfig(_settings.log_level)
+try:
     _settings.require_relay()
     from gitsync.service import Service
 
     _connectors = Service.check(_settings)
 except ConfigError as _exc:
-    sys.stderr.write(f"relay-git-sync: {_exc}\n")
+    logging.getLogger("gitsync").error("relay-git-sync: %s", _exc)
     sys.exit(2)
-configure_logging(_settings.log_level, secrets=[*_settings.secrets, *_connectors.secrets])
+# Credentials in the connectors' remote URLs are secrets too.
+configure_logging(_settings.log_level, secrets=[*_settings.secrets, *_connectors.secrets],
+                  fmt=_settings.log_format)
 
-bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{_settings.port}")
+bind = os.environ.get("GUNICORN_BIND") or _settings.listen_address  # --bind, else --host/--port
 # One worker process: the work queue, its journal lock and the folder locks live in it.
 workers = 1
 # gthread, except that the worker's main loop reads each request (non-blocking) and
@@ -50,6 +60,20 @@ control_socket_disable = True  # no ~/.gunicorn socket: read-only homes, paralle
 accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+
+
+def on_starting(server):
+    # The work queue, its journal and the folder locks live in one process: a second
+    # worker would run a second queue on the same data directory. gunicorn's -w and
+    # GUNICORN_CMD_ARGS override this file, so the check is here, in the master,
+    # before any worker forks.
+    if server.cfg.workers != 1:
+        server.log.error(
+            "relay-git-sync: gunicorn must run exactly one worker process (got %d from"
+            " -w/--workers or GUNICORN_CMD_ARGS): the work queue lives in one process; for"
+            " more concurrent requests raise GUNICORN_THREADS instead", server.cfg.workers,
+        )
+        sys.exit(2)
 
 
 def _service(worker):

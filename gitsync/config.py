@@ -32,6 +32,7 @@ __all__ = [
     "TRANSPORTS",
     "load_connectors",
     "resolve_transport",
+    "remote_url_problem",
     "settings_from_env",
 ]
 
@@ -47,6 +48,7 @@ ENV_VARS: dict[str, str] = {
     "ssh_private_key": "SSH_PRIVATE_KEY",
     "data_dir": "RELAY_GIT_DATA_DIR",
     "port": "PORT",
+    "host": "RELAY_GIT_HOST",
     "commit_interval": "RELAY_GIT_COMMIT_INTERVAL",
     "debounce": "RELAY_GIT_DEBOUNCE",
     "workers": "RELAY_GIT_WORKERS",
@@ -58,11 +60,13 @@ ENV_VARS: dict[str, str] = {
     "ssh_idle_timeout": "RELAY_GIT_SSH_IDLE_TIMEOUT",
     "max_file_bytes": "RELAY_GIT_MAX_FILE_BYTES",
     "log_level": "RELAY_GIT_LOG_LEVEL",
+    "log_format": "RELAY_GIT_LOG_FORMAT",
     "max_update_bytes": "RELAY_GIT_MAX_UPDATE_BYTES",
     "max_attachment_bytes": "RELAY_GIT_MAX_ATTACHMENT_BYTES",
     "proxy_hops": "RELAY_GIT_PROXY_HOPS",
     "https_username": "GIT_HTTPS_USERNAME",
     "https_password": "GIT_HTTPS_PASSWORD",
+    "allow_private_attachment_urls": "RELAY_GIT_ALLOW_PRIVATE_ATTACHMENT_URLS",
 }
 
 
@@ -133,6 +137,8 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     ssh_private_key: str | None = field(default=None, repr=False)
     port: int = 8000
+    # Address the HTTP server listens on (serve; GUNICORN_BIND overrides host and port).
+    host: str = "0.0.0.0"
     commit_interval: float = 10.0
     # Least seconds between two fetches of one document: a typing user sends many
     # webhooks per second. The first is fetched at once; those within the interval
@@ -153,6 +159,7 @@ class Settings:
     # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host/-Prefix
     # headers are trusted; 0 trusts none (a client could otherwise set them).
     proxy_hops: int = 0
+    log_format: str = "text"  # or "json": one object per line, for log shippers
     max_body_bytes: int = 64 * 1024
     # A folder update deleting more than this share of files (and more than
     # mass_delete_min files) is held until confirmed (DESIGN invariant 6).
@@ -164,6 +171,9 @@ class Settings:
     # any decompression); a bigger one is skipped with a reason, the rest syncs.
     max_update_bytes: int = 64 * 1024 * 1024
     max_attachment_bytes: int = 512 * 1024 * 1024
+    # Download URLs may point at loopback, link-local and private addresses even when
+    # the Relay Server is not on such an address (see netguard).
+    allow_private_attachment_urls: bool = False
     connectors_file: Path | None = None
     # Credentials for https:// remotes (GIT_HTTPS_USERNAME / GIT_HTTPS_PASSWORD).
     https_username: str | None = field(default=None, repr=False)
@@ -214,6 +224,12 @@ class Settings:
     @property
     def author(self) -> str:
         return f"{self.author_name} <{self.author_email}>"
+
+    @property
+    def listen_address(self) -> str:
+        """``host:port`` for the HTTP server, an IPv6 host in brackets."""
+        host = self.host.strip("[]")
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     @property
     def connectors_path(self) -> Path:
@@ -296,6 +312,7 @@ _KINDS = {
     "connectors_file": Path,
     "max_update_bytes": int,
     "max_attachment_bytes": int,
+    "allow_private_attachment_urls": bool,
 }
 
 
@@ -329,8 +346,12 @@ def validate(settings: Settings) -> Settings:
         shown = var if name in ENV_ONLY else f"{flag} ({var})" if var else flag
         return ConfigError(f"invalid setting: {shown} {constraint} (got {got!r})", key=flag)
 
+    if settings.log_format not in ("text", "json"):
+        raise bad("--log-format", "must be text or json", settings.log_format)
     if not 0 < settings.port < 65536:
         raise bad("--port", "must be between 1 and 65535", settings.port)
+    if not re.fullmatch(r"[A-Za-z0-9.:_%\[\]-]+", settings.host or ""):
+        raise bad("--host", "must be an IP address or host name, e.g. 127.0.0.1 or ::", settings.host)
     if settings.commit_interval < 0.05:
         raise bad("--commit-interval", "must be at least 0.05 seconds", settings.commit_interval)
     if not 0 <= settings.debounce <= 60:
@@ -413,6 +434,38 @@ def normalize_prefix(prefix: str) -> str:
     return "/".join(parts)
 
 
+_REMOTE_SCHEMES = ("ssh", "git+ssh", "ssh+git", "https", "http", "file")
+# scp-like [user@]host:path: no "/" before the ":" (that would be a local path).
+_SCP_LIKE = re.compile(r"^(?:[^@/:\s]+@)?[^@/:\s]+:\S")
+
+
+def remote_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a connector's remote, or None when its form is one we use.
+
+    Accepted forms: an absolute path (or ``~/...``), a ``./`` or ``../`` relative
+    path, ``file://``, ``ssh://`` (``git+ssh://``), ``https://``/``http://`` and
+    scp-like ``[user@]host:path``.  Anything else, e.g. ``github.com/me/vault``, would
+    silently become a local directory, so it is refused.  Hosts and paths inside a
+    URL are checked when it is parsed (``gitrepo.parse_remote_url``).
+    """
+    text = url.strip()
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme in _REMOTE_SCHEMES:
+            return None
+        shown = scheme if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,20}", scheme) else "?"
+        return (f"uses an unsupported scheme {shown + '://'!r}: write ssh://, https://, "
+                "http://, file://, user@host:path or a local path")
+    if text.startswith(("/", "./", "../", "~/")) or text in (".", ".."):
+        return None
+    if _SCP_LIKE.match(text):
+        return None
+    shown = text if "@" not in text else "...@" + text.rsplit("@", 1)[1]
+    return (f"must be an absolute path, a ./-relative path, a file://, ssh://, https:// or "
+            f"http:// URL, or user@host:path (got {shown!r}; e.g. git@github.com:me/vault.git, "
+            "https://github.com/me/vault.git or ./vault.git)")
+
+
 def load_connectors(path: Path) -> ConnectorsConfig:
     """Read and validate ``git_connectors.toml``. A missing file means no connectors.
 
@@ -491,6 +544,10 @@ def load_connectors(path: Path) -> ConnectorsConfig:
             raise fail(f"{label}.transport must be one of {', '.join(TRANSPORTS)} (got {transport!r})",
                        index=index, key="transport")
         url = table.get("url") or None
+        if url is not None:
+            problem = remote_url_problem(url)
+            if problem:
+                raise fail(f"{label}.url {problem}", index=index, key="url")
         connector = Connector(
             relay_id=table["relay_id"].lower(),
             folder_id=table["shared_folder_id"].lower(),

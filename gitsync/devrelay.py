@@ -269,7 +269,9 @@ class _Handler(BaseHTTPRequestHandler):
             known = digest in relay._blobs or digest in relay._generated
         if not known:
             return self._error(404, "no file with that hash")
-        body = json.dumps({"downloadUrl": relay._signed_blob_url(digest)}).encode()
+        with relay._lock:
+            url = relay._download_urls.get(digest) or relay._signed_blob_url(digest)
+        body = json.dumps({"downloadUrl": url}).encode()
         return self._send(200, body, "application/json")
 
     def _blob(self, digest: str, query: dict[str, list[str]]) -> None:
@@ -421,6 +423,7 @@ class DevRelay:
         self._framing: dict[str, _Framing] = {}
         self._fetches: dict[str, int] = {}
         self._blob_fetches: dict[str, int] = {}
+        self._download_urls: dict[str, str] = {}
         self._faults: list[tuple[int, str | None]] = []
         self._open = threading.Event()
         self._held_docs: set[str] = set()
@@ -581,6 +584,11 @@ class DevRelay:
         with self._lock:
             self._generated[digest] = blob
         return digest
+
+    def set_download_url(self, digest: str, url: str) -> None:
+        """Fault injection: answer ``url`` as the download URL of ``digest``."""
+        with self._lock:
+            self._download_urls[digest] = url
 
     def blob_fetch_count(self, digest: str) -> int:
         with self._lock:

@@ -15,6 +15,12 @@ inflater (gzip or deflate, never more output than the cap), so a small compresse
 answer cannot become a huge one.  Redirects are followed by hand for the same reason
 (``requests`` would read a redirect's body whole).  Attachments stream into a
 temporary file while hashed, so memory does not grow with their size.
+
+Download URLs come from the Relay Server's answers and are not trusted: they are
+fetched without the API key, only over http(s), and only from addresses that
+:mod:`gitsync.netguard` allows (no loopback, link-local or private target unless the
+Relay Server itself is on one, or the operator allows them).  A downloaded file whose
+hash differs is refused without saying what its hash was.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from .ids import parse_compound_id, parse_uuid
+from .netguard import AddressPolicy, AddressRefused, guarded_adapter
 from .redact import QueryFilter, redact, redact_url
 
 __all__ = [
@@ -380,6 +387,9 @@ class RelayClient:
             :class:`Unavailable` (used for a prompt shutdown).
         max_update_bytes: largest document update accepted (decoded bytes).
         max_attachment_bytes: largest attachment accepted (decoded bytes).
+        allow_private_attachment_urls: let download URLs reach any address, including
+            loopback, link-local and private ones (by default only public addresses
+            and those of the Relay Server's own class).
     """
 
     def __init__(
@@ -394,6 +404,7 @@ class RelayClient:
         stop_event: threading.Event | None = None,
         max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
         max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES,
+        allow_private_attachment_urls: bool = False,
     ):
         if not api_key:
             raise ValueError("api_key must be a non-empty string (RELAY_SERVER_API_KEY)")
@@ -419,6 +430,18 @@ class RelayClient:
         self._session.headers["User-Agent"] = "relay-git-sync"
         # Sizes are counted on what we keep: no compression, so no surprise inflation.
         self._session.headers["Accept-Encoding"] = "identity"
+        # Download URLs go through their own session, whose connections check the
+        # address they connect to (the Relay Server's own requests need no such check).
+        self._addresses = AddressPolicy(
+            self.base_url,
+            allow_all=allow_private_attachment_urls,
+            setting="--allow-private-attachment-urls or RELAY_GIT_ALLOW_PRIVATE_ATTACHMENT_URLS",
+        )
+        self._blob_session = requests.Session()
+        guarded = guarded_adapter(self._addresses, pool_size=pool_size)
+        self._blob_session.mount("http://", guarded)
+        self._blob_session.mount("https://", guarded)
+        self._blob_session.headers.update(self._session.headers)
 
     def __repr__(self) -> str:
         return f"RelayClient(base_url={redact_url(self.base_url)!r}, api_key=REDACTED)"
@@ -432,6 +455,7 @@ class RelayClient:
     def close(self) -> None:
         """Close pooled connections; the client must not be used afterwards."""
         self._session.close()
+        self._blob_session.close()
 
     # -- public API -------------------------------------------------------------------
 
@@ -532,8 +556,9 @@ class RelayClient:
             Unauthorized: the API key was refused.
             Unavailable: no usable answer after every retry.
             BadResponse: not a sha256 hash, a malformed download-url answer, a
-                refused presigned URL, a body that broke off on every attempt, or
-                downloaded bytes with another hash.
+                download URL that is not http(s) or points at a refused address
+                (see :mod:`gitsync.netguard`), a refused presigned URL, a body that
+                broke off on every attempt, or downloaded bytes with another hash.
             TooLarge: the attachment is bigger than ``max_attachment_bytes``.
             OSError: the file could not be created or written.
         """
@@ -643,21 +668,26 @@ class RelayClient:
         auth: requests.auth.AuthBase,
         label: str,
         params: dict[str, str] | None = None,
+        session: requests.Session | None = None,
     ) -> requests.Response:
         """GET ``url`` with its body unread, following redirects without reading theirs.
 
         The caller reads (bounded) and closes the response.  ``auth`` is dropped when a
         redirect leaves the origin, by the same rule ``requests`` applies.  ``label``
-        names the request in errors (a path; never a presigned URL).
+        names the request in errors (a path; never a presigned URL).  ``session``
+        defaults to the Relay Server's; downloads pass the address-checking one.
 
         Raises:
             _Retry: no response (connection refused, reset, timed out).
             Unavailable: a TLS error (not retried: certificates do not heal in seconds).
             BadResponse: more than five redirects, or one to a non-http(s) URL.
+            netguard.AddressRefused: (``session`` checking addresses) a refused
+                target, before anything was sent to it.
         """
+        session = session or self._session
         for _ in range(_MAX_REDIRECTS + 1):
             try:
-                resp = self._session.get(
+                resp = session.get(
                     url,
                     params=params,
                     auth=auth,
@@ -679,7 +709,7 @@ class RelayClient:
             if urlsplit(target).scheme not in ("http", "https"):
                 raise BadResponse(f"GET {label} redirected to a URL that is not http(s)",
                                   path=label, status=resp.status_code)
-            if self._session.should_strip_auth(resp.url, target):
+            if session.should_strip_auth(resp.url, target):
                 auth = _NoAuth()
             url, params = target, None
         raise BadResponse(f"GET {label} redirected more than {_MAX_REDIRECTS} times",
@@ -731,7 +761,15 @@ class RelayClient:
                 path=_BLOB_LABEL, status=200, size=size, limit=limit,
             )
 
-        with self._open(url, auth=_NoAuth(), label=_BLOB_LABEL) as resp:
+        try:
+            self._addresses.check_url(url)
+            resp = self._open(url, auth=_NoAuth(), label=_BLOB_LABEL, session=self._blob_session)
+        except AddressRefused as exc:
+            raise BadResponse(
+                f"attachment {relay}-{doc}: download URL refused: {exc}",
+                path=_BLOB_LABEL,
+            ) from None
+        with resp:
             status = resp.status_code
             if status in _RETRY_STATUSES:
                 raise _Retry(f"HTTP {status}", status)
@@ -756,11 +794,11 @@ class RelayClient:
 
             size = _read_body(resp, take, limit=limit, refuse=refuse, label=_BLOB_LABEL,
                               timeout=self.timeout)
-        got = hasher.hexdigest()
-        if got != digest:
+        # The computed hash is never shown: with it, a status page would tell anyone
+        # the hash of whatever a download URL reached.
+        if hasher.hexdigest() != digest:
             raise BadResponse(
-                f"attachment {relay}-{doc}: downloaded bytes have sha256 {got},"
-                f" folder metadata says {digest}",
+                f"attachment {relay}-{doc}: content does not match the hash in the folder index",
                 path=_BLOB_LABEL,
                 status=200,
             )

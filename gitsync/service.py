@@ -74,6 +74,7 @@ def open_engine(settings: Settings, connectors: ConnectorsConfig | None = None, 
         pool_size=max(8, settings.fetch_concurrency * 2),
         max_update_bytes=settings.max_update_bytes,
         max_attachment_bytes=settings.max_attachment_bytes,
+        allow_private_attachment_urls=settings.allow_private_attachment_urls,
     )
     try:
         return Engine(settings, relay, connectors, lock_timeout=lock_timeout)

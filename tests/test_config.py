@@ -227,3 +227,42 @@ def test_bad_transport_names_line_and_choices(tmp_path, value):
         load_connectors(path)
     assert info.value.line == 4 and info.value.key == "transport"
     assert "git_connectors.toml line 4" in str(info.value) and "git_connector[1].transport" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/srv/git/vault.git", "./vault.git", "../backups/vault.git", "~/vault.git",
+        "file:///srv/git/vault.git", "ssh://git@git.example.com:2222/team/vault.git",
+        "git+ssh://git@git.example.com/vault.git", "git@github.com:me/vault.git",
+        "github.com:me/vault.git", "https://github.com/me/vault.git", "http://10.0.0.5/v.git",
+    ],
+)
+def test_remote_url_forms_that_work(tmp_path, url):
+    path = write(tmp_path, f'[[git_connector]]\nshared_folder_id = "{FOLDER}"\n'
+                           f'relay_id = "{RELAY}"\nurl = "{url}"\n')
+    assert load_connectors(path).connectors[0].url == url
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("github.com/me/vault", "must be an absolute path, a ./-relative path, a file://, ssh://, "
+                                "https:// or http:// URL, or user@host:path (got 'github.com/me/vault'"),
+        ("vault.git", "(got 'vault.git'"),
+        ("ftp://example.com/vault.git", "uses an unsupported scheme 'ftp://'"),
+        ("git://example.com/vault.git", "uses an unsupported scheme 'git://'"),
+        ("TOKEN-MARKER@github.com/me/vault", "(got '...@github.com/me/vault'"),
+    ],
+)
+def test_remote_url_that_would_silently_be_a_local_directory_is_refused(tmp_path, url, message):
+    """A typo such as a missing ``https://`` names the line instead of creating a directory."""
+    path = write(tmp_path, f'# vault\n[[git_connector]]\nshared_folder_id = "{FOLDER}"\n'
+                           f'relay_id = "{RELAY}"\nbranch = "main"\nurl = "{url}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_connectors(path)
+    text = str(info.value)
+    assert text.startswith("git_connectors.toml line 6: git_connector[1].url ")
+    assert message in text
+    assert "TOKEN-MARKER" not in text
+    assert (info.value.key, info.value.line) == ("url", 6)

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gitsync"
 PURE = ["ids.py", "ydoc.py", "plan.py", "yframes.py"]
 IO_LIBRARIES = {"flask", "requests", "dulwich", "paramiko", "urllib3", "werkzeug", "gunicorn"}
-# Modules of the package allowed to read os.environ (the entry points cli.py and wsgi.py are outside it).
-ENVIRON_ALLOWED = {"config.py"}
+# Modules of the package allowed to read os.environ (cli.py: the command line, as at the top level).
+ENVIRON_ALLOWED = {"config.py", "cli.py"}
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -42,13 +42,32 @@ def test_environment_is_read_only_at_the_edges():
     assert offenders == []
 
 
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
 def test_only_cli_tests_import_cli():
     offenders = []
     for path in (ROOT / "tests").rglob("*.py"):
         if "cli" in path.relative_to(ROOT / "tests").parts[:1]:
             continue
-        if "cli" in imported_roots(path):
+        if "cli" in imported_roots(path) or "gitsync.cli" in imported_modules(path):
             offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_product_modules_do_not_import_the_cli():
+    offenders = [str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")
+                 if p.name not in ("cli.py", "__main__.py")
+                 and imported_modules(p) & {"gitsync.cli", "cli"}]
     assert offenders == []
 
 

@@ -39,7 +39,7 @@ def test_show_pubkey_prints_the_public_line():
 ])
 def test_show_pubkey_errors_are_clear(env, message):
     result = CliRunner().invoke(cli, ["ssh", "show-pubkey"], env=env)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert message in result.output
     assert "garbage-MARKER" not in result.output and "Traceback" not in result.output
 
@@ -76,7 +76,7 @@ url = "https://user:TOKEN-MARKER@git.example.com/x.git"
 def test_connectors_validate_names_file_line_and_key(tmp_path):
     write_connectors(tmp_path, f'[[git_connector]]\nshared_folder_id = "{FOLDER}"\nrelay_id = "not-a-uuid"\n')
     result = CliRunner().invoke(cli, ["connectors", "validate", "--data-dir", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "git_connectors.toml line 3: git_connector[1].relay_id must be a UUID" in result.output
 
 
@@ -128,19 +128,19 @@ def test_demo_runs_without_git_on_path(tmp_path):
 def test_connectors_validate_reports_problems_it_can_see_offline(tmp_path, body, problem):
     write_connectors(tmp_path, body)
     result = CliRunner().invoke(cli, ["connectors", "validate", "--data-dir", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert problem in result.output
 
 
 def test_connectors_validate_complains_about_a_missing_file(tmp_path):
     result = CliRunner().invoke(cli, ["connectors", "validate", "--data-dir", str(tmp_path / "typo")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "no connectors file at" in result.output
 
 
 def test_relative_local_url_is_relative_to_the_data_directory(tmp_path):
     write_connectors(tmp_path, f'[[git_connector]]\nshared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\n'
-                     'url = "backup.git"\n')
+                     'url = "./backup.git"\n')
     result = CliRunner().invoke(cli, ["connectors", "list", "--data-dir", str(tmp_path)])
     assert str(tmp_path / "backup.git") in result.output
 
@@ -148,11 +148,11 @@ def test_relative_local_url_is_relative_to_the_data_directory(tmp_path):
 def test_show_pubkey_recognizes_a_public_key_or_a_path(tmp_path):
     public = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me"
     result = CliRunner().invoke(cli, ["ssh", "show-pubkey"], env={"SSH_PRIVATE_KEY": public})
-    assert result.exit_code == 1 and "holds a public key" in result.output
+    assert result.exit_code == 2 and "holds a public key" in result.output
     key_file = tmp_path / "git_sync_key"
     key_file.write_text(ed25519_private_text())
     result = CliRunner().invoke(cli, ["ssh", "show-pubkey"], env={"SSH_PRIVATE_KEY": str(key_file)})
-    assert result.exit_code == 1 and "holds a file path" in result.output
+    assert result.exit_code == 2 and "holds a file path" in result.output
 
 
 def test_demo_refuses_a_used_keep_directory(tmp_path):
@@ -163,6 +163,6 @@ def test_demo_refuses_a_used_keep_directory(tmp_path):
 
 def test_status_errors_are_clear(tmp_path):
     result = CliRunner().invoke(cli, ["status", "--data-dir", str(tmp_path / "nope")])
-    assert result.exit_code == 1 and "does not exist" in result.output
+    assert result.exit_code == 2 and "does not exist" in result.output
     result = CliRunner().invoke(cli, ["status", "--url", "127.0.0.1:9"])
     assert result.exit_code == 1 and "cannot read http://127.0.0.1:9/api/status" in result.output

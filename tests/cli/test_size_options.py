@@ -38,3 +38,10 @@ def test_a_cap_too_small_is_a_usage_error(relay_server, tmp_path):
                                 env=base_env(relay_server, tmp_path))
     assert result.exit_code == 2
     assert "--max-update-bytes (RELAY_GIT_MAX_UPDATE_BYTES) must be at least 4096 bytes" in result.output
+
+
+def test_private_attachment_urls_flag_is_listed_in_help():
+    for command in ("serve", "sync"):
+        flat = " ".join(CliRunner().invoke(cli, [command, "--help"]).output.split())
+        assert "--allow-private-attachment-urls" in flat
+        assert "RELAY_GIT_ALLOW_PRIVATE_ATTACHMENT_URLS" in flat

@@ -1,0 +1,5 @@
+"""``python -m gitsync``: the ``relay-git-sync`` command."""
+
+from .cli import main
+
+main()
