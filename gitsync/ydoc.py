@@ -7,7 +7,11 @@ PROTOCOL.md ("Yjs document layouts"): a shared folder's ``filemeta_v0`` and lega
 
 Every reader decodes the whole update into a fresh ``pycrdt.Doc`` and drops it before
 returning, so nothing here is shared between threads. Any undecodable input raises
-:class:`CorruptUpdate`, never a pycrdt or pyo3 exception.
+:class:`CorruptUpdate`, never a pycrdt or pyo3 exception. Before pycrdt sees the bytes,
+:func:`gitsync.ycheck.check_update` rejects values nested so deep that pycrdt would
+crash the process (a native stack overflow, not an exception): such a document is
+refused whole rather than read without the deep value, so a damaged entry can neither
+delete a file nor drop a canvas node from Git.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import logging
 import math
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +28,7 @@ from typing import Any
 from pycrdt import Doc, Map, Text
 
 from gitsync.ids import is_uuid
+from gitsync.ycheck import UpdateRejected, check_update
 
 __all__ = [
     "CorruptUpdate",
@@ -64,6 +70,8 @@ _EDGE_KEY_ORDER = (
 )  # fmt: skip
 _CANVAS_KEY_ORDER = ("nodes", "edges")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_last_checked = threading.local()
+_REMEMBER_MAX_BYTES = 1 << 20
 
 
 class CorruptUpdate(ValueError):
@@ -122,7 +130,7 @@ def _load(update: bytes) -> Doc:
     """Decode ``update`` into a fresh Doc.
 
     Raises:
-        CorruptUpdate: the bytes are not a Yjs v1 update.
+        CorruptUpdate: the bytes are not a Yjs v1 update, or nest too deep to decode safely.
         TypeError: ``update`` is not bytes-like (a programming error, not bad data).
     """
     if not isinstance(update, bytes | bytearray | memoryview):
@@ -130,6 +138,7 @@ def _load(update: bytes) -> Doc:
     data = bytes(update)
     if not data:
         raise CorruptUpdate("cannot decode Yjs update: empty input (an empty document is 00 00)")
+    _check(data)
     doc = Doc()
     try:
         doc.apply_update(data)
@@ -143,6 +152,50 @@ def _load(update: bytes) -> Doc:
             raise
         raise CorruptUpdate(_describe(data, exc)) from exc
     return doc
+
+
+def _check(data: bytes) -> None:
+    """Refuse what pycrdt cannot decode safely (see :mod:`gitsync.ycheck`).
+
+    Callers often read one update twice (``is_never_written``, then ``read_text``): the
+    last update a thread accepted is remembered by identity (bytes are immutable) and
+    not walked again. Only updates up to 1 MB are remembered, to hold little memory.
+    """
+    if getattr(_last_checked, "data", None) is data:
+        return
+    try:
+        check_update(data)
+    except UpdateRejected as exc:
+        raise CorruptUpdate(f"cannot decode Yjs update ({len(data)} bytes): {exc}") from exc
+    _last_checked.data = data if len(data) <= _REMEMBER_MAX_BYTES else None
+
+
+def _map_values(doc: Doc, name: str) -> dict[Any, Any]:
+    """The root map ``name`` as plain values (``{}`` when absent).
+
+    Raises:
+        CorruptUpdate: the map holds content that has no plain value (pycrdt raises
+            ``KeyError`` for a formatting mark, ``ValueError`` for an XML type).
+    """
+    try:
+        return doc.get(name, type=Map).to_py() or {}
+    except Exception as exc:
+        raise CorruptUpdate(_unreadable(f"map {name!r}", exc)) from exc
+
+
+def _text(doc: Doc, name: str) -> str:
+    """The root text ``name`` (``""`` when absent); see :func:`_map_values` for Raises."""
+    try:
+        return str(doc.get(name, type=Text))
+    except Exception as exc:
+        raise CorruptUpdate(_unreadable(f"text {name[:40]!r}", exc)) from exc
+
+
+def _unreadable(what: str, exc: Exception) -> str:
+    reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    if len(reason) > 120:
+        reason = reason[:117] + "..."
+    return f"cannot read Yjs {what}: it holds content with no plain value ({reason})"
 
 
 def _describe(data: bytes, exc: BaseException) -> str:
@@ -175,11 +228,12 @@ def read_folder(update: bytes) -> dict[str, Entry]:
         path -> :class:`Entry`, in path order.
 
     Raises:
-        CorruptUpdate: the bytes are not a Yjs v1 update.
+        CorruptUpdate: the bytes are not a Yjs v1 update, nest deeper than
+            :data:`gitsync.ycheck.MAX_DEPTH` levels, or hold content with no plain value.
     """
     doc = _load(update)
-    meta = doc.get("filemeta_v0", type=Map).to_py() or {}
-    legacy = doc.get("docs", type=Map).to_py() or {}
+    meta = _map_values(doc, "filemeta_v0")
+    legacy = _map_values(doc, "docs")
 
     entries: dict[str, Entry] = {}
     # Sorted keys: when "/a.md" and "a.md" both exist, "/a.md" (the canonical spelling)
@@ -273,10 +327,11 @@ def read_text(update: bytes) -> str:
     from a note whose text was deleted.
 
     Raises:
-        CorruptUpdate: the bytes are not a Yjs v1 update.
+        CorruptUpdate: the bytes are not a Yjs v1 update, nest deeper than
+            :data:`gitsync.ycheck.MAX_DEPTH` levels, or hold content with no plain value.
     """
     doc = _load(update)
-    return str(doc.get("contents", type=Text))
+    return _text(doc, "contents")
 
 
 def is_never_written(update: bytes) -> bool:
@@ -287,7 +342,8 @@ def is_never_written(update: bytes) -> bool:
     was written then deleted has a non-empty state vector and returns False.
 
     Raises:
-        CorruptUpdate: the bytes are not a Yjs v1 update.
+        CorruptUpdate: the bytes are not a Yjs v1 update, nest deeper than
+            :data:`gitsync.ycheck.MAX_DEPTH` levels, or hold content with no plain value.
     """
     return _load(update).get_state() == _EMPTY_STATE_VECTOR
 
@@ -311,21 +367,22 @@ def read_canvas(update: bytes) -> dict[str, list[dict[str, Any]]]:
         ``{"nodes": [...], "edges": [...]}``.
 
     Raises:
-        CorruptUpdate: the bytes are not a Yjs v1 update.
+        CorruptUpdate: the bytes are not a Yjs v1 update, nest deeper than
+            :data:`gitsync.ycheck.MAX_DEPTH` levels, or hold content with no plain value.
     """
     doc = _load(update)
     roots = set(doc.keys())
-    nodes = _canvas_items(doc.get("nodes", type=Map).to_py() or {}, "node")
+    nodes = _canvas_items(_map_values(doc, "nodes"), "node")
     for node in nodes:
         node_id = node["id"]
         if node.get("type") != "text" or not isinstance(node_id, str) or node_id not in roots:
             continue
         if node_id in _CANVAS_KEY_ORDER:
             continue  # a root of that name is the nodes/edges map, not this node's text
-        live = str(doc.get(node_id, type=Text))
+        live = _text(doc, node_id)
         if live:
             node["text"] = live
-    edges = _canvas_items(doc.get("edges", type=Map).to_py() or {}, "edge")
+    edges = _canvas_items(_map_values(doc, "edges"), "edge")
     return {
         "nodes": [_ordered(n, _NODE_KEY_ORDER) for n in nodes],
         "edges": [_ordered(e, _EDGE_KEY_ORDER) for e in edges],

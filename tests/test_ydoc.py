@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text
 
 from gitsync import ydoc
+from gitsync.ycheck import MAX_DEPTH
 from gitsync.ydoc import (
     CorruptUpdate,
     Entry,
@@ -20,6 +23,16 @@ from gitsync.ydoc import (
     read_folder,
     read_text,
     render_canvas,
+)
+from tests.yjs_craft import (
+    add_run,
+    deep_array,
+    deep_object,
+    json_entry,
+    map_entry,
+    nested_maps,
+    replace_value,
+    varstring,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "yjs"
@@ -517,13 +530,13 @@ class _PanickingDoc:
 def test_pyo3_panic_becomes_corrupt_update(monkeypatch):
     monkeypatch.setattr(ydoc, "Doc", lambda: _PanickingDoc(PanicException("bad input")))
     with pytest.raises(CorruptUpdate, match="bad input"):
-        read_text(b"\x01\x02")
+        read_text(b"\x00\x00")
 
 
 def test_keyboard_interrupt_passes_through(monkeypatch):
     monkeypatch.setattr(ydoc, "Doc", lambda: _PanickingDoc(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        read_text(b"\x01\x02")
+        read_text(b"\x00\x00")
 
 
 # --------------------------------------------------------------------------- purity
@@ -542,3 +555,184 @@ def test_imports_no_io_libraries():
         cwd=Path(__file__).parent.parent,
     )
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- hostile documents
+
+EVIL_ID = "3e4f5a6b-7c8d-4e9f-8a1b-2c3d4e5f6a7b"
+HOSTILE_CLIENT = 424242
+
+
+def hostile_folder(raw_value: bytes | None = None) -> bytes:
+    """A genuine folder document; entry ``/evil.md`` carries field ``x`` = ``raw_value``."""
+
+    def fill(doc: Doc) -> None:
+        meta = doc.get("filemeta_v0", type=Map)
+        meta["/a.md"] = {"id": ID_A, "type": "markdown", "version": 0}
+        meta["/dir"] = Map({"id": ID_B, "type": "folder", "version": 0})
+        if raw_value is not None:
+            meta["/evil.md"] = {"id": EVIL_ID, "type": "markdown", "version": 0, "x": "@"}
+
+    data = build(fill)
+    return replace_value(data, "@", raw_value) if raw_value is not None else data
+
+
+def hostile_canvas(raw_value: bytes | None = None) -> bytes:
+    """A genuine canvas; node ``evil`` carries field ``x`` = ``raw_value``."""
+
+    def fill(doc: Doc) -> None:
+        nodes = doc.get("nodes", type=Map)
+        nodes["n1"] = {"id": "n1", "type": "text", "text": "hi", "x": 0, "y": 0, "width": 1, "height": 1}
+        if raw_value is not None:
+            nodes["evil"] = {"id": "evil", "type": "text", "styleAttributes": "@"}
+        doc.get("n1", type=Text).insert(0, "live")
+
+    data = build(fill)
+    return replace_value(data, "@", raw_value) if raw_value is not None else data
+
+
+def hostile_note(raw_value: bytes) -> bytes:
+    """A note whose other root ``meta`` holds ``raw_value``: read_text never looks at it."""
+
+    def fill(doc: Doc) -> None:
+        doc.get("contents", type=Text).insert(0, "a note\n")
+        doc.get("meta", type=Map)["x"] = "@"
+
+    return replace_value(build(fill), "@", raw_value)
+
+
+DEEP = {
+    "folder-any-array": ("read_folder", hostile_folder(deep_array(20_000))),
+    "folder-any-object": ("read_folder", hostile_folder(deep_object(30_000))),
+    "folder-json": (
+        "read_folder",
+        add_run(hostile_folder(), HOSTILE_CLIENT, [json_entry("filemeta_v0", "/j.md", "[" * 20_000 + "]" * 20_000)]),
+    ),
+    "folder-y-maps": (
+        "read_folder",
+        add_run(hostile_folder(), HOSTILE_CLIENT, nested_maps("filemeta_v0", "/t.md", 20_000, HOSTILE_CLIENT)),
+    ),
+    "canvas-any-array": ("read_canvas", hostile_canvas(deep_array(20_000))),
+    "canvas-y-maps": (
+        "read_canvas",
+        add_run(hostile_canvas(), HOSTILE_CLIENT, nested_maps("nodes", "evil", 20_000, HOSTILE_CLIENT)),
+    ),
+    "note-any-array": ("read_text", hostile_note(deep_array(30_000))),
+    "note-never-written": ("is_never_written", hostile_note(deep_array(30_000))),
+}
+
+
+def read_isolated(reader: str, data: bytes, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run ``ydoc.<reader>(data)`` in a child interpreter: a crash there cannot kill pytest."""
+    path = tmp_path / "update.bin"
+    path.write_bytes(data)
+    code = (
+        "import sys; from pathlib import Path; from gitsync import ydoc\n"
+        "try:\n"
+        f"    ydoc.{reader}(Path(sys.argv[1]).read_bytes())\n"
+        "except ydoc.CorruptUpdate as exc:\n"
+        "    print('CorruptUpdate:', exc)\n"
+        "else:\n"
+        "    print('read without error')\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(("reader", "data"), DEEP.values(), ids=DEEP.keys())
+def test_deep_values_are_refused_not_fatal(reader, data, tmp_path):
+    # Before the depth check: SIGSEGV (Any values), RecursionError (nested Y.Maps), or a
+    # silent read (legacy JSON content). Now: one clear CorruptUpdate, the process lives.
+    result = read_isolated(reader, data, tmp_path)
+    assert result.returncode == 0, f"reader died (exit {result.returncode}): {result.stderr[-400:]}"
+    assert result.stdout.strip() == (
+        f"CorruptUpdate: cannot decode Yjs update ({len(data)} bytes): "
+        f"a value is nested deeper than {MAX_DEPTH} levels"
+    )
+
+
+def test_depth_limit_through_the_readers():
+    # filemeta_v0 (1) -> entry (2) -> 62 arrays = 64 levels: read, the field ignored
+    assert read_folder(hostile_folder(deep_array(MAX_DEPTH - 2)))["evil.md"].id == EVIL_ID
+    with pytest.raises(CorruptUpdate, match=f"nested deeper than {MAX_DEPTH} levels"):
+        read_folder(hostile_folder(deep_array(MAX_DEPTH - 1)))
+    # nodes (1) -> node (2) -> styleAttributes: 62 nested objects = 64 levels
+    assert [n["id"] for n in read_canvas(hostile_canvas(deep_object(MAX_DEPTH - 2)))["nodes"]] == ["evil", "n1"]
+    with pytest.raises(CorruptUpdate, match="nested deeper"):
+        read_canvas(hostile_canvas(deep_object(MAX_DEPTH - 1)))
+    # nodes (1) -> 63 nested Y.Maps = 64 levels
+    chain = add_run(hostile_canvas(), HOSTILE_CLIENT, nested_maps("nodes", "evil", MAX_DEPTH - 1, HOSTILE_CLIENT))
+    assert "evil" in [n["id"] for n in read_canvas(chain)["nodes"]]
+    chain = add_run(hostile_canvas(), HOSTILE_CLIENT, nested_maps("nodes", "evil", MAX_DEPTH, HOSTILE_CLIENT))
+    with pytest.raises(CorruptUpdate, match="nested deeper"):
+        read_canvas(chain)
+
+
+def test_a_deep_entry_refuses_the_whole_folder_document():
+    # Reading the rest without the entry would make its file look deleted.
+    data = hostile_folder(deep_array(100))
+    for _ in range(2):  # refused every time (only accepted updates are remembered)
+        with pytest.raises(CorruptUpdate, match="nested deeper"):
+            read_folder(data)
+    assert set(read_folder(hostile_folder(deep_array(3)))) == {"a.md", "dir", "evil.md"}
+
+
+READERS = [read_folder, read_text, is_never_written, read_canvas]
+
+
+def mutated(data: bytes, edits: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data)
+    for at, byte in edits:
+        out[at % len(out)] = byte
+    return bytes(out)
+
+
+hostile_bytes = (
+    st.binary(max_size=400)
+    | st.lists(st.sampled_from([0x00, 0x01, 0x04, 0x07, 0x08, 0x27, 0x28, 0x75, 0x76, 0x77, 0x7E, 0x84, 0xFF]),
+               max_size=400).map(bytes)
+    | st.builds(
+        mutated,
+        st.sampled_from([fixture(n) for n in ("folder", "canvas", "note_unicode", "note_emptied")]),
+        st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), min_size=1, max_size=4),
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=hostile_bytes)
+def test_arbitrary_bytes_raise_only_corrupt_update(data):
+    for reader in READERS:
+        try:
+            reader(data)
+        except CorruptUpdate as exc:
+            assert "\n" not in str(exc)
+
+
+UNREADABLE = {
+    "formatting mark": (6, varstring("bold") + varstring("true"), "KeyError"),
+    "xml element": (7, b"\x03" + varstring("p"), "XmlElement has no Python equivalent"),
+    "xml fragment": (7, b"\x04", "XmlFragment has no Python equivalent"),
+}
+
+
+@pytest.mark.parametrize(("ref", "content", "reason"), UNREADABLE.values(), ids=UNREADABLE.keys())
+@pytest.mark.parametrize(
+    ("reader", "root", "base"),
+    [
+        (read_folder, "filemeta_v0", hostile_folder()),
+        (read_canvas, "nodes", hostile_canvas()),
+        (read_canvas, "edges", hostile_canvas()),
+    ],
+    ids=["folder", "canvas-nodes", "canvas-edges"],
+)
+def test_content_without_a_plain_value_is_corrupt(reader, root, base, ref, content, reason):
+    # pycrdt raises KeyError/ValueError converting these; callers only handle CorruptUpdate
+    data = add_run(base, HOSTILE_CLIENT, [map_entry(root, "k", ref, content)])
+    with pytest.raises(CorruptUpdate, match=f"cannot read Yjs map '{root}': .*{reason}"):
+        reader(data)
