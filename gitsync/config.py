@@ -36,7 +36,7 @@ __all__ = [
 
 CONNECTORS_FILE = "git_connectors.toml"
 REDACTED = "REDACTED"
-SECRET_FIELDS = ("relay_server_api_key", "webhook_secret", "ssh_private_key")
+SECRET_FIELDS = ("relay_server_api_key", "webhook_secret", "ssh_private_key", "admin_token")
 
 # Environment variable for each setting (the contract of SPEC.md plus our own extras).
 ENV_VARS: dict[str, str] = {
@@ -59,6 +59,9 @@ ENV_VARS: dict[str, str] = {
     "log_level": "RELAY_GIT_LOG_LEVEL",
     "max_update_bytes": "RELAY_GIT_MAX_UPDATE_BYTES",
     "max_attachment_bytes": "RELAY_GIT_MAX_ATTACHMENT_BYTES",
+    "admin_token": "ADMIN_TOKEN",
+    "metrics_public": "METRICS_PUBLIC",
+    "health_grace": "RELAY_GIT_HEALTH_GRACE",
 }
 
 
@@ -145,6 +148,14 @@ class Settings:
     max_update_bytes: int = 64 * 1024 * 1024
     max_attachment_bytes: int = 512 * 1024 * 1024
     connectors_file: Path | None = None
+    # Bearer token for the operator endpoints (/api/status, POST /api/sync, /metrics);
+    # without it /api/status and /api/sync are not served at all.
+    admin_token: str | None = field(default=None, repr=False)
+    # Serve /metrics without a token (for a scraper on a private network).
+    metrics_public: bool = False
+    # Seconds a folder may keep failing (relay unreachable, push failing) before
+    # /health says degraded: a short outage heals by itself and is not worth an alert.
+    health_grace: float = 180.0
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.log_safe().items())
@@ -161,6 +172,11 @@ class Settings:
                 value = str(value)
             out[f.name] = value
         return out
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value set (API key, webhook secret, SSH key, admin token), for redaction."""
+        return [value for name in SECRET_FIELDS if (value := getattr(self, name))]
 
     @property
     def author(self) -> str:
@@ -201,7 +217,7 @@ class Settings:
 
 # Settings read from the environment only (no command-line flag).
 ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use", "ssh_idle_timeout",
-            "max_file_bytes"}
+            "max_file_bytes", "health_grace"}
 
 MIN_SIZE_CAP = 4096  # bytes: the smallest size cap accepted
 
@@ -246,6 +262,8 @@ _KINDS = {
     "connectors_file": Path,
     "max_update_bytes": int,
     "max_attachment_bytes": int,
+    "metrics_public": bool,
+    "health_grace": float,
 }
 
 
@@ -293,6 +311,11 @@ def validate(settings: Settings) -> Settings:
         raise bad("--max-file-bytes", "must be at least 1 byte", settings.max_file_bytes)
     if settings.ssh_idle_timeout <= 0:
         raise bad("--ssh-idle-timeout", "must be more than 0 seconds", settings.ssh_idle_timeout)
+    if settings.health_grace < 0:
+        raise bad("--health-grace", "must be 0 or more seconds", settings.health_grace)
+    if settings.admin_token is not None and settings.admin_token != "" and len(settings.admin_token) < 16:
+        raise bad("--admin-token", "must be at least 16 characters (e.g. openssl rand -hex 32)",
+                  "REDACTED")
     if settings.reconcile_interval < 0:
         raise bad("--reconcile-interval", "must be 0 (off) or more seconds", settings.reconcile_interval)
     # Below a few KiB even an empty folder's index would be refused.

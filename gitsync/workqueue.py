@@ -81,6 +81,7 @@ class WorkQueue:
         self._deferred: dict[Key, tuple[float, int]] = {}  # key -> (due, seq)
         self._heap: list[tuple[float, int, Key]] = []  # lazy: stale entries skipped
         self._seq = itertools.count()
+        self._since: dict[Key, float] = {}  # outstanding key -> when it was first put (monotonic)
         self._closed = False
         self._stats = {"puts": 0, "merged": 0, "gets": 0, "done": 0, "fsyncs": 0, "compactions": 0}
 
@@ -116,6 +117,7 @@ class WorkQueue:
                 raise QueueClosed("work queue is closed")
             self._stats["puts"] += 1
             lsn = self._journal_put(key)
+            self._since.setdefault(key, time.monotonic())
             created = self._schedule_now(key)
             if not created:
                 self._stats["merged"] += 1
@@ -145,6 +147,7 @@ class WorkQueue:
             if current is not None and current[0] <= due:
                 return False
             lsn = self._journal_put(key)
+            self._since.setdefault(key, time.monotonic())
             entry = (due, next(self._seq))
             self._deferred[key] = entry
             heapq.heappush(self._heap, (entry[0], entry[1], key))
@@ -226,6 +229,7 @@ class WorkQueue:
                 self._cond.notify()
             elif key not in self._deferred:
                 self._journal_done(key)
+                self._since.pop(key, None)
             if not self._pending and not self._in_progress:
                 self._cond.notify_all()  # wait_idle
 
@@ -312,6 +316,14 @@ class WorkQueue:
         """Keys held by workers."""
         with self._lock:
             return len(self._in_progress)
+
+    def oldest_age(self) -> float:
+        """Seconds since the oldest outstanding key (pending, deferred or in progress) was
+        first put; 0 when none is. A key retried with backoff keeps its first time."""
+        with self._lock:
+            if not self._since:
+                return 0.0
+            return max(0.0, time.monotonic() - min(self._since.values()))
 
     @property
     def closed(self) -> bool:
@@ -519,7 +531,9 @@ class WorkQueue:
                 self._lock_fd = None
                 raise JournalError(f"work journal in use by another process path={path}") from exc
             outstanding = self._replay(path)
+            opened = time.monotonic()
             for key in outstanding:
+                self._since[key] = opened
                 self._written_lsn += 1
                 self._journaled[key] = self._written_lsn
                 self._pending[key] = None

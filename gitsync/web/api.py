@@ -1,6 +1,7 @@
 """Operator endpoints: health, SSH public key, status, and the OpenAPI document.
 
-All public and read-only. Each documented route has its own view function, because the
+All read-only; ``/api/status`` needs the admin token (see :mod:`.admin`), the others
+are public. Each documented route has its own view function, because the
 apispec Flask plugin documents only the first URL rule of a view. The interactive page at
 ``/docs`` is the flask-swagger-ui blueprint registered by ``create_app``.
 """
@@ -20,31 +21,43 @@ NO_KEY_MESSAGE = "no SSH key configured; set SSH_PRIVATE_KEY"
 
 @bp.get("/health")
 def health() -> Any:
-    """Liveness and startup progress.
+    """Whether the service works, and startup progress.
     ---
     get:
       tags: [api]
       summary: Health check
       description: >
         Answers as soon as webhooks are accepted, also while the startup full sync is
-        still running; `initial_sync` says whether it has finished.
+        still running; `initial_sync` says whether it has finished. `status` is `ok`
+        when every folder syncs, commits and pushes; `degraded` (still 200) when a
+        folder has been failing for longer than the grace period (relay or remote
+        unreachable) or a mass deletion is held; `unhealthy` (503) for what cannot
+        heal by itself: the Relay Server refuses the API key, the remote permanently
+        rejects pushes, or the websocket is refused. `reasons` says which folder and why.
       responses:
         '200':
-          description: The web process is up.
+          description: The service works (`ok`) or works in part (`degraded`).
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Health'
+        '503':
+          description: 'Unhealthy: a failure that needs the operator.'
           content:
             application/json:
               schema:
                 $ref: '#/components/schemas/Health'
     """
+    from .. import __version__
     from . import get_service
 
     service = get_service()
-    body: dict[str, Any] = {"status": "ok"}
+    body: dict[str, Any] = {"status": "ok", "version": __version__}
     if service is None:
         body["service"] = "not running"
     else:
         body.update(service.health())
-    return jsonify(body)
+    return jsonify(body), 503 if body.get("status") == "unhealthy" else 200
 
 
 @bp.get("/api/pubkey")
@@ -85,6 +98,11 @@ def status() -> Any:
     get:
       tags: [api]
       summary: Sync status
+      description: >
+        Needs `Authorization: Bearer <ADMIN_TOKEN>`; without ADMIN_TOKEN it is not
+        served. Times are ISO 8601 in UTC.
+      security:
+        - adminToken: []
       responses:
         '200':
           description: >
@@ -94,6 +112,18 @@ def status() -> Any:
             application/json:
               schema:
                 $ref: '#/components/schemas/Status'
+        '401':
+          description: Missing or wrong admin token.
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
+        '404':
+          description: Not served (no ADMIN_TOKEN set).
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
         '503':
           description: The sync service is not running.
           content:
@@ -102,7 +132,11 @@ def status() -> Any:
                 $ref: '#/components/schemas/Error'
     """
     from . import get_service
+    from .admin import require_admin
 
+    denied = require_admin("/api/status")
+    if denied is not None:
+        return denied
     service = get_service()
     if service is None:
         return jsonify(error="service not running"), 503
