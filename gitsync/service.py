@@ -250,68 +250,6 @@ def connector_problems(settings: Settings, config: ConnectorsConfig) -> list[str
     return problems
 
 
-def offline_status(settings: Settings, config: ConnectorsConfig) -> list[str]:
-    """Per connector, what the state database and repository say (read-only, no lock).
-
-    Works while the service runs: the database is read in a transaction of its own.
-    """
-    import json
-
-    from dulwich.repo import Repo
-
-    from . import gitrepo
-    from .state import StateRegistry, damaged_state_files
-
-    lines = []
-    journal = settings.queue_dir / "journal.jsonl"
-    if journal.exists():
-        outstanding: dict[str, int] = {}
-        for raw in journal.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(raw)
-                key = "/".join(record["key"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            outstanding[key] = outstanding.get(key, 0) + (1 if record.get("op") == "put" else -1)
-        waiting = sum(1 for n in outstanding.values() if n > 0)
-        lines.append(f"queue: {waiting} accepted webhook(s) not yet applied")
-    states = StateRegistry(settings.data_dir, readonly=True)
-    try:
-        relays = {c.relay_id: states.relay(c.relay_id) for c in config.connectors}
-        if states.problem:
-            lines.append(f"state: {states.problem}")
-    finally:
-        states.close()
-    for connector in config.connectors:
-        folder = relays[connector.relay_id].folders.get(connector.folder_id)
-        lines.append(f"{connector.name} -> {redact_url(connector.url) or '(local only)'}")
-        damaged = damaged_state_files(settings.data_dir, connector.relay_id)
-        if damaged:
-            lines.append(f"  state files were damaged and set aside ({', '.join(damaged)}); "
-                         "the next full sync rebuilds them")
-        if folder is None:
-            lines.append("  never synced")
-            continue
-        files = sum(1 for rec in folder.files.values() if rec.type != "folder")
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(folder.last_sync)) if folder.last_sync else "never"
-        lines.append(f"  files: {files}, last sync: {when}, uncommitted paths: {len(folder.dirty)}")
-        if folder.held:
-            lines.append(f"  HELD deletion of {folder.held.get('count')} file(s): {folder.held.get('reason')} "
-                         f"(applied when a later read confirms it; or stop the service and run: cli.py sync "
-                         f"--relay-id {connector.relay_id} --folder-id {connector.folder_id} --confirm-deletions)")
-        repo_dir = settings.repo_dir(connector)
-        if (repo_dir / ".git").exists():
-            with Repo(str(repo_dir)) as repo:
-                head = gitrepo.head_commit(repo, connector.branch)
-                line = f"  head: {head[:10] if head else '(no commit yet)'}"
-                if connector.url:
-                    line += ", unpushed commits: " + (
-                        "yes" if gitrepo.has_unpushed(repo, branch=connector.branch,
-                                                      remote_name=connector.remote_name) else "none")
-                lines.append(line)
-    return lines
-
-
 # --- the long-running service ---------------------------------------------------------
 
 

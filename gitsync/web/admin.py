@@ -9,6 +9,7 @@ service does is nobody's business by default.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -148,7 +149,10 @@ def _sync_request() -> tuple[tuple[str, str] | None, bool]:
     raw = request.get_data(cache=False)
     if not raw.strip():
         return None, False
-    body = request.get_json(silent=True)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep
+        body = None
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object such as {\"relay_id\": ..., \"folder_id\": ...} or {}")
     relay_id, folder_id = body.get("relay_id"), body.get("folder_id")
