@@ -737,7 +737,9 @@ class Service:
                                                  progress=_progress_logger(connector))
         except (SyncAborted, Unauthorized) as exc:
             self.metrics.sync_finished(kind, time.monotonic() - started, ok=False)
-            self._record_error(connector, str(exc), permanent=isinstance(exc, Unauthorized))
+            refused = isinstance(exc, Unauthorized)
+            self._record_error(connector, f"relay refused the API key: {exc}" if refused else str(exc),
+                               permanent=refused)
             # retried by the work queue with backoff, like a folder webhook
             self.queue.put_later((connector.relay_id, connector.folder_id), self._backoff(connector.key))
             return False
