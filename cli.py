@@ -109,6 +109,7 @@ Settings read from the environment only:
   RELAY_GIT_FETCH_CONCURRENCY        parallel document fetches per folder (default 8)
   RELAY_GIT_AUTHOR_NAME / _EMAIL     commit author (default Relay Git Sync <relay-git-sync@localhost>)
   RELAY_GIT_SSH_TRUST_ON_FIRST_USE   accept unknown SSH host keys (default false)
+  RELAY_GIT_HEALTH_GRACE             seconds a folder may fail before /health says degraded (default 180)
   GIT_HTTPS_USERNAME / _PASSWORD     credentials for https:// remotes
   GUNICORN_BIND, GUNICORN_THREADS, GUNICORN_GRACEFUL_TIMEOUT   serve: listen address, threads, drain time (60 s)""")
 @click.version_option(__version__, prog_name="relay-git-sync")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,12 +139,10 @@ class Metrics:
 
     Args:
         version: shown by ``relay_git_sync_build_info``.
-        clock: monotonic seconds, for durations (tests may replace it).
     """
 
-    def __init__(self, version: str = __version__, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, version: str = __version__):
         self.registry = CollectorRegistry()
-        self._clock = clock
         r = self.registry
         Info(f"{PREFIX}_build", "Version of relay-git-sync.", registry=r).info({"version": version})
         self._webhooks = Counter(f"{PREFIX}_webhooks", "POST /webhooks answers by result: queued, merged, "
@@ -213,17 +210,6 @@ class Metrics:
         self._sync_seconds.labels(kind).observe(max(0.0, seconds))
         if not ok:
             self._sync_failures.labels(kind).inc()
-
-    @contextmanager
-    def timed_sync(self, kind: str) -> Iterator[None]:
-        """Time the block as a sync of ``kind``; an exception counts it as failed."""
-        start = self._clock()
-        try:
-            yield
-        except BaseException:
-            self.sync_finished(kind, self._clock() - start, ok=False)
-            raise
-        self.sync_finished(kind, self._clock() - start)
 
     def committed(self, key: tuple[str, str]) -> None:
         self._commits.labels(*key).inc()

@@ -487,29 +487,27 @@ class Service:
         if not lock.acquire(blocking=False):
             # a long sync holds the folder; come back rather than block a worker
             return dict.fromkeys(batch, 0.5)
-        started = time.monotonic()
+        started, synced = time.monotonic(), False
         try:
             status.state = "syncing"
             if what == "folder":
                 report = self.engine.sync_folder(connector, full=False)
             else:
                 report = self.engine.sync_docs(connector, [doc for _, doc in batch])
+            synced = not report.failed
         except Unauthorized as exc:
             self._record_error(connector, f"relay refused the API key: {exc}", permanent=True)
-            self.metrics.sync_finished("interactive", time.monotonic() - started, ok=False)
             return dict.fromkeys(batch, 60.0)
         except SyncAborted as exc:
             self._record_error(connector, str(exc))
-            self.metrics.sync_finished("interactive", time.monotonic() - started, ok=False)
             return {key: self._backoff(key) for key in batch}
         except Exception as exc:  # a bug: keep the worker alive, say so in status, retry
             log.exception("unexpected error syncing relay=%s folder=%s", connector.relay_id, connector.folder_id)
             self._record_error(connector, f"internal error: {exc}", kind="internal")
-            self.metrics.sync_finished("interactive", time.monotonic() - started, ok=False)
             return {key: self._backoff(key) for key in batch}
         finally:
             lock.release()
-        self.metrics.sync_finished("interactive", time.monotonic() - started, ok=not report.failed)
+            self.metrics.sync_finished("interactive", time.monotonic() - started, ok=synced)
         with self._lock:
             self._counts["processed"] += len(batch)
         result: dict[tuple[str, str], float | None] = dict.fromkeys(batch)
@@ -728,15 +726,15 @@ class Service:
         also run after each reconnect. Returns True when the folder could be read."""
         status = self._status.setdefault(connector.key, FolderStatus())
         status.state = "initial_sync" if kind == "startup" else "reconciling"
-        started = time.monotonic()
+        started, synced = time.monotonic(), False
         try:
             if self.transports.listens(connector) and kind != "manual":
                 report = self.transports.catch_up(connector, progress=_progress_logger(connector))
             else:
                 report = self.engine.sync_folder(connector, full=True, confirm_deletions=confirm_deletions,
                                                  progress=_progress_logger(connector))
+            synced = not report.failed
         except (SyncAborted, Unauthorized) as exc:
-            self.metrics.sync_finished(kind, time.monotonic() - started, ok=False)
             refused = isinstance(exc, Unauthorized)
             self._record_error(connector, f"relay refused the API key: {exc}" if refused else str(exc),
                                permanent=refused)
@@ -744,12 +742,12 @@ class Service:
             self.queue.put_later((connector.relay_id, connector.folder_id), self._backoff(connector.key))
             return False
         except Exception as exc:
-            self.metrics.sync_finished(kind, time.monotonic() - started, ok=False)
             log.exception("full sync crashed relay=%s folder=%s", connector.relay_id, connector.folder_id)
             self._record_error(connector, f"internal error: {exc}", kind="internal")
             self.queue.put_later((connector.relay_id, connector.folder_id), self._backoff(connector.key))
             return False
-        self.metrics.sync_finished(kind, time.monotonic() - started, ok=not report.failed)
+        finally:
+            self.metrics.sync_finished(kind, time.monotonic() - started, ok=synced)
         self._retry.reset(connector.key)
         status.state = "held" if report.held else "idle"
         status.last_success = time.time()

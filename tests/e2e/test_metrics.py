@@ -139,3 +139,27 @@ def test_metrics_need_the_admin_token_unless_public(relay_server: DevRelay, tmp_
         assert "set ADMIN_TOKEN" in reply.json()["error"] and "METRICS_PUBLIC" in reply.json()["error"]
     with InProcessService(relay_server, tmp_path / "c", admin_token=None, metrics_public=True) as svc:
         assert requests.get(f"{svc.url}/metrics", timeout=5).status_code == 200
+
+
+def test_metrics_under_gunicorn(relay_server: DevRelay, tmp_path):
+    from .harness import GunicornService
+
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "a\n")
+    write_connectors(tmp_path / "data", [folder])
+    svc = GunicornService(relay_server, tmp_path / "data")
+    try:
+        assert svc.wait_healthy()["version"] == __version__
+        wait_for(lambda: svc.status()["initial_sync"] == "done", "the startup sync")
+        svc.post(relay_server, folder.doc_compound_id("a.md"))
+        reply = svc.admin.get(f"{svc.url}/metrics", timeout=10)
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(reply.text) for s in family.samples}
+        assert value(samples, "relay_git_sync_build_info", version=__version__) == 1
+        assert value(samples, "relay_git_sync_webhooks_total", result="queued") == 1
+        assert value(samples, "relay_git_sync_sync_duration_seconds_count", kind="startup") == 1
+        assert svc.terminate() == 0
+        ours = [line for line in svc.output().splitlines() if " gitsync." in line]
+        assert f"relay-git-sync {__version__} starting" in ours[0]
+    finally:
+        svc.close()
