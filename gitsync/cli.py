@@ -119,6 +119,15 @@ def _relay_options(func):
     return func
 
 
+def _admin_options(func):
+    """Where the running service listens and its admin token (status, sync)."""
+    func = click.option(
+        "--admin-token", envvar="ADMIN_TOKEN", show_envvar=True,
+        help="The service's admin token (prefer the environment variable: flags show up in ps).",
+    )(func)
+    return func
+
+
 def _size_options(func):
     """Size caps on what is read from the Relay Server (serve and sync)."""
     func = click.option(
@@ -148,6 +157,7 @@ Settings read from the environment only:
   RELAY_GIT_FETCH_CONCURRENCY        parallel document fetches per folder (default 8)
   RELAY_GIT_AUTHOR_NAME / _EMAIL     commit author (default Relay Git Sync <relay-git-sync@localhost>)
   RELAY_GIT_SSH_TRUST_ON_FIRST_USE   accept unknown SSH host keys (default false)
+  RELAY_GIT_HEALTH_GRACE             seconds a folder may fail before /health says degraded (default 180)
   GIT_HTTPS_USERNAME / _PASSWORD     credentials for https:// remotes
   GUNICORN_THREADS, GUNICORN_GRACEFUL_TIMEOUT   serve: request threads, drain time (60 s)
 
@@ -187,9 +197,13 @@ def cli() -> None:
               show_default=True, help="Reverse proxies in front whose X-Forwarded-* headers are "
               "trusted (0: none, the headers are ignored).")
 @_size_options
+@_admin_options
+@click.option("--metrics-public", is_flag=True, default=None, envvar="METRICS_PUBLIC", show_envvar=True,
+              help="Serve /metrics without the admin token.")
 def serve(data_dir, log_level, relay_server_url, relay_server_api_key, host, port, bind,
           commit_interval, webhook_secret, debounce, workers, reconcile_interval, proxy_hops,
-          max_update_bytes, max_attachment_bytes, allow_private_attachment_urls) -> None:
+          max_update_bytes, max_attachment_bytes, allow_private_attachment_urls, admin_token,
+          metrics_public) -> None:
     """Run the webhook service under gunicorn (the same app as gunicorn -c gunicorn.conf.py wsgi:app)."""
     from gitsync.service import Service
 
@@ -199,7 +213,7 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, host, por
                          workers=workers, reconcile_interval=reconcile_interval, debounce=debounce,
                          max_update_bytes=max_update_bytes, max_attachment_bytes=max_attachment_bytes,
                          allow_private_attachment_urls=allow_private_attachment_urls,
-                         proxy_hops=proxy_hops)
+                         proxy_hops=proxy_hops, admin_token=admin_token, metrics_public=metrics_public)
     try:
         settings.require_relay()
         Service.check(settings)
@@ -221,6 +235,8 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, host, por
         "RELAY_GIT_MAX_ATTACHMENT_BYTES": str(settings.max_attachment_bytes),
         "RELAY_GIT_ALLOW_PRIVATE_ATTACHMENT_URLS": "1" if settings.allow_private_attachment_urls else "",
         "RELAY_GIT_PROXY_HOPS": str(settings.proxy_hops),
+        "ADMIN_TOKEN": settings.admin_token,
+        "METRICS_PUBLIC": "1" if settings.metrics_public else None,
     }
     env.update({k: v for k, v in values.items() if v})
     root = _server_dir()
@@ -258,21 +274,30 @@ def _server_dir() -> Path:
               help="Apply a mass deletion that would otherwise be held for confirmation.")
 @click.option("--no-push", is_flag=True, help="Commit locally but do not push to remotes.")
 @_size_options
+@_admin_options
+@click.option("--url", envvar="RELAY_GIT_SERVICE_URL", show_envvar=True,
+              help="Ask the running service at this URL to sync (POST /api/sync with ADMIN_TOKEN). "
+              "Without it, a service holding the data directory is asked at http://127.0.0.1:$PORT.")
 def sync(data_dir, log_level, relay_server_url, relay_server_api_key, relay_id, folder_id,
          sync_all, confirm_deletions, no_push, max_update_bytes, max_attachment_bytes,
-         allow_private_attachment_urls) -> None:
+         allow_private_attachment_urls, admin_token, url) -> None:
     """One-time sync of a shared folder (or all connectors) into its repository.
 
     Fetches the folder and its documents, writes the changes, makes one commit and
-    pushes it when the connector has a url. Prints one summary line per folder.
+    pushes it when the connector has a url. Prints one summary line per folder. While
+    the service runs on the data directory, the sync is queued on it instead (needs
+    ADMIN_TOKEN); the service commits and pushes on its own schedule.
     """
     from gitsync import service
     from gitsync.ids import InvalidId, parse_uuid
 
-    settings = _settings(data_dir=data_dir, log_level=log_level, relay_server_url=relay_server_url,
-                         relay_server_api_key=relay_server_api_key, max_update_bytes=max_update_bytes,
-                         max_attachment_bytes=max_attachment_bytes,
-                         allow_private_attachment_urls=allow_private_attachment_urls)
+    if url:  # nothing local is needed: the service does the work
+        settings = None
+    else:
+        settings = _settings(data_dir=data_dir, log_level=log_level, relay_server_url=relay_server_url,
+                             relay_server_api_key=relay_server_api_key, max_update_bytes=max_update_bytes,
+                             max_attachment_bytes=max_attachment_bytes,
+                             allow_private_attachment_urls=allow_private_attachment_urls)
     if sync_all == bool(relay_id or folder_id):
         raise click.UsageError("give either --relay-id and --folder-id, or --all")
     selection = None
@@ -283,10 +308,20 @@ def sync(data_dir, log_level, relay_server_url, relay_server_api_key, relay_id, 
             selection = (parse_uuid(relay_id, what="--relay-id"), parse_uuid(folder_id, what="--folder-id"))
         except InvalidId as exc:
             raise click.BadParameter(str(exc)) from None
+    if settings is None:
+        _sync_remotely(url, admin_token, selection, confirm_deletions, no_push)
+        return
     progress = _progress_printer() if sys.stderr.isatty() else None
     try:
         outcome = service.sync_once(settings, selection=selection, confirm_deletions=confirm_deletions,
                                     push=not no_push, progress=progress)
+    except service.DataDirInUse as exc:
+        if not admin_token:
+            raise click.ClickException(
+                f"{exc}; to sync through the running service, set ADMIN_TOKEN to its admin token "
+                "(and --url if it does not listen on http://127.0.0.1:$PORT)") from None
+        _sync_remotely(f"http://127.0.0.1:{settings.port}", admin_token, selection, confirm_deletions, no_push)
+        return
     except (service.CredentialsError, ConfigError) as exc:
         raise ConfigurationError(str(exc)) from None
     except service.ServiceError as exc:
@@ -295,6 +330,22 @@ def sync(data_dir, log_level, relay_server_url, relay_server_api_key, relay_id, 
         click.echo(line)
     if not outcome.ok:
         raise click.exceptions.Exit(1)
+
+
+def _sync_remotely(url, admin_token, selection, confirm_deletions, no_push) -> None:
+    """Queue the sync on the running service and say where to follow it."""
+    from gitsync.adminclient import AdminError, normalize_url, request_sync
+
+    if no_push:
+        raise click.UsageError("--no-push cannot be used with a running service: it pushes on its own schedule")
+    try:
+        answer = request_sync(url, admin_token, selection, confirm_deletions=confirm_deletions)
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from None
+    base = normalize_url(url)
+    for folder in answer.get("folders", []):
+        click.echo(f"{folder['relay_id']}/{folder['folder_id']}: full sync queued on the service at {base}")
+    click.echo(f"follow it with: cli.py status --url {base}")
 
 
 def _progress_printer():
@@ -311,34 +362,42 @@ def _progress_printer():
 
 @cli.command()
 @_common
-@click.option("--url", help="Ask a running service instead, e.g. http://127.0.0.1:8000 (GET /api/status).")
-def status(data_dir, log_level, url) -> None:
-    """Show each connector's sync state: files, pending commits, held deletions, pushes.
+@_admin_options
+@click.option("--url", help="Ask a running service instead, e.g. http://127.0.0.1:8000 (GET /api/status, "
+              "with ADMIN_TOKEN).")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw data as JSON instead of the summary.")
+def status(data_dir, log_level, admin_token, url, as_json) -> None:
+    """Show each connector's sync state: files, failures and last error, held deletions, pushes.
 
     Reads the data directory (safe while the service runs), or a running service's
-    /api/status with --url.
+    /api/status with --url; both print the same summary.
     """
+    import json
+
+    from gitsync import statusview
+
     if url:
-        import json
+        from gitsync.adminclient import AdminError, get_status
 
-        import requests
-
-        if "://" not in url:
-            url = "http://" + url
         try:
-            reply = requests.get(url.rstrip("/") + "/api/status", timeout=10)
-            reply.raise_for_status()
-        except requests.RequestException as exc:
-            raise click.ClickException(f"cannot read {url}/api/status: {type(exc).__name__}") from None
-        click.echo(json.dumps(reply.json(), indent=2, sort_keys=True))
+            data = get_status(url, admin_token)
+        except AdminError as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        settings = _settings(data_dir=data_dir, log_level=log_level)
+        if not settings.data_dir.is_dir():
+            raise ConfigurationError(f"data directory {settings.data_dir} does not exist "
+                                     "(check --data-dir / RELAY_GIT_DATA_DIR)")
+        config = _connectors(settings)
+        if not config.connectors and not as_json:
+            click.echo(f"no connectors in {settings.connectors_path}")
+            return
+        data = statusview.offline_status(settings, config)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
-    from gitsync import service
-
-    settings = _settings(data_dir=data_dir, log_level=log_level)
-    if not settings.data_dir.is_dir():
-        raise ConfigurationError(f"data directory {settings.data_dir} does not exist "
-                                   "(check --data-dir / RELAY_GIT_DATA_DIR)")
-    _echo_per_connector(settings, service.offline_status)
+    for line in statusview.render_status(data):
+        click.echo(line)
 
 
 @cli.command()

@@ -38,7 +38,7 @@ __all__ = [
 
 CONNECTORS_FILE = "git_connectors.toml"
 SECRET_FIELDS = ("relay_server_api_key", "webhook_secret", "ssh_private_key", "https_username",
-                 "https_password")
+                 "https_password", "admin_token")
 
 # Environment variable for each setting (the contract of SPEC.md plus our own extras).
 ENV_VARS: dict[str, str] = {
@@ -67,6 +67,9 @@ ENV_VARS: dict[str, str] = {
     "https_username": "GIT_HTTPS_USERNAME",
     "https_password": "GIT_HTTPS_PASSWORD",
     "allow_private_attachment_urls": "RELAY_GIT_ALLOW_PRIVATE_ATTACHMENT_URLS",
+    "admin_token": "ADMIN_TOKEN",
+    "metrics_public": "METRICS_PUBLIC",
+    "health_grace": "RELAY_GIT_HEALTH_GRACE",
 }
 
 
@@ -178,6 +181,14 @@ class Settings:
     # Credentials for https:// remotes (GIT_HTTPS_USERNAME / GIT_HTTPS_PASSWORD).
     https_username: str | None = field(default=None, repr=False)
     https_password: str | None = field(default=None, repr=False)
+    # Bearer token for the operator endpoints (/api/status, POST /api/sync, /metrics);
+    # without it /api/status and /api/sync are not served at all.
+    admin_token: str | None = field(default=None, repr=False)
+    # Serve /metrics without a token (for a scraper on a private network).
+    metrics_public: bool = False
+    # Seconds a folder may keep failing (relay unreachable, push failing) before
+    # /health says degraded: a short outage heals by itself and is not worth an alert.
+    health_grace: float = 180.0
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.log_safe().items())
@@ -202,12 +213,12 @@ class Settings:
         """Every secret value these settings hold; nothing shown or logged may contain one.
 
         The one list of them: the Relay API key (and credentials in the Relay URL), the
-        webhook secret, the SSH private key (also line by line), the https password, and
+        webhook secret, the SSH private key (also line by line), the https password, the admin token, and
         the https user name when no password goes with it (alone, it is the token).
         Remote URL credentials are :attr:`ConnectorsConfig.secrets`.
         """
         values = [self.relay_server_api_key, self.webhook_secret, self.ssh_private_key,
-                  self.https_password, *url_secrets(self.relay_server_url)]
+                  self.https_password, self.admin_token, *url_secrets(self.relay_server_url)]
         if not self.https_password:
             values.append(self.https_username)
         if self.ssh_private_key:
@@ -266,7 +277,7 @@ class Settings:
 
 # Settings read from the environment only (no command-line flag).
 ENV_ONLY = {"fetch_concurrency", "author_name", "author_email", "trust_on_first_use", "ssh_idle_timeout",
-            "max_file_bytes", "https_username", "https_password"}
+            "max_file_bytes", "https_username", "https_password", "health_grace"}
 
 MIN_SIZE_CAP = 4096  # bytes: the smallest size cap accepted
 
@@ -313,6 +324,8 @@ _KINDS = {
     "max_update_bytes": int,
     "max_attachment_bytes": int,
     "allow_private_attachment_urls": bool,
+    "metrics_public": bool,
+    "health_grace": float,
 }
 
 
@@ -366,6 +379,11 @@ def validate(settings: Settings) -> Settings:
         raise bad("--ssh-idle-timeout", "must be more than 0 seconds", settings.ssh_idle_timeout)
     if not 0 <= settings.proxy_hops <= 10:
         raise bad("--proxy-hops", "must be between 0 (no proxy) and 10", settings.proxy_hops)
+    if settings.health_grace < 0:
+        raise bad("--health-grace", "must be 0 or more seconds", settings.health_grace)
+    if settings.admin_token is not None and settings.admin_token != "" and len(settings.admin_token) < 16:
+        raise bad("--admin-token", "must be at least 16 characters (e.g. openssl rand -hex 32)",
+                  "REDACTED")
     if settings.reconcile_interval < 0:
         raise bad("--reconcile-interval", "must be 0 (off) or more seconds", settings.reconcile_interval)
     # Below a few KiB even an empty folder's index would be refused.

@@ -5,6 +5,10 @@ endpoints relay-git-sync reads (PROTOCOL.md) over real HTTP on 127.0.0.1, servin
 documents that pycrdt builds in the layouts the Relay plugin uses, so that tests and
 ``cli.py demo`` exercise the real client, sockets and decoders without a Node server.
 
+Like the real server with ``RELAY_SERVER_WEBHOOK_CONFIG``, it can POST a webhook for every
+document change to configured URLs, each taking only the documents whose id starts with
+its ``prefix`` (see :meth:`DevRelay.set_webhooks`): one attempt, no retry.
+
 What it offers beyond the protocol is for tests: fault injection (fail the next N
 requests, serve raw bytes for a document, serve wrong bytes for a hash, answer gzip
 whatever was asked for, send chunked or with a false ``Content-Length``), large
@@ -33,6 +37,7 @@ import hashlib
 import hmac
 import json
 import logging
+import queue
 import re
 import secrets
 import socket
@@ -449,6 +454,11 @@ class DevRelay:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.url: str | None = None
+        # webhook sender: configs, documents waiting to be announced, deliveries made
+        self._webhooks: list[dict[str, Any]] = []
+        self._outbox: queue.Queue[str | None] = queue.Queue()
+        self._sender: threading.Thread | None = None
+        self.deliveries: list[tuple[str, str, int | None]] = []  # (url, doc id, HTTP status or None)
 
     def __repr__(self) -> str:
         return f"DevRelay(url={self.url!r}, api_key=REDACTED, docs={len(self._docs)})"
@@ -486,6 +496,10 @@ class DevRelay:
     def stop(self) -> None:
         """Shut down, join the serving thread and close the socket (idempotent)."""
         self._open.set()
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            self._outbox.put(None)
+            sender.join()
         server, thread = self._server, self._thread
         if server is None:
             return
@@ -845,6 +859,8 @@ class DevRelay:
         if snapshot is not None and head is not None and yframes.same_head(head, snapshot):
             return
         self._modified[key] = int(time.time() * 1000)
+        if self._webhooks:
+            self._outbox.put(key)
         self._forgotten.discard(key)
         self._backfilled.discard(key)
         self._snapshots.pop(key, None)
@@ -949,6 +965,43 @@ class DevRelay:
             sock.send(yframes.encode(yframes.Subdocs(heads)))
 
     # -- webhooks ---------------------------------------------------------------------
+
+    def set_webhooks(self, config: list[dict[str, Any]]) -> None:
+        """Announce every later document change by POST, like the Relay Server's
+        ``RELAY_SERVER_WEBHOOK_CONFIG``.
+
+        Args:
+            config: entries ``{"url", "auth_token", "prefix" (optional), "timeout_ms"
+                (optional, 5000)}``; an entry takes a document only when its compound id
+                starts with ``prefix``. The token is sent as ``Authorization: Bearer``.
+        """
+        with self._lock:
+            self._webhooks = [dict(entry) for entry in config]
+            if self._webhooks and self._sender is None:
+                self._sender = threading.Thread(target=self._send_webhooks, name="devrelay-webhooks", daemon=True)
+                self._sender.start()
+
+    def _send_webhooks(self) -> None:
+        import requests
+
+        with requests.Session() as session:
+            while True:
+                key = self._outbox.get()
+                if key is None:
+                    return
+                with self._lock:
+                    targets = [w for w in self._webhooks if key.startswith(w.get("prefix") or "")]
+                for hook in targets:
+                    status: int | None = None
+                    try:
+                        reply = session.post(hook["url"], json=self.webhook_payload(key),
+                                             headers={"Authorization": f"Bearer {hook.get('auth_token', '')}"},
+                                             timeout=hook.get("timeout_ms", 5000) / 1000)
+                        status = reply.status_code
+                    except requests.RequestException as exc:  # one attempt, like the real server
+                        log.debug("devrelay webhook not delivered url=%s doc=%s error=%s", hook["url"], key, exc)
+                    with self._lock:
+                        self.deliveries.append((hook["url"], key, status))
 
     @staticmethod
     def webhook_payload(

@@ -520,8 +520,8 @@ class Engine:
         report.held = reason
         log.error(
             "mass deletion held, not applied relay=%s folder=%s files=%d reason=%s (applied when a "
-            "read %.0f s later confirms it; or stop the service and run: cli.py sync --relay-id %s "
-            "--folder-id %s --confirm-deletions)",
+            "read %.0f s later confirms it; or run: cli.py sync --relay-id %s --folder-id %s "
+            "--confirm-deletions, with ADMIN_TOKEN set while the service runs)",
             connector.relay_id, connector.folder_id, len(doomed), reason, self.hold_confirm_seconds,
             connector.relay_id, connector.folder_id,
         )

@@ -74,6 +74,7 @@ __all__ = [
     "pack_if_needed",
     "parse_remote_url",
     "clear_stale_locks",
+    "count_unpushed",
     "has_unpushed",
     "remote_head",
     "set_remote",
@@ -832,6 +833,21 @@ def has_unpushed(repo: Repo, *, branch: str, remote_name: str) -> bool:
     local = _get_ref(repo, _ref(branch))
     tracking = _get_ref(repo, f"refs/remotes/{remote_name}/{branch}".encode())
     return local is not None and local != tracking
+
+
+def count_unpushed(repo: Repo, *, branch: str, remote_name: str, limit: int = 10_000) -> int:
+    """Local commits not under the remote-tracking ref (at most ``limit``; no network).
+
+    A repository never pushed counts its whole history (up to ``limit``).
+    """
+    local = _get_ref(repo, _ref(branch))
+    if local is None:
+        return 0
+    tracking = _get_ref(repo, f"refs/remotes/{remote_name}/{branch}".encode())
+    if local == tracking:
+        return 0
+    exclude = [tracking] if tracking is not None and tracking in repo.object_store else []
+    return sum(1 for _ in repo.get_walker(include=[local], exclude=exclude, max_entries=limit))
 
 
 def set_remote(repo: Repo, name: str, url: str, *, branch: str) -> bool:

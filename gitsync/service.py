@@ -8,27 +8,32 @@ engine, gitrepo and the work queue in the right order and keeps their status.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from . import __version__
 from .backoff import Backoff
 from .config import ConfigError, Connector, ConnectorsConfig, Settings, load_connectors
 from .engine import Engine, SyncAborted, SyncReport
 from .gitrepo import GitError
+from .health import HEALTH_FILE, Health, HealthTracker, iso_time
+from .metrics import FolderView, Metrics, QueueView
 from .publish import Publisher, PushOutcome, remote_spec
 from .redact import redact, redact_url
 from .relay import RelayClient, Unauthorized
 from .schedule import CommitSchedule
-from .service_errors import CredentialsError, ServiceError, ServiceUnavailable
+from .service_errors import CredentialsError, DataDirInUse, ServiceError, ServiceUnavailable
 from .state import DataDirBusy
 from .transports import Transports
 from .workqueue import JournalError, Lane, QueueClosed, WorkQueue
 
 __all__ = [
     "CredentialsError",
+    "DataDirInUse",
     "Service",
     "ServiceError",
     "ServiceUnavailable",
@@ -56,12 +61,15 @@ class SyncOutcome:
 
 
 def open_engine(settings: Settings, connectors: ConnectorsConfig | None = None, *,
-                lock_timeout: float = 0.0) -> Engine:
+                lock_timeout: float = 0.0, wrap_relay: Callable[[RelayClient], object] | None = None) -> Engine:
     """An engine with its Relay client, for the settings given.
+
+    Args:
+        wrap_relay: wraps the client the engine reads with (the service counts reads).
 
     Raises:
         ConfigError: the Relay URL/key are missing or git_connectors.toml is invalid.
-        ServiceError: another process uses the data directory.
+        DataDirInUse: another process uses the data directory.
     """
     settings.require_relay()
     if connectors is None:
@@ -77,10 +85,11 @@ def open_engine(settings: Settings, connectors: ConnectorsConfig | None = None, 
         allow_private_attachment_urls=settings.allow_private_attachment_urls,
     )
     try:
-        return Engine(settings, relay, connectors, lock_timeout=lock_timeout)
+        return Engine(settings, wrap_relay(relay) if wrap_relay else relay, connectors,  # type: ignore[arg-type]
+                      lock_timeout=lock_timeout)
     except DataDirBusy as exc:
         relay.close()
-        raise ServiceError(str(exc)) from None
+        raise DataDirInUse(str(exc)) from None
 
 
 def sync_once(
@@ -246,68 +255,6 @@ def connector_problems(settings: Settings, config: ConnectorsConfig) -> list[str
     return problems
 
 
-def offline_status(settings: Settings, config: ConnectorsConfig) -> list[str]:
-    """Per connector, what the state database and repository say (read-only, no lock).
-
-    Works while the service runs: the database is read in a transaction of its own.
-    """
-    import json
-
-    from dulwich.repo import Repo
-
-    from . import gitrepo
-    from .state import StateRegistry, damaged_state_files
-
-    lines = []
-    journal = settings.queue_dir / "journal.jsonl"
-    if journal.exists():
-        outstanding: dict[str, int] = {}
-        for raw in journal.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(raw)
-                key = "/".join(record["key"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            outstanding[key] = outstanding.get(key, 0) + (1 if record.get("op") == "put" else -1)
-        waiting = sum(1 for n in outstanding.values() if n > 0)
-        lines.append(f"queue: {waiting} accepted webhook(s) not yet applied")
-    states = StateRegistry(settings.data_dir, readonly=True)
-    try:
-        relays = {c.relay_id: states.relay(c.relay_id) for c in config.connectors}
-        if states.problem:
-            lines.append(f"state: {states.problem}")
-    finally:
-        states.close()
-    for connector in config.connectors:
-        folder = relays[connector.relay_id].folders.get(connector.folder_id)
-        lines.append(f"{connector.name} -> {redact_url(connector.url) or '(local only)'}")
-        damaged = damaged_state_files(settings.data_dir, connector.relay_id)
-        if damaged:
-            lines.append(f"  state files were damaged and set aside ({', '.join(damaged)}); "
-                         "the next full sync rebuilds them")
-        if folder is None:
-            lines.append("  never synced")
-            continue
-        files = sum(1 for rec in folder.files.values() if rec.type != "folder")
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(folder.last_sync)) if folder.last_sync else "never"
-        lines.append(f"  files: {files}, last sync: {when}, uncommitted paths: {len(folder.dirty)}")
-        if folder.held:
-            lines.append(f"  HELD deletion of {folder.held.get('count')} file(s): {folder.held.get('reason')} "
-                         f"(applied when a later read confirms it; or stop the service and run: cli.py sync "
-                         f"--relay-id {connector.relay_id} --folder-id {connector.folder_id} --confirm-deletions)")
-        repo_dir = settings.repo_dir(connector)
-        if (repo_dir / ".git").exists():
-            with Repo(str(repo_dir)) as repo:
-                head = gitrepo.head_commit(repo, connector.branch)
-                line = f"  head: {head[:10] if head else '(no commit yet)'}"
-                if connector.url:
-                    line += ", unpushed commits: " + (
-                        "yes" if gitrepo.has_unpushed(repo, branch=connector.branch,
-                                                      remote_name=connector.remote_name) else "none")
-                lines.append(line)
-    return lines
-
-
 # --- the long-running service ---------------------------------------------------------
 
 
@@ -321,14 +268,13 @@ class State(StrEnum):
 
 @dataclass
 class FolderStatus:
-    """What /api/status shows per connector; errors are redacted before they land here."""
+    """What /api/status shows per connector (failures and errors: :class:`HealthTracker`)."""
 
     state: str = "waiting"
     last_success: float | None = None
-    last_error: str | None = None
-    failures: int = 0
     last_commit: str | None = None
     push: PushOutcome | None = None
+    unpushed: int | None = None
 
 
 class Service:
@@ -347,10 +293,15 @@ class Service:
     """
 
     def __init__(self, settings: Settings, connectors: ConnectorsConfig | None = None):
+        log.info("relay-git-sync %s starting pid=%d data_dir=%s", __version__, os.getpid(), settings.data_dir)
         self.settings = settings
         self.config = connectors if connectors is not None else self.check(settings)
+        self.metrics = Metrics()
+        self.health_tracker = HealthTracker(settings.data_dir / "state" / HEALTH_FILE, grace=settings.health_grace)
+        folder_docs = {f"{c.relay_id}-{c.folder_id}" for c in self.config.connectors}
         # A gunicorn worker replacing another waits for it to let go of the data dir.
-        self.engine = open_engine(settings, self.config, lock_timeout=60.0)
+        self.engine = open_engine(settings, self.config, lock_timeout=60.0,
+                                  wrap_relay=lambda relay: self.metrics.instrument(relay, lambda: folder_docs))
         self.publisher = Publisher(settings, self.config)
         self.schedule = CommitSchedule(settings.commit_interval)
         self.engine.on_change = self._on_change
@@ -371,10 +322,16 @@ class Service:
         self._lock = threading.Lock()
         self._secrets = [*settings.secrets, *self.config.secrets]
         self._relays = {c.relay_id for c in self.config.connectors}
+        self._wake = threading.Event()  # the reconciler has requested syncs to run
+        self._requested: dict[tuple[str, str], bool] = {}  # POST /api/sync: key -> confirm deletions
+        self._down_since: dict[tuple[str, str], float] = {}  # websocket seen not connected since
         # Websocket connectors: their sockets feed accept(); their startup, reconcile
         # and reconnects catch up by document heads (see transports.py).
         self.transports = Transports(settings, self.config, self.engine, self.queue,
                                      accept=self.accept, resync=self._full_sync)
+        self.metrics.connectors([c.key for c in self.config.connectors],
+                                with_remote=[c.key for c in self.config.connectors if c.url])
+        self.metrics.observe(queue=self._queue_view, folders=self._folder_views)
 
     @staticmethod
     def check(settings: Settings) -> ConnectorsConfig:
@@ -443,6 +400,7 @@ class Service:
             log.warning("stopping with work still queued; it resumes on the next start "
                         "pending=%d", self.queue.pending_count)
         self._stop.set()
+        self._wake.set()
         self.queue.close()
         for thread in self._threads:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
@@ -480,9 +438,12 @@ class Service:
             raise ServiceUnavailable("service is shutting down; not accepted") from None
         except JournalError as exc:
             log.error("cannot journal a webhook, answering 503 doc=%s error=%s", doc_id, exc)
+            self.health_tracker.note("journal", None, "cannot store webhooks durably: is the data "
+                                     "directory writable and not full?")
             raise ServiceUnavailable(
                 "cannot store the event durably (is the data directory writable and not full?)"
             ) from None
+        self.health_tracker.note("journal", None, None)
         with self._lock:
             self._counts["accepted" if created else "merged"] += 1
         return {"status": "queued" if created else "merged", "doc_id": event["doc_id"]}
@@ -531,22 +492,26 @@ class Service:
         status = self._status.setdefault(connector.key, FolderStatus())
         # No folder lock here: the engine fetches outside it and writes under it, so a
         # long full sync of this folder does not hold this webhook back.
+        started, synced = time.monotonic(), False
         try:
             status.state = "syncing"
             if what == "folder":
                 report = self.engine.sync_folder(connector, full=False)
             else:
                 report = self.engine.sync_docs(connector, [doc for _, doc in batch])
+            synced = not report.failed
         except Unauthorized as exc:
-            self._record_error(connector, f"relay refused the API key: {exc}")
+            self._record_error(connector, f"relay refused the API key: {exc}", permanent=True)
             return dict.fromkeys(batch, 60.0)
         except SyncAborted as exc:
             self._record_error(connector, str(exc))
             return {key: self._backoff(key) for key in batch}
         except Exception as exc:  # a bug: keep the worker alive, say so in status, retry
             log.exception("unexpected error syncing relay=%s folder=%s", connector.relay_id, connector.folder_id)
-            self._record_error(connector, f"internal error: {exc}")
+            self._record_error(connector, f"internal error: {exc}", kind="internal")
             return {key: self._backoff(key) for key in batch}
+        finally:
+            self.metrics.sync_finished("interactive", time.monotonic() - started, ok=synced)
         with self._lock:
             self._counts["processed"] += len(batch)
         result: dict[tuple[str, str], float | None] = dict.fromkeys(batch)
@@ -566,8 +531,7 @@ class Service:
             self._retry.reset(key)
             self._unknown_since.pop(key, None)
         status.last_success = time.time()
-        status.failures = 0
-        status.last_error = None
+        self.health_tracker.succeeded(connector.key, "read", "internal")
         return result
 
     def _unknown_document(self, key: tuple[str, str]) -> float | None:
@@ -603,15 +567,17 @@ class Service:
                     self.queue.put((relay_id, connector.folder_id))
         return 2.0
 
-    def _record_error(self, connector: Connector, message: str) -> None:
+    def _record_error(self, connector: Connector, message: str, *, kind: str = "read",
+                      permanent: bool = False) -> None:
+        """Count a failure of the folder's ``kind`` of work (read, commit, internal)."""
         status = self._status.setdefault(connector.key, FolderStatus())
         status.state = "backing_off"
-        status.failures += 1
-        status.last_error = redact(message, self._secrets)
+        error = redact(message, self._secrets)
+        fails = self.health_tracker.failed(connector.key, kind, error, permanent=permanent)
         with self._lock:
             self._counts["failed"] += 1
         log.warning("sync failed, will retry relay=%s folder=%s fails=%d error=%s",
-                    connector.relay_id, connector.folder_id, status.failures, status.last_error)
+                    connector.relay_id, connector.folder_id, fails, error)
 
     # --- commit timer and reconcile -------------------------------------------------
 
@@ -662,11 +628,11 @@ class Service:
             try:
                 self._commit_and_push(connector, final=final)
             except GitError as exc:  # e.g. a lock file someone holds: said plainly, retried
-                self._record_error(connector, f"commit failed: {exc}")
+                self._record_error(connector, f"commit failed: {exc}", kind="commit")
             except Exception as exc:  # one broken repository must not stop the others
                 log.exception("commit or push failed relay=%s folder=%s",
                               connector.relay_id, connector.folder_id)
-                self._record_error(connector, f"commit or push failed: {exc}")
+                self._record_error(connector, f"commit or push failed: {exc}", kind="commit")
 
     def _commit_and_push(self, connector: Connector, *, final: bool = False,
                          force_push: bool = False) -> bool:
@@ -674,42 +640,78 @@ class Service:
         True when a commit was made."""
         status = self._status.setdefault(connector.key, FolderStatus())
         done = self.publisher.publish(self.engine, connector, force_push=force_push, final=final)
+        self.health_tracker.succeeded(connector.key, "commit")
         if done.commit:
             status.last_commit = done.commit
+            self.metrics.committed(connector.key)
             with self._lock:
                 self._counts["commits"] += 1
+        if connector.url and (done.commit or done.push is not None or status.unpushed is None):
+            status.unpushed = self._count_unpushed(connector)
         if done.push is None:
             return bool(done.commit)
-        status.push = done.push
-        if done.push.ok and done.push.status != "up-to-date":
+        push = status.push = done.push
+        sent = push.ok and push.status != "up-to-date"
+        self.metrics.pushed(connector.key, ok=push.ok, sent=sent, permanent=push.permanent, at=push.at)
+        if push.ok:
+            self.health_tracker.succeeded(connector.key, "push")
+        else:
+            self.health_tracker.failed(connector.key, "push", push.error or "push failed", permanent=push.permanent)
+        if sent:
             with self._lock:
                 self._counts["pushes"] += 1
         return bool(done.commit)
 
+    def _count_unpushed(self, connector: Connector) -> int | None:
+        """Local commits the remote does not have yet (a local read, no network)."""
+        from .gitrepo import count_unpushed
+
+        try:
+            with self.engine.repo_lock(connector):
+                count = count_unpushed(self.engine.repo(connector), branch=connector.branch,
+                                       remote_name=connector.remote_name)
+        except Exception as exc:  # only a number for status and metrics
+            log.debug("unpushed commits not counted relay=%s folder=%s error=%s",
+                      connector.relay_id, connector.folder_id, exc)
+            return None
+        self.metrics.unpushed_commits(connector.key, count)
+        return count
+
     def _reconciler(self) -> None:
-        """The startup sync of every connector, then a reconcile every interval.
+        """The startup sync of every connector, then a reconcile every interval, and the
+        full syncs asked for through :meth:`request_full_sync`.
 
         Connectors are synced ``STARTUP_SYNCS`` at a time: a large folder does not hold
         back the startup of the others (their fetches share the bulk lane)."""
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(STARTUP_SYNCS, thread_name_prefix="startup") as pool:
-            list(pool.map(self._startup_sync, self.config.connectors))
+            failed = sum(not ok for ok in pool.map(self._startup_sync, self.config.connectors))
         if self._stop.is_set():
             return
         self.initial_sync_done.set()
         self.transports.startup_done()
         if self.state == State.INITIAL_SYNC:
             self._set_state(State.RUNNING)
-        log.info("initial sync complete connectors=%d", len(self.config.connectors))
+        log.log(logging.WARNING if failed else logging.INFO, "initial sync complete folders=%d failed=%d",
+                len(self.config.connectors), failed)
         interval = self.settings.reconcile_interval
-        while interval > 0 and not self._stop.wait(interval):
-            with ThreadPoolExecutor(STARTUP_SYNCS, thread_name_prefix="reconcile") as pool:
-                list(pool.map(self._reconcile_one, self.config.connectors))
+        next_due = time.monotonic() + interval if interval > 0 else None
+        while not self._stop.is_set():
+            wait = None if next_due is None else max(0.0, next_due - time.monotonic())
+            self._wake.wait(wait)
+            if self._stop.is_set():
+                return
+            self._run_requested()
+            if next_due is not None and time.monotonic() >= next_due:
+                with ThreadPoolExecutor(STARTUP_SYNCS, thread_name_prefix="reconcile") as pool:
+                    list(pool.map(lambda c: self._guarded_sync(c, "reconcile"), self.config.connectors))
+                next_due = time.monotonic() + interval
 
-    def _startup_sync(self, connector: Connector) -> None:
+    def _startup_sync(self, connector: Connector) -> bool:
+        """One connector's startup: commit a crash's leftovers, adopt the remote, full sync."""
         if self._stop.is_set():
-            return
+            return True
         try:
             self.engine.drop_torn_writes(connector)
             if connector.url:
@@ -717,63 +719,152 @@ class Service:
                 # history (adopted into an empty repository, or our unpushed commits
                 # rebuilt on it) so the first sync builds on top of it.
                 self._commit_and_push(connector, force_push=True)
-            self._full_sync(connector, initial=True)
+            return self._full_sync(connector, kind="startup")
         except Exception as exc:  # the other connectors still get their startup sync
             log.exception("startup sync failed relay=%s folder=%s", connector.relay_id, connector.folder_id)
-            self._record_error(connector, f"startup sync failed: {exc}")
+            self._record_error(connector, f"startup sync failed: {exc}", kind="internal")
+            return False
 
-    def _reconcile_one(self, connector: Connector) -> None:
-        if self._stop.is_set():
-            return
+    def _guarded_sync(self, connector: Connector, kind: str, *, confirm_deletions: bool = False) -> None:
         try:
-            self._full_sync(connector)
+            self._full_sync(connector, kind=kind, confirm_deletions=confirm_deletions)
         except Exception as exc:
-            log.exception("reconcile failed relay=%s folder=%s", connector.relay_id, connector.folder_id)
-            self._record_error(connector, f"reconcile failed: {exc}")
+            log.exception("%s sync failed relay=%s folder=%s", kind, connector.relay_id, connector.folder_id)
+            self._record_error(connector, f"{kind} sync failed: {exc}", kind="internal")
 
-    def _full_sync(self, connector: Connector, *, initial: bool = False) -> None:
-        """Startup or reconcile of one connector: a full sync, or for a connector with a
-        websocket a catch-up by document heads (also run after each reconnect)."""
+    def _run_requested(self) -> None:
+        """Run the full syncs asked for through :meth:`request_full_sync`."""
+        with self._lock:
+            self._wake.clear()
+            requested, self._requested = self._requested, {}
+        for connector in self.config.connectors:
+            if connector.key in requested and not self._stop.is_set():
+                self._guarded_sync(connector, "manual", confirm_deletions=requested[connector.key])
+
+    def request_full_sync(self, selection: tuple[str, str] | None = None, *,
+                          confirm_deletions: bool = False) -> list[Connector]:
+        """Queue a full sync of one connector (or all) on the reconciler thread.
+
+        Runs after the startup sync; a websocket connector gets a real full sync, not a
+        catch-up by heads. ``confirm_deletions`` applies a held mass deletion.
+
+        Returns:
+            The connectors queued.
+
+        Raises:
+            NotConfigured: no connector syncs ``selection``.
+            ServiceUnavailable: the service is stopping.
+        """
+        from .service_errors import NotConfigured
+
+        if self.state in (State.STOPPING, State.STOPPED):
+            raise ServiceUnavailable("service is shutting down; not queued")
+        if selection is not None:
+            connector = self.config.find(*selection)
+            if connector is None:
+                raise NotConfigured(f"no connector for relay {selection[0]} folder {selection[1]} "
+                                    f"in {self.settings.connectors_path}")
+            targets = [connector]
+        else:
+            targets = list(self.config.connectors)
+        with self._lock:
+            for connector in targets:
+                self._requested[connector.key] = self._requested.get(connector.key, False) or confirm_deletions
+        self._wake.set()
+        log.info("full sync requested folders=%d confirm_deletions=%s", len(targets), confirm_deletions)
+        return targets
+
+    def _full_sync(self, connector: Connector, *, kind: str = "reconcile", confirm_deletions: bool = False) -> bool:
+        """Startup, reconcile or requested sync of one connector: a full sync, or for a
+        connector with a websocket (except when requested) a catch-up by document heads,
+        also run after each reconnect. Returns True when the folder could be read."""
         status = self._status.setdefault(connector.key, FolderStatus())
-        status.state = "initial_sync" if initial else "reconciling"
+        status.state = "initial_sync" if kind == "startup" else "reconciling"
+        started, synced = time.monotonic(), False
         try:
-            if self.transports.listens(connector):
+            if self.transports.listens(connector) and kind != "manual":
                 report = self.transports.catch_up(connector, progress=_progress_logger(connector))
             else:
-                report = self.engine.sync_folder(connector, full=True,
+                report = self.engine.sync_folder(connector, full=True, confirm_deletions=confirm_deletions,
                                                  progress=_progress_logger(connector))
+            synced = not report.failed
         except (SyncAborted, Unauthorized) as exc:
-            self._record_error(connector, str(exc))
+            refused = isinstance(exc, Unauthorized)
+            self._record_error(connector, f"relay refused the API key: {exc}" if refused else str(exc),
+                               permanent=refused)
             # retried by the work queue with backoff, like a folder webhook
             self.queue.put_later((connector.relay_id, connector.folder_id), self._backoff(connector.key))
-            return
+            return False
         except Exception as exc:
             log.exception("full sync crashed relay=%s folder=%s", connector.relay_id, connector.folder_id)
-            self._record_error(connector, f"internal error: {exc}")
+            self._record_error(connector, f"internal error: {exc}", kind="internal")
             self.queue.put_later((connector.relay_id, connector.folder_id), self._backoff(connector.key))
-            return
+            return False
+        finally:
+            self.metrics.sync_finished(kind, time.monotonic() - started, ok=synced)
         self._retry.reset(connector.key)
         status.state = "held" if report.held else "idle"
         status.last_success = time.time()
-        status.failures = 0
-        status.last_error = None
+        self.health_tracker.succeeded(connector.key, "read", "internal")
         if report.failed:
             self.queue.put_later((connector.relay_id, connector.folder_id), 5.0)
+        return True
 
     # --- reporting ------------------------------------------------------------------
 
+    def _observe_conditions(self) -> None:
+        """Note what health reads from outside the failure streaks: held deletions and
+        websockets that are refused or have stayed down."""
+        now = time.time()
+        tracker = self.health_tracker
+        for connector in self.config.connectors:
+            key = connector.key
+            held = self.engine.folder_state(connector).held
+            tracker.note("held_deletion", key,
+                         f"mass deletion held: {held.get('count')} file(s), {held.get('reason')}" if held else None)
+            transport = self.transports.status(connector)
+            state = transport.get("state")
+            if state is None or state == "connected":
+                self._down_since.pop(key, None)
+                tracker.note("websocket", key, None)
+                continue
+            if state == "stopped":
+                continue
+            since = self._down_since.setdefault(key, now)
+            error = transport.get("last_error") or f"websocket {state}"
+            tracker.note("websocket", key, error, permanent=state == "unauthorized", since=since)
+
     def health(self) -> dict:
-        return {
+        """``/health``: ``status`` is ok, degraded (with reasons) or unhealthy (answered 503)."""
+        self._observe_conditions()
+        verdict, reasons = self.health_tracker.evaluate([c.key for c in self.config.connectors])
+        if self.state in (State.STOPPING, State.STOPPED) and verdict == Health.OK:
+            verdict = Health.DEGRADED
+        body = {
+            "status": verdict.value,
+            "version": __version__,
             "state": self.state.value,
             "initial_sync": "done" if self.initial_sync_done.is_set() else "running",
             "queue": self.queue.pending_count if not self.queue.closed else 0,
         }
+        if reasons:
+            body["reasons"] = [r.as_dict() for r in reasons]
+        return body
 
     def status(self) -> dict:
+        """``/api/status``: per folder state, failures, errors, push and transport; times in ISO 8601."""
         folders = []
         for connector in self.config.connectors:
             st = self._status.get(connector.key, FolderStatus())
             fstate = self.engine.folder_state(connector)
+            health = self.health_tracker.folder(connector.key)
+            transport = self.transports.status(connector)
+            for name in ("connected_since", "last_event", "last_error_at"):
+                if name in transport:
+                    transport[name] = iso_time(transport[name])
+            push = st.push.as_status() if st.push else None
+            if push is not None:
+                push["at"] = iso_time(push["at"])
             folders.append({
                 "relay_id": connector.relay_id,
                 "folder_id": connector.folder_id,
@@ -781,29 +872,59 @@ class Service:
                 "branch": connector.branch,
                 "prefix": connector.prefix,
                 "state": st.state,
-                "last_success": st.last_success,
-                "failures": st.failures,
-                "last_error": st.last_error,
+                "last_success": iso_time(st.last_success),
+                "last_sync": iso_time(fstate.last_sync),
+                "failures": health.failures,
+                "last_error": health.last_error,
+                "last_error_at": iso_time(health.last_error_at),
+                "problems": [{"kind": p.kind, "error": p.error, "since": iso_time(p.since),
+                              "failures": p.failures, "permanent": p.permanent} for p in health.problems],
                 "last_commit": st.last_commit,
                 # list()/dict() copy in one step: workers change these while we read
                 "files": sum(1 for r in list(fstate.files.values()) if r.type != "folder"),
                 "uncommitted_paths": len(fstate.dirty),
-                "held_deletion": ({k: v for k, v in dict(held).items() if k != "docs"}
-                                  if (held := fstate.held) else None),
-                "push": st.push.as_status() if st.push else None,
+                "unpushed_commits": st.unpushed if connector.url else None,
+                "held_deletion": ({k: iso_time(v) if k == "since" else v for k, v in dict(held).items()
+                                   if k != "docs"} if (held := fstate.held) else None),
+                "push": push,
                 "left_out": [{"path": path, "reason": reason} for path, reason in self.engine.left_out(connector)],
-                "transport": self.transports.status(connector),
+                "transport": transport,
             })
         with self._lock:
             counts = dict(self._counts)
+        health = self.health()
         return {
+            "version": __version__,
             "state": self.state.value,
+            "health": health["status"],
+            "health_reasons": health.get("reasons", []),
             "initial_sync": "done" if self.initial_sync_done.is_set() else "running",
             "queue": ({k: v for k, v in self.queue.snapshot().items() if k != "journal"}
+                      | {"oldest_age_seconds": round(self.queue.oldest_age(), 1)}
                       if not self.queue.closed else {}),
             "counts": counts,
             "folders": folders,
         }
+
+    def _queue_view(self) -> QueueView:
+        if self.queue.closed:
+            return QueueView()
+        snap = self.queue.snapshot()
+        return QueueView(pending=snap["pending"], in_progress=snap["in_progress"], deferred=snap["deferred"],
+                         oldest_age=self.queue.oldest_age())
+
+    def _folder_views(self) -> list[FolderView]:
+        views = []
+        for connector in self.config.connectors:
+            held = self.engine.folder_state(connector).held
+            transport = self.transports.status(connector)
+            views.append(FolderView(
+                connector.relay_id, connector.folder_id,
+                held_files=int(held.get("count") or 0) if held else 0,
+                failures=self.health_tracker.folder(connector.key).failures,
+                websocket=transport if "state" in transport else None,
+            ))
+        return views
 
     def public_key(self) -> tuple[str, str] | None:
         return self.publisher.public_key()

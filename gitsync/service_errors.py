@@ -6,7 +6,7 @@ whole service (and with it Dulwich, Paramiko and the engine).
 
 from __future__ import annotations
 
-__all__ = ["ServiceError", "CredentialsError", "ServiceUnavailable"]
+__all__ = ["ServiceError", "CredentialsError", "DataDirInUse", "NotConfigured", "ServiceUnavailable"]
 
 
 class ServiceError(Exception):
@@ -19,3 +19,11 @@ class CredentialsError(ServiceError):
 
 class ServiceUnavailable(ServiceError):
     """A webhook could not be queued durably (shutting down, journal unwritable)."""
+
+
+class DataDirInUse(ServiceError):
+    """Another process (usually the running service) holds the data directory."""
+
+
+class NotConfigured(ServiceError):
+    """A request names a folder no connector syncs."""

@@ -117,6 +117,7 @@ class WorkQueue:
         self._min_interval = max(0.0, float(min_interval))
         self._last_start: dict[Key, float] = {}  # keys started within min_interval
         self._starts: deque[tuple[float, Key]] = deque()  # (start, key), oldest first
+        self._since: dict[Key, float] = {}  # outstanding key -> when it was first put (monotonic)
         self._closed = False
         self._stats = {"puts": 0, "merged": 0, "gets": 0, "done": 0, "fsyncs": 0, "compactions": 0}
 
@@ -165,6 +166,7 @@ class WorkQueue:
                 raise QueueClosed("work queue is closed")
             self._stats["puts"] += 1
             lsn = self._journal_put(key, lane)
+            self._since.setdefault(key, time.monotonic())
             created = self._schedule(key, lane, self._clock())
             if not created:
                 self._stats["merged"] += 1
@@ -204,6 +206,7 @@ class WorkQueue:
                 self._wait_merged_durable(key)
                 return False
             lsn = self._journal_put(key, lane)
+            self._since.setdefault(key, time.monotonic())
             self._defer(key, due, lane)
             if lsn is not None:
                 self._wait_durable(lsn)
@@ -304,6 +307,7 @@ class WorkQueue:
                     self._defer(key, earliest, lane)
             elif key not in self._deferred:
                 self._journal_done(key)
+                self._since.pop(key, None)
             if not self._in_progress and not any(self._pending.values()):
                 self._cond.notify_all()  # wait_idle
 
@@ -396,6 +400,14 @@ class WorkQueue:
         """Keys held by workers."""
         with self._lock:
             return len(self._in_progress)
+
+    def oldest_age(self) -> float:
+        """Seconds since the oldest outstanding key (pending, deferred or in progress) was
+        first put; 0 when none is. A key retried with backoff keeps its first time."""
+        with self._lock:
+            if not self._since:
+                return 0.0
+            return max(0.0, time.monotonic() - min(self._since.values()))
 
     @property
     def closed(self) -> bool:
@@ -679,7 +691,9 @@ class WorkQueue:
                 self._lock_fd = None
                 raise JournalError(f"work journal in use by another process path={path}") from exc
             outstanding = self._replay(path)
+            opened = time.monotonic()
             for key, lane in outstanding.items():
+                self._since[key] = opened
                 self._written_lsn += 1
                 self._journaled[key] = self._written_lsn
                 if lane is Lane.BULK:

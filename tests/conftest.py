@@ -14,7 +14,7 @@ import pytest
 
 pytest_plugins = ["tests.fixtures_relay", "tests.fixtures_ssh"]
 
-_SCRUBBED_PREFIXES = ("RELAY_", "WEBHOOK_", "SSH_", "GIT_", "PORT")
+_SCRUBBED_PREFIXES = ("RELAY_", "WEBHOOK_", "SSH_", "GIT_", "PORT", "ADMIN_", "METRICS_")
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import threading
+import time
 import zlib
 
 import pytest
@@ -189,3 +191,47 @@ def test_stop_closes_kept_alive_connections():
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", int(port)), timeout=5).close()
     relay.stop()  # idempotent
+
+
+def test_webhooks_are_sent_to_the_configs_whose_prefix_matches(relay_server):
+    """The stand-in's RELAY_SERVER_WEBHOOK_CONFIG: one POST per change, routed by prefix."""
+    import json as _json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[tuple[str, str, dict]] = []
+    got = threading.Event()
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (stdlib name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Authorization"], _json.loads(body)))
+            self.send_response(202)
+            self.end_headers()
+            got.set()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        mine, other = relay_server.add_folder(), relay_server.add_folder()
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        relay_server.set_webhooks([{"url": f"{base}/a", "auth_token": "tok", "prefix": mine.relay_id},
+                                   {"url": f"{base}/b", "auth_token": "tok", "prefix": "no-such-prefix"}])
+        other.put_markdown("x.md", "x")  # another relay: no delivery
+        mine.put_markdown("a.md", "a")
+        wanted = {mine.compound_id, mine.doc_compound_id("a.md")}  # the folder index and the note
+        deadline = time.monotonic() + 30
+        while {doc for _, doc, _ in relay_server.deliveries} != wanted and time.monotonic() < deadline:
+            got.wait(0.1)
+            got.clear()
+        assert {doc for _, doc, _ in relay_server.deliveries} == wanted
+        assert all(path == "/a" and auth == "Bearer tok" for path, auth, _ in received)
+        assert all(body["eventType"] == "document.updated" and body["payload"]["doc_id"].startswith(mine.relay_id)
+                   for _, _, body in received)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

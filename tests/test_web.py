@@ -35,6 +35,7 @@ COMPOUND = f"{RELAY}-{DOC}"
 BEARER_SECRET = "marker-bearer-secret-7f3a9c"
 SIGNING_SECRET = "whsec_" + "bWFya2VyLXNpZ25pbmctc2VjcmV0LWtleS0wMTIz"  # unpadded is fine
 NOW = 1_700_000_000
+ADMIN_TOKEN = "marker-admin-token-5e1d0b7c"
 
 
 class RecordingService:
@@ -535,9 +536,11 @@ def test_proxy_prefix_is_respected_when_proxy_hops_are_set(service, caplog, hops
 
 
 def test_health_with_service(client):
+    from gitsync import __version__
+
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "initial_sync": "done"}
+    assert response.get_json() == {"status": "ok", "version": __version__, "initial_sync": "done"}
 
 
 def test_health_without_service():
@@ -561,14 +564,16 @@ def test_pubkey_with_key():
     assert response.get_json() == {"public_key": line, "key_type": "ssh-ed25519"}
 
 
-def test_status(client):
-    response = client.get("/api/status")
+def test_status(service):
+    client = make_app(BEARER_SECRET, service, admin_token=ADMIN_TOKEN).test_client()
+    response = client.get("/api/status", headers=bearer(ADMIN_TOKEN))
     assert response.status_code == 200
     assert response.get_json() == {"folders": [], "counts": {"queued": 0}}
 
 
 def test_status_without_service():
-    response = make_app(BEARER_SECRET, None).test_client().get("/api/status")
+    client = make_app(BEARER_SECRET, None, admin_token=ADMIN_TOKEN).test_client()
+    response = client.get("/api/status", headers=bearer(ADMIN_TOKEN))
     assert response.status_code == 503
     assert response.get_json() == {"error": "service not running"}
 
@@ -608,9 +613,11 @@ def test_openapi_documents_every_status_code(client):
     }
     assert codes == {
         ("/webhooks", "post"): {"200", "202", "400", "401", "413", "500", "503"},
-        ("/health", "get"): {"200"},
+        ("/health", "get"): {"200", "503"},
         ("/api/pubkey", "get"): {"200", "400"},
-        ("/api/status", "get"): {"200", "503"},
+        ("/api/status", "get"): {"200", "401", "404", "503"},
+        ("/api/sync", "post"): {"202", "400", "401", "404", "503"},
+        ("/metrics", "get"): {"200", "401", "404"},
         ("/openapi.yaml", "get"): {"200"},
         ("/openapi.json", "get"): {"200"},
     }

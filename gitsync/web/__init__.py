@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
     """
     from flask_swagger_ui import get_swaggerui_blueprint
 
-    from . import api, webhooks
+    from . import admin, api, webhooks
     from .fastpath import FastPath
 
     if settings is None:
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(admin.bp)
     # Swagger UI from the flask-swagger-ui wheel: no CDN. The page's asset and spec URLs
     # are relative ("./swagger-ui.css", "../openapi.json" from /docs/), so they stay
     # right behind a proxy that mounts the app under a path prefix.

@@ -1,6 +1,7 @@
 """Operator endpoints: health, SSH public key, status, and the OpenAPI document.
 
-All public and read-only. Each documented route has its own view function, because the
+All read-only; ``/api/status`` needs the admin token (see :mod:`.admin`), the others
+are public. Each documented route has its own view function, because the
 apispec Flask plugin documents only the first URL rule of a view. The interactive page at
 ``/docs`` is the flask-swagger-ui blueprint registered by ``create_app``.
 """
@@ -20,17 +21,28 @@ NO_KEY_MESSAGE = "no SSH key configured; set SSH_PRIVATE_KEY"
 
 @bp.get("/health")
 def health() -> Any:
-    """Liveness and startup progress.
+    """Whether the service works, and startup progress.
     ---
     get:
       tags: [api]
       summary: Health check
       description: >
         Answers as soon as webhooks are accepted, also while the startup full sync is
-        still running; `initial_sync` says whether it has finished.
+        still running; `initial_sync` says whether it has finished. `status` is `ok`
+        when every folder syncs, commits and pushes; `degraded` (still 200) when a
+        folder has been failing for longer than the grace period (relay or remote
+        unreachable) or a mass deletion is held; `unhealthy` (503) for what cannot
+        heal by itself: the Relay Server refuses the API key, the remote permanently
+        rejects pushes, or the websocket is refused. `reasons` says which folder and why.
       responses:
         '200':
-          description: The web process is up.
+          description: The service works (`ok`) or works in part (`degraded`).
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Health'
+        '503':
+          description: 'Unhealthy: a failure that needs the operator.'
           content:
             application/json:
               schema:
@@ -38,12 +50,20 @@ def health() -> Any:
     """
     from . import get_service
 
-    return jsonify(health_answer(get_service()))
+    body = health_answer(get_service())
+    return jsonify(body), health_status(body)
+
+
+def health_status(body: dict[str, Any]) -> int:
+    """503 for what cannot heal by itself (the container turns unhealthy), else 200."""
+    return 503 if body.get("status") == "unhealthy" else 200
 
 
 def health_answer(service: Any) -> dict[str, Any]:
     """The ``/health`` body (shared with the fast path, ``gitsync.web.fastpath``)."""
-    body: dict[str, Any] = {"status": "ok"}
+    from .. import __version__
+
+    body: dict[str, Any] = {"status": "ok", "version": __version__}
     if service is None:
         body["service"] = "not running"
     else:
@@ -89,6 +109,11 @@ def status() -> Any:
     get:
       tags: [api]
       summary: Sync status
+      description: >
+        Needs `Authorization: Bearer <ADMIN_TOKEN>`; without ADMIN_TOKEN it is not
+        served. Times are ISO 8601 in UTC.
+      security:
+        - adminToken: []
       responses:
         '200':
           description: >
@@ -98,6 +123,18 @@ def status() -> Any:
             application/json:
               schema:
                 $ref: '#/components/schemas/Status'
+        '401':
+          description: Missing or wrong admin token.
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
+        '404':
+          description: Not served (no ADMIN_TOKEN set).
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
         '503':
           description: The sync service is not running.
           content:
@@ -106,7 +143,11 @@ def status() -> Any:
                 $ref: '#/components/schemas/Error'
     """
     from . import get_service
+    from .admin import require_admin
 
+    denied = require_admin("/api/status")
+    if denied is not None:
+        return denied
     service = get_service()
     if service is None:
         return jsonify(error="service not running"), 503

@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import Flask
 
-from .api import health_answer
+from .api import health_answer, health_status
 from .webhooks import handle_webhook
 
 __all__ = ["FastPath"]
@@ -68,7 +68,7 @@ class FastPath:
                     answer = health_answer(state["service"])
                 except Exception as exc:  # a bug: the same bare 500 as Flask's handler
                     return self._answer(start_response, *_internal_error(environ, exc))
-                return self._answer(start_response, 200, answer)
+                return self._answer(start_response, health_status(answer), answer)
         return self._wrapped(environ, start_response)
 
     def _body(self, environ: dict[str, Any]) -> bytes | None:

@@ -25,7 +25,7 @@ from .. import __version__
 
 __all__ = ["DOCUMENTED_BLUEPRINTS", "build_spec", "render_openapi_yaml", "spec_documents"]
 
-DOCUMENTED_BLUEPRINTS = ("webhooks", "api")
+DOCUMENTED_BLUEPRINTS = ("webhooks", "api", "admin")
 
 _UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # The same shape gitsync.ids.parse_compound_id accepts.
@@ -37,7 +37,9 @@ DESCRIPTION = (
     "durably, answers at once, and applies and commits the change in the background.\n\n"
     "`POST /webhooks` is authenticated with the shared secret (`Authorization: Bearer "
     "<WEBHOOK_SECRET>`) or, for a `whsec_` secret, with Standard Webhooks / Svix "
-    "signatures. Every other endpoint is public and read-only."
+    "signatures. `/api/status`, `POST /api/sync` and `/metrics` need the admin token "
+    "(`Authorization: Bearer <ADMIN_TOKEN>`) and are not served without one (`/metrics` "
+    "may be made public). The other endpoints are public and read-only."
 )
 
 _ERROR = {
@@ -108,10 +110,51 @@ _HEALTH = {
     "type": "object",
     "required": ["status"],
     "properties": {
-        "status": {"type": "string", "example": "ok"},
+        "status": {"type": "string", "enum": ["ok", "degraded", "unhealthy"]},
+        "version": {"type": "string", "example": __version__},
         "initial_sync": {"type": "string", "enum": ["running", "done"]},
+        "reasons": {
+            "type": "array",
+            "description": "Why the status is not ok, one entry per folder and kind of failure.",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "relay_id": {"type": "string", "nullable": True},
+                    "folder_id": {"type": "string", "nullable": True},
+                    "kind": {"type": "string", "example": "read"},
+                    "message": {"type": "string"},
+                    "since": {"type": "string", "format": "date-time", "nullable": True},
+                    "permanent": {"type": "boolean"},
+                },
+            },
+        },
     },
     "additionalProperties": True,
+}
+
+_SYNC_REQUEST = {
+    "type": "object",
+    "properties": {
+        "relay_id": {"type": "string", "format": "uuid"},
+        "folder_id": {"type": "string", "format": "uuid"},
+        "confirm_deletions": {"type": "boolean", "default": False},
+    },
+}
+
+_SYNC_QUEUED = {
+    "type": "object",
+    "required": ["status", "folders"],
+    "properties": {
+        "status": {"type": "string", "example": "queued"},
+        "confirm_deletions": {"type": "boolean"},
+        "folders": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"relay_id": {"type": "string"}, "folder_id": {"type": "string"}},
+            },
+        },
+    },
 }
 
 _PUBLIC_KEY = {
@@ -129,8 +172,9 @@ _PUBLIC_KEY = {
 
 _STATUS = {
     "type": "object",
-    "description": "Per-folder state, last success, failure count, held deletions and "
-    "last error, plus counts by outcome. Never contains a secret.",
+    "description": "Version, health, per-folder state, last success, failure count, last "
+    "error, held deletions, unpushed commits, push and transport, plus counts by outcome. "
+    "Times are ISO 8601 in UTC. Never contains a secret.",
     "additionalProperties": True,
 }
 
@@ -157,6 +201,7 @@ def build_spec(app: Flask) -> APISpec:
     )
     spec.tag({"name": "webhooks", "description": "Notifications from the Relay Server"})
     spec.tag({"name": "api", "description": "Health, status and SSH key"})
+    spec.tag({"name": "admin", "description": "Operator endpoints behind the admin token"})
     spec.tag({"name": "docs", "description": "This document"})
     spec.components.schema("Error", _ERROR)
     spec.components.schema("WebhookEvent", _WEBHOOK_EVENT)
@@ -164,6 +209,12 @@ def build_spec(app: Flask) -> APISpec:
     spec.components.schema("Health", _HEALTH)
     spec.components.schema("PublicKey", _PUBLIC_KEY)
     spec.components.schema("Status", _STATUS)
+    spec.components.schema("SyncRequest", _SYNC_REQUEST)
+    spec.components.schema("SyncQueued", _SYNC_QUEUED)
+    spec.components.security_scheme(
+        "adminToken",
+        {"type": "http", "scheme": "bearer", "description": "The service's `ADMIN_TOKEN`."},
+    )
     spec.components.security_scheme(
         "bearerAuth",
         {

@@ -26,6 +26,7 @@ from gitsync.web import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-webhook-secret"
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -70,7 +71,7 @@ class InProcessService:
     def __init__(self, relay: DevRelay, data_dir: Path, **overrides):
         options = dict(data_dir=data_dir, relay_server_url=relay.url, relay_server_api_key=relay.api_key,
                        webhook_secret=SECRET, commit_interval=0.3, reconcile_interval=0, workers=4,
-                       debounce=0.1)
+                       debounce=0.1, admin_token=ADMIN_TOKEN)
         options.update(overrides)
         self.settings = Settings(**options)
         self.service = Service(self.settings, load_connectors(self.settings.connectors_path))
@@ -80,6 +81,8 @@ class InProcessService:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {SECRET}"
+        self.admin = requests.Session()
+        self.admin.headers["Authorization"] = f"Bearer {self.settings.admin_token}"
 
     def __enter__(self) -> InProcessService:
         self.thread.start()
@@ -95,6 +98,7 @@ class InProcessService:
         self.server.server_close()
         self.thread.join()
         self.session.close()
+        self.admin.close()
 
     def post(self, relay: DevRelay, compound: str) -> requests.Response:
         return self.session.post(f"{self.url}/webhooks", json=relay.webhook_payload(compound), timeout=10)
@@ -120,6 +124,7 @@ class GunicornService:
             "RELAY_GIT_COMMIT_INTERVAL": str(commit_interval), "RELAY_GIT_RECONCILE_INTERVAL": "0",
             "GUNICORN_BIND": f"127.0.0.1:{self.port}", "PORT": str(self.port),
             "GUNICORN_GRACEFUL_TIMEOUT": "30", "PYTHONPATH": str(ROOT), "RELAY_GIT_DEBOUNCE": "0.1",
+            "ADMIN_TOKEN": ADMIN_TOKEN,
         })
         env.update(extra_env or {})
         if use_cli:
@@ -133,6 +138,8 @@ class GunicornService:
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {SECRET}"
+        self.admin = requests.Session()
+        self.admin.headers["Authorization"] = f"Bearer {env['ADMIN_TOKEN']}"
 
     def wait_healthy(self) -> dict:
         body: dict = {}
@@ -146,13 +153,13 @@ class GunicornService:
             except requests.ConnectionError:
                 return False
             body = reply.json()
-            return reply.status_code == 200
+            return reply.status_code in (200, 503)
 
         wait_for(up, "the service to answer /health")
         return body
 
     def status(self) -> dict:
-        return self.session.get(f"{self.url}/api/status", timeout=5).json()
+        return self.admin.get(f"{self.url}/api/status", timeout=5).json()
 
     def post(self, relay: DevRelay, compound: str) -> requests.Response:
         return self.session.post(f"{self.url}/webhooks", json=relay.webhook_payload(compound), timeout=10)
@@ -174,3 +181,4 @@ class GunicornService:
             self.kill()
         self._log_handle.close()
         self.session.close()
+        self.admin.close()

@@ -100,7 +100,7 @@ def test_a_refused_key_is_clear_in_status_and_the_folder_still_syncs(relay_serve
         status = transport(svc)
         assert status["state"] == "unauthorized"
         assert "HTTP 401" in status["last_error"] and "RELAY_SERVER_API_KEY" in status["last_error"]
-        body = svc.session.get(f"{svc.url}/api/status", timeout=5).json()
+        body = svc.admin.get(f"{svc.url}/api/status", timeout=5).json()
         assert body["folders"][0]["transport"]["state"] == "unauthorized"
         assert relay_server.api_key not in json.dumps(body)
 
