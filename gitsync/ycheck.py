@@ -328,6 +328,7 @@ def _walk(data: bytes, max_depth: int, blocks: _Blocks | None) -> tuple[int, int
         client = clock = 0
         run_start = pos
         run_client = b""
+        run_client_size = 0
         if record:
             client, pos = _var(data, pos, _U64)
             if client in blocks.starts:  # yrs would append to the first run: refuse
@@ -336,6 +337,7 @@ def _walk(data: bytes, max_depth: int, blocks: _Blocks | None) -> tuple[int, int
         else:
             pos = _skip_vars(data, pos, 1)
             run_client = data[run_start:pos]  # origins mostly name the run's own client
+            run_client_size = len(run_client)
             pos = _skip_vars(data, pos, 1)
         starts: list[int] = []
         indexes: list[int] = []
@@ -357,7 +359,7 @@ def _walk(data: bytes, max_depth: int, blocks: _Blocks | None) -> tuple[int, int
                             parent = (3, right_client, right_clock)
                 else:  # _skip_id inlined: this is the path of every typed character run
                     if data.startswith(run_client, pos):
-                        pos += len(run_client)
+                        pos += run_client_size
                         if data[pos] < 0x80:
                             pos += 1
                         elif data[pos + 1] < 0x80:
@@ -404,7 +406,6 @@ def _walk(data: bytes, max_depth: int, blocks: _Blocks | None) -> tuple[int, int
                     pos += 1
                 else:
                     size, pos = _var(data, pos)
-                start = pos
                 pos += size
                 if pos > end:
                     raise UpdateRejected("truncated update")
@@ -412,7 +413,7 @@ def _walk(data: bytes, max_depth: int, blocks: _Blocks | None) -> tuple[int, int
                     continue
                 length = size  # clocks count UTF-16 units, as in yrs
                 if size > 1:
-                    length = len(data[start:pos].decode("utf-8").encode("utf-16-le")) // 2
+                    length = len(data[pos - size : pos].decode("utf-8").encode("utf-16-le")) // 2
             elif ref == _DELETED:
                 length, pos = _var(data, pos)
             elif ref == _ANY:
