@@ -128,16 +128,21 @@ def test_no_secret_reaches_logs_status_cli_errors_or_git_config(tmp_path, refusi
         base = f"http://127.0.0.1:{server.server_port}"
         service.start()
         try:
+            seen: list[str] = []
+
             def failing_everywhere() -> bool:
-                folders = service.status()["folders"]
-                return all(f["last_error"] and f["push"] and not f["push"]["ok"] for f in folders)
+                current = service.status()
+                seen.append(str(current))  # a relay error and a push error may follow each other
+                folders = current["folders"]
+                return (all(f["last_error"] and f["push"] and not f["push"]["ok"] for f in folders)
+                        and any("relay server unavailable" in s for s in seen))
 
             wait_for(failing_everywhere, "failed syncs and pushes in every folder")
             outputs.append(requests.get(f"{base}/api/status", timeout=5).text)
             outputs.append(requests.get(f"{base}/health", timeout=5).text)
             outputs.append(requests.post(f"{base}/webhooks", json={}, timeout=5,
                                          headers={"Authorization": "Bearer wrong"}).text)
-            status = str(service.status())
+            status = str(service.status()) + "".join(seen)
             outputs.append(status)
             outputs.append(repr(settings) + repr(service.config))
         finally:
