@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from gitsync.ydoc import read_folder
+
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 120  # generous: the machine is shared; nothing here measures time
 
@@ -111,3 +113,38 @@ def test_demo_serve_keeps_running_for_a_second_terminal_and_stops_on_sigterm(tmp
         assert not Path(exports["RELAY_GIT_DATA_DIR"]).exists()  # the temporary demo is removed
     finally:
         proc.kill()
+
+
+@pytest.mark.slow
+def test_stand_in_runs_on_its_own_and_prints_what_to_paste(tmp_path):
+    proc = Proc("-m", "gitsync.devrelay", "--port", "0", "--api-key", "first-hour-key", "--sample",
+                cwd=tmp_path)
+    try:
+        url = proc.until(r"^url:\s+(http://127\.0\.0\.1:\d+)$").group(1)
+        assert proc.until(r"^api key:\s+(\S+)$").group(1) == "first-hour-key"
+        relay_id = proc.until(r"^relay id:\s+([0-9a-f-]{36})$").group(1)
+        folder_id = proc.until(r"^folder id:\s+([0-9a-f-]{36})\s+\((\d+) entries\)$").group(1)
+        proc.until(r"^\s+export RELAY_SERVER_URL=" + re.escape(url) + "$")
+        proc.until(r"^\s+relay_id = \"" + relay_id + "\"$")
+        proc.until(r"^\s+shared_folder_id = \"" + folder_id + "\"$")
+        proc.until(r"Ctrl-C")
+
+        assert requests.get(f"{url}/ready", timeout=30).status_code == 200
+        doc = f"{url}/d/{relay_id}-{folder_id}/as-update"
+        assert requests.get(doc, timeout=30).status_code == 401
+        folder = requests.get(doc, headers={"Authorization": "Bearer first-hour-key"}, timeout=30)
+        assert folder.status_code == 200
+        entries = read_folder(folder.content)  # the service's own decoder reads the sample
+        assert any(path.lstrip("/") == "notes/ideas.md" for path in entries), sorted(entries)
+
+        assert proc.stop() == 0, "\n".join(proc.lines)
+    finally:
+        proc.kill()
+
+
+def test_stand_in_refuses_a_bad_folder_id(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gitsync.devrelay", "--folder-id", "nope"],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=WAIT)
+    assert proc.returncode == 2
+    assert "folder_id must be a UUID" in proc.stderr
