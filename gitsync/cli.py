@@ -406,7 +406,10 @@ def status(data_dir, log_level, admin_token, url, as_json) -> None:
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Service log verbosity during the demo.")
-def demo(keep, log_level) -> None:
+@click.option("--serve", is_flag=True,
+              help="Keep the stand-in and the service running afterwards (until Ctrl-C or "
+              "SIGTERM) and print the export lines to point a second terminal at them.")
+def demo(keep, log_level, serve) -> None:
     """Run everything locally: a Relay stand-in, the real service and a local bare remote.
 
     Syncs a sample folder, edits it through the stand-in, sends the webhooks, and prints
@@ -417,11 +420,27 @@ def demo(keep, log_level) -> None:
     if keep is not None and keep.exists() and any(keep.iterdir()):
         raise click.BadParameter(f"{keep} is not empty; give a new or empty directory", param_hint="--keep")
     configure_logging(log_level)
+    stop = _stop_on_signals() if serve else None
     try:
-        code = run_demo(click.echo, keep=keep)
+        code = run_demo(click.echo, keep=keep, serve_until=stop)
     except TimeoutError as exc:
         raise click.ClickException(str(exc)) from None
     raise click.exceptions.Exit(code)
+
+
+def _stop_on_signals():
+    """An event set by SIGINT or SIGTERM, so a long-running command stops cleanly (exit 0)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def handler(signum, frame) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
 
 
 @cli.group()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import shlex
 import shutil
 import tempfile
 import threading
@@ -67,8 +68,35 @@ def remote_log(bare: Path, branch: str = "main", limit: int = 20) -> list[str]:
     return lines
 
 
-def run_demo(echo: Echo = print, *, keep: Path | None = None) -> int:
-    """Run the demo; returns a process exit code. ``keep`` keeps the data there."""
+def serve_instructions(*, relay_url: str, api_key: str, data_dir: Path, base: str,
+                       admin_token: str | None) -> list[str]:
+    """The lines that point a second terminal at a demo kept running by ``--serve``."""
+    exports = [("RELAY_SERVER_URL", relay_url), ("RELAY_SERVER_API_KEY", api_key),
+               ("RELAY_GIT_DATA_DIR", str(data_dir))]
+    if admin_token:
+        exports.append(("ADMIN_TOKEN", admin_token))
+    lines = ["demo: still running (--serve); in a second terminal:", ""]
+    lines += [f"  export {name}={shlex.quote(value)}" for name, value in exports]
+    lines += [
+        "",
+        "  relay-git-sync status                  # reads the data directory",
+        f"  relay-git-sync status --url {base}   # asks the running service (ADMIN_TOKEN)",
+        f"  relay-git-sync sync --all --url {base}",
+        f"  curl -s {base}/health",
+        "",
+        "demo: press Ctrl-C (or send SIGTERM) to stop",
+    ]
+    return lines
+
+
+def run_demo(echo: Echo = print, *, keep: Path | None = None,
+             serve_until: threading.Event | None = None) -> int:
+    """Run the demo; returns a process exit code. ``keep`` keeps the data there.
+
+    With ``serve_until``, the stand-in and the service keep running after the scripted
+    part until that event is set (the CLI sets it on Ctrl-C or SIGTERM), and the
+    ``export`` lines for a second terminal are printed.
+    """
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request lines in the demo
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="relay-git-sync-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -90,9 +118,10 @@ def run_demo(echo: Echo = print, *, keep: Path | None = None) -> int:
             'branch = "main"\n'
             'prefix = "vault"\n'
         )
+        admin_token = secrets.token_urlsafe(24) if serve_until is not None else None
         settings = Settings(
             data_dir=data_dir, relay_server_url=relay.url, relay_server_api_key=api_key,
-            commit_interval=1.0, reconcile_interval=0, workers=2,
+            commit_interval=1.0, reconcile_interval=0, workers=2, admin_token=admin_token,
         )
         echo(f"demo: Relay stand-in at {relay.url} serving a folder of {len(made)} entries")
         service = Service(settings, load_connectors(settings.connectors_path))
@@ -117,8 +146,9 @@ def run_demo(echo: Echo = print, *, keep: Path | None = None) -> int:
         _wait(lambda: service.status()["counts"]["pushes"] > pushes
               and not any(f["uncommitted_paths"] for f in service.status()["folders"]),
               30, "the change to be committed and pushed")
-        service.stop(timeout=20)
-        service = None
+        if serve_until is None:
+            service.stop(timeout=20)
+            service = None
         echo("")
         echo(f"history of the remote {bare} (branch main):")
         for line in remote_log(bare):
@@ -127,8 +157,14 @@ def run_demo(echo: Echo = print, *, keep: Path | None = None) -> int:
         if keep:
             echo(f"demo: kept everything under {work}: working tree {data_dir / 'repos'}, "
                  f"state {data_dir / 'state'}, remote {bare}")
-        else:
+        elif serve_until is None:
             echo("demo: done; run with --keep DIR to keep the repositories and state")
+        if serve_until is not None:
+            for line in serve_instructions(relay_url=relay.url, api_key=api_key, data_dir=data_dir,
+                                           base=base, admin_token=admin_token):
+                echo(line)
+            serve_until.wait()
+            echo("demo: stopping" + ("" if keep else f"; removing {work}"))
         return 0
     finally:
         if service is not None:

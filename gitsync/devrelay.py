@@ -1,7 +1,7 @@
 """A Relay Server stand-in for development and tests: not a product feature.
 
 This is not a Relay Server and must never be deployed as one.  It speaks the few
-endpoints relay-git-sync reads (PROTOCOL.md) over real HTTP on 127.0.0.1, serving
+endpoints relay-git-sync reads (docs/relay-protocol.md) over real HTTP on 127.0.0.1, serving
 documents that pycrdt builds in the layouts the Relay plugin uses, so that tests and
 ``cli.py demo`` exercise the real client, sockets and decoders without a Node server.
 
@@ -64,6 +64,8 @@ from .ids import InvalidId, compound_id, parse_compound_id, parse_uuid
 __all__ = [
     "DevRelay",
     "FolderHandle",
+    "connectors_snippet",
+    "main",
     "sample_vault",
     "tiny_png",
     "tiny_pdf",
@@ -1027,7 +1029,7 @@ class FolderHandle:
     Paths are given as ``notes/a.md`` and stored as ``/notes/a.md``.  Every method is
     one Yjs transaction on the folder document (and on the file's own document).
     Set ``nested_entries = True`` to store new index values as nested Y.Maps, the
-    other form PROTOCOL.md says occurs.
+    other form docs/relay-protocol.md says occurs.
     """
 
     def __init__(self, relay: DevRelay, relay_id: str, folder_id: str):
@@ -1388,3 +1390,78 @@ def sample_vault(handle: FolderHandle) -> dict[str, str]:
     )
     made["empty folder"] = handle.mkdir("empty folder")
     return made
+
+
+def connectors_snippet(handle: FolderHandle, url: str = "./vault.git") -> str:
+    """A ``git_connectors.toml`` table for ``handle``'s folder, ready to paste."""
+    return (
+        "[[git_connector]]\n"
+        f'relay_id = "{handle.relay_id}"\n'
+        f'shared_folder_id = "{handle.folder_id}"\n'
+        f'url = "{url}"   # or git@host:me/vault.git\n'
+        'branch = "main"\n'
+        'transport = "websocket"\n'
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gitsync.devrelay``: run the stand-in on its own until Ctrl-C or SIGTERM.
+
+    A development tool for trying relay-git-sync without a Relay Server; it is not one.
+    Prints the base URL, the API key, one folder's relay and folder ids and a connectors
+    table for it.
+    """
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(
+        prog="python -m gitsync.devrelay",
+        description="Relay Server stand-in for development (not a Relay Server): serves shared "
+        "folders from memory over HTTP and the document websocket.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    parser.add_argument("--api-key", help="bearer token to require (default: a random one)")
+    parser.add_argument("--relay-id", help="relay UUID of the folder (default: random)")
+    parser.add_argument("--folder-id", help="shared folder UUID (default: random)")
+    parser.add_argument("--sample", action="store_true",
+                        help="fill the folder with sample notes, a canvas, an image and a PDF")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    api_key = args.api_key or secrets.token_urlsafe(16)
+    relay = DevRelay(api_key=api_key, host=args.host, port=args.port)
+    try:
+        handle = relay.add_folder(args.relay_id, args.folder_id)
+        relay.start()
+    except (InvalidId, OSError) as exc:
+        parser.error(f"cannot start the stand-in: {exc}")
+    try:
+        made = sample_vault(handle) if args.sample else {}
+        lines = [
+            "Relay Server stand-in (development only, not a Relay Server)",
+            f"url:       {relay.url}",
+            f"api key:   {api_key}",
+            f"relay id:  {handle.relay_id}",
+            f"folder id: {handle.folder_id}  ({len(made)} entries)",
+            "",
+            "point relay-git-sync at it:",
+            f"  export RELAY_SERVER_URL={relay.url}",
+            f"  export RELAY_SERVER_API_KEY={api_key}",
+            "",
+            "git_connectors.toml (in the data directory):",
+            *("  " + line for line in connectors_snippet(handle).splitlines()),
+            "",
+            "Ctrl-C or SIGTERM stops it; everything is kept in memory only.",
+        ]
+        print("\n".join(lines), flush=True)
+        stop.wait()
+    finally:
+        relay.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
