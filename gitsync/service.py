@@ -322,6 +322,7 @@ class Service:
         self._lock = threading.Lock()
         self._secrets = [*settings.secrets, *self.config.secrets]
         self._relays = {c.relay_id for c in self.config.connectors}
+        self._unknown_relays: set[str] = set()  # relays whose ignored webhooks were logged
         self._wake = threading.Event()  # the reconciler has requested syncs to run
         self._requested: dict[tuple[str, str], bool] = {}  # POST /api/sync: key -> confirm deletions
         self._down_since: dict[tuple[str, str], float] = {}  # websocket seen not connected since
@@ -428,7 +429,14 @@ class Service:
         if relay_id not in self._relays:
             with self._lock:
                 self._counts["ignored"] += 1
-            log.debug("webhook ignored, no connector for relay relay=%s doc=%s", relay_id, doc_id)
+                first = relay_id not in self._unknown_relays
+                if first and len(self._unknown_relays) < 10_000:
+                    self._unknown_relays.add(relay_id)
+            # Once per relay: a Relay Server sending us another relay's events is a
+            # configuration matter (its webhook prefix, or a missing connector).
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "webhook ignored, no connector for relay relay=%s doc=%s (add a [[git_connector]] "
+                    "for it, or set this relay's webhook prefix on the Relay Server)", relay_id, doc_id)
             return {"status": "ignored", "reason": "no connector for this relay", "doc_id": event["doc_id"]}
         if self.state in (State.STOPPING, State.STOPPED):
             raise ServiceUnavailable("service is shutting down; not accepted")

@@ -37,13 +37,7 @@ def _state() -> dict[str, Any]:
 
 def get_metrics() -> Metrics:
     """The running service's metrics, or the app's own (build info and webhooks only)."""
-    state = _state()
-    metrics = getattr(state.get("service"), "metrics", None)
-    if isinstance(metrics, Metrics):
-        return metrics
-    if "metrics" not in state:
-        state["metrics"] = Metrics()
-    return state["metrics"]
+    return metrics_for(_state())
 
 
 def _denied(status: int, message: str) -> tuple[Any, int, dict[str, str]]:
@@ -86,19 +80,32 @@ def _announce(setup: Any) -> None:
                 "or METRICS_PUBLIC=1)")
 
 
+def metrics_for(state: dict) -> Metrics:
+    """The running service's metrics, or the app's own (build info and webhooks only)."""
+    metrics = getattr(state.get("service"), "metrics", None)
+    if isinstance(metrics, Metrics):
+        return metrics
+    if "metrics" not in state:
+        state["metrics"] = Metrics()
+    return state["metrics"]
+
+
+def webhook_result(status: int, body: Any) -> str:
+    """The ``result`` label of one POST /webhooks answer."""
+    if 200 <= status < 300:
+        result = body.get("status") if isinstance(body, dict) else None
+        if result == "ignored" and isinstance(body, dict) and body.get("reason") == "event type not handled":
+            result = "not_handled"  # an event type other than document.updated
+        return result if result in ("queued", "merged", "ignored", "not_handled") else "accepted"
+    return _WEBHOOK_RESULTS.get(status, "error")
+
+
 @bp.after_app_request
 def _count_webhook(response: Response) -> Response:
-    """Count each POST /webhooks answer by result (also those refused before the view)."""
+    """Count each POST /webhooks answer Flask gives (the fast path counts its own)."""
     if request.endpoint == WEBHOOK_ENDPOINT and request.method == "POST":
-        if 200 <= response.status_code < 300:
-            body = response.get_json(silent=True) if response.is_json else None
-            result = body.get("status") if isinstance(body, dict) else None
-            if response.status_code == 200 and result == "ignored":
-                result = "not_handled"  # an event type other than document.updated
-            result = result if result in ("queued", "merged", "ignored", "not_handled") else "accepted"
-        else:
-            result = _WEBHOOK_RESULTS.get(response.status_code, "error")
-        get_metrics().webhook(result)
+        body = response.get_json(silent=True) if response.is_json else None
+        get_metrics().webhook(webhook_result(response.status_code, body))
     return response
 
 

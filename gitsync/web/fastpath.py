@@ -25,6 +25,7 @@ from typing import Any
 
 from flask import Flask
 
+from .admin import metrics_for, webhook_result
 from .api import health_answer, health_status
 from .webhooks import handle_webhook
 
@@ -61,7 +62,9 @@ class FastPath:
                 except _CutShort:  # the client went away mid-body, as Flask says it
                     return self._answer(start_response, 400, {"error": "bad request"})
                 if body is not None:
-                    return self._answer(start_response, *self._webhook(environ, body))
+                    status, answer = self._webhook(environ, body)
+                    metrics_for(self._app.extensions["gitsync"]).webhook(webhook_result(status, answer))
+                    return self._answer(start_response, status, answer)
             elif path == "/health" and method == "GET":
                 state = self._app.extensions["gitsync"]
                 try:

@@ -153,6 +153,8 @@ def handle_webhook(
         event["doc_id"],
         result.get("status") if isinstance(result, dict) else None,
     )
+    if isinstance(result, dict) and result.get("status") == "ignored":
+        return 200, result  # acknowledged, nothing to do: not "accepted for processing"
     return 202, result
 
 

@@ -3,6 +3,8 @@ webhook -> fetch -> commit -> push."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import requests
 from dulwich.repo import Repo
@@ -159,7 +161,8 @@ def test_metrics_under_gunicorn(relay_server: DevRelay, tmp_path):
         assert value(samples, "relay_git_sync_webhooks_total", result="queued") == 1
         assert value(samples, "relay_git_sync_sync_duration_seconds_count", kind="startup") == 1
         assert svc.terminate() == 0
-        ours = [line for line in svc.output().splitlines() if " gitsync." in line]
+        ours = [line for line in svc.output().splitlines()
+                if re.search(r" (DEBUG|INFO|WARNING|ERROR) gitsync\.", line)]  # not gunicorn's lines
         assert f"relay-git-sync {__version__} starting" in ours[0]
     finally:
         svc.close()

@@ -33,15 +33,20 @@ def test_webhook_edit_reaches_a_commit(relay_server: DevRelay, tmp_path):
         assert status["folders"][0]["last_error"] is None
 
 
-def test_unknown_relay_is_acknowledged_and_ignored(relay_server, tmp_path):
+def test_unknown_relay_is_acknowledged_and_ignored(relay_server, tmp_path, caplog):
     folder = relay_server.add_folder()
     other = relay_server.add_folder()
     other.put_markdown("x.md", "x")
     write_connectors(tmp_path, [folder])
     with InProcessService(relay_server, tmp_path) as svc:
-        reply = svc.post(relay_server, other.doc_compound_id("x.md"))
-        assert reply.status_code == 202 and reply.json()["status"] == "ignored"
-        assert svc.service.status()["counts"]["ignored"] == 1
+        with caplog.at_level("DEBUG", logger="gitsync.service"):
+            for _ in range(3):
+                reply = svc.post(relay_server, other.doc_compound_id("x.md"))
+                assert reply.status_code == 200 and reply.json()["status"] == "ignored"
+        assert svc.service.status()["counts"]["ignored"] == 3
+    warnings = [r for r in caplog.records if "no connector for relay" in r.getMessage()
+                and r.levelname == "WARNING"]
+    assert len(warnings) == 1 and other.relay_id in warnings[0].getMessage()  # once per relay
 
 
 def test_burst_of_200_webhooks_costs_at_most_2_fetches_and_the_first_is_at_once(relay_server, tmp_path):
