@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gitsync"
-PURE = ["ids.py", "ydoc.py", "plan.py", "yframes.py"]
+PURE = ["ids.py", "ydoc.py", "plan.py", "yframes.py", "authors.py"]
 IO_LIBRARIES = {"flask", "requests", "dulwich", "paramiko", "urllib3", "werkzeug", "gunicorn"}
 # Modules allowed to read os.environ: the entry points and config (plus two narrow readers).
 ENVIRON_ALLOWED = {"config.py", "publish.py"}
