@@ -524,7 +524,11 @@ def read_authorship(update: bytes) -> Authorship:
 def _users(doc: Doc) -> dict[int, str]:
     if "users" not in set(doc.keys()):
         return {}
-    users = doc.get("users", type=Map)
+    with doc.transaction():
+        return _users_in(doc.get("users", type=Map))
+
+
+def _users_in(users: Map) -> dict[int, str]:
     owner: dict[int, str] = {}
     shared: set[int] = set()
     read = 0
@@ -560,7 +564,15 @@ def _client_ids(value: object) -> list[int]:
     else:
         return []
     if isinstance(ids, Array):
-        items = [ids[i] for i in range(min(len(ids), MAX_CLIENT_IDS))]
+        # The list as JSON in one call (item by item costs a transaction each); the depth
+        # of what it holds is bounded before pycrdt decodes anything (_load).
+        try:
+            items = json.loads(str(ids))
+        except (ValueError, RecursionError):
+            return []
+        if not isinstance(items, list):
+            return []
+        items = items[:MAX_CLIENT_IDS]
     elif isinstance(ids, list):
         items = ids[:MAX_CLIENT_IDS]
     else:
