@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gitrepo, ydoc
+from .attribution import Attribution
 from .config import Connector, ConnectorsConfig, Settings
 from .ids import compound_id
 from .plan import Delete, Mkdir, Move, Rmdir, Tracked, Write, diff_folders, mass_deletion
@@ -62,6 +63,10 @@ class SyncReport:
     unknown: list[str] = field(default_factory=list)  # doc ids not in this folder
     held: str | None = None
     commit: str | None = None
+    # Who wrote the folder document's change this sync applies: credited with the
+    # deletions, renames and attachments it causes, once per path (gitsync.attribution).
+    index_writers: dict[str, int] = field(default_factory=dict)
+    index_credited: set[str] = field(default_factory=set)
 
     @property
     def changed(self) -> int:
@@ -131,6 +136,7 @@ class _Fetched:
     skip: str | None = None  # a reason not to write (not an error)
     error: str | None = None  # transient failure
     permanent: bool = False
+    authorship: ydoc.Authorship | None = None  # text and canvas documents
 
 
 def _discard(results: Iterable[_Fetched]) -> None:
@@ -211,6 +217,7 @@ class Engine:
         self.relay = relay
         self.connectors = connectors
         self.states = StateRegistry(settings.data_dir)
+        self.attribution = Attribution(self.states, connectors.authors, settings.author)
         self.hold_confirm_seconds = hold_confirm_seconds
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._repo_locks: dict[tuple[str, str], threading.RLock] = {}
@@ -349,9 +356,10 @@ class Engine:
         with self.lock(connector):
             # Read the index under the lock: two syncs of one folder then apply the
             # indexes in the order they were read, never an older one last.
-            entries = self._read_index(connector)
+            entries, index_seen = self._read_index(connector)
             self.repo(connector)
             state = self._folder_state(connector)
+            report.index_writers = self.attribution.writers(connector, connector.folder_id, index_seen)
             previous = {
                 doc_id: Tracked(rec.path, rec.type, rec.hash) for doc_id, rec in state.files.items()
             }
@@ -390,6 +398,7 @@ class Engine:
                     _discard(fetched.values())
             if not report.held:
                 self._track_folders(state, current)
+                self.attribution.keep(connector, connector.folder_id, index_seen)
             state.last_sync = time.time()
             state.index_entries = len(entries)
             self._flush(connector)
@@ -399,10 +408,10 @@ class Engine:
                  report.updated, report.renamed, report.deleted, len(report.skipped), len(report.failed))
         return report
 
-    def _read_index(self, connector: Connector) -> dict[str, ydoc.Entry]:
+    def _read_index(self, connector: Connector) -> tuple[dict[str, ydoc.Entry], ydoc.Authorship]:
         try:
             update = self.relay.get_update(compound_id(connector.relay_id, connector.folder_id))
-            return ydoc.read_folder(update)
+            return ydoc.read_folder(update), ydoc.read_authorship(update)
         except Unauthorized:
             raise
         except NotFound as exc:
@@ -484,6 +493,7 @@ class Engine:
                 # Dirty even when the file is already gone (a crash after the unlink but
                 # before the state was saved): the commit must still record the deletion.
                 state.add_dirty([self._repo_path(connector, op.path)])
+                self._credit_index(connector, state, report, [op.path])
                 if full.is_file() and self._inside(connector, full):
                     full.unlink()
                     report.deleted += 1
@@ -496,6 +506,7 @@ class Engine:
                 return
             origins.setdefault(op.doc_id, op.src)
             state.add_dirty(self._repo_path(connector, p) for p in (op.src, op.dst) if TMP_MARK not in p)
+            self._credit_index(connector, state, report, [p for p in (op.src, op.dst) if TMP_MARK not in p])
             if src.is_file():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)  # raises before rec.path changes: the record stays true
@@ -512,7 +523,7 @@ class Engine:
             if self._inside(connector, full / "x") and not full.is_file():
                 full.mkdir(parents=True, exist_ok=True)
         elif isinstance(op, Write):
-            self._store(connector, state, op.entry, fetched[op.doc_id], report, path=op.path)
+            self._store(connector, state, op.entry, fetched[op.doc_id], report, path=op.path, from_index=True)
         elif isinstance(op, Rmdir):
             self._rmdir(connector, op.path)
 
@@ -601,6 +612,7 @@ class Engine:
                 out.data = ydoc.render_canvas(ydoc.read_canvas(update))
             else:
                 out.data = ydoc.read_text(update).encode("utf-8")
+            out.authorship = ydoc.read_authorship(update)
         except Unauthorized:
             raise
         except NotFound:
@@ -656,8 +668,12 @@ class Engine:
         return results
 
     def _store(self, connector, state: FolderState, entry: ydoc.Entry, fetched: _Fetched,
-               report: SyncReport, *, path: str | None = None) -> None:
-        """Write one fetched document (or account for why it is not written)."""
+               report: SyncReport, *, path: str | None = None, from_index: bool = False) -> None:
+        """Write one fetched document (or account for why it is not written).
+
+        ``from_index``: the write comes from the folder document's change (a new entry,
+        an attachment's new hash): its writers are credited when the document names nobody.
+        """
         rec = state.files.get(entry.id)
         if path is None:
             path = rec.path if rec is not None and rec.type != "folder" else entry.path
@@ -673,9 +689,11 @@ class Engine:
                 report.skipped.append((path, fetched.skip))
             return
         assert fetched.data is not None or fetched.file is not None
+        unchanged = report.unchanged
         try:
-            if self._write_file(connector, state, entry, path, fetched.data, report,
-                                staged=fetched.file):
+            written = self._write_file(connector, state, entry, path, fetched.data, report,
+                                       staged=fetched.file)
+            if written:
                 fetched.file = None  # renamed into place: no longer ours to remove
         except OSError as exc:
             reason = (f"cannot write: {exc.strerror or exc} "
@@ -686,9 +704,22 @@ class Engine:
             return
         finally:
             _discard([fetched])
+        if self.attribution.applied(connector, state, entry.id, self._repo_path(connector, path),
+                                    fetched.authorship, written=written, new=rec is None,
+                                    settled=written or report.unchanged > unchanged,
+                                    fallback=report.index_writers if from_index else None):
+            report.index_credited.add(path)
         if fetched.update_sha:
             hashes = self.states.relay(connector.relay_id).doc_hashes
             hashes[compound_id(connector.relay_id, entry.id)] = fetched.update_sha
+
+    def _credit_index(self, connector: Connector, state: FolderState, report: SyncReport,
+                      paths: list[str]) -> None:
+        """Credit dirty ``paths`` (deleted, renamed) to the folder document's writers, once each."""
+        for path in paths:
+            if path not in report.index_credited:
+                report.index_credited.add(path)
+                state.add_writers(self._repo_path(connector, path), report.index_writers)
 
     def _flush(self, connector: Connector) -> None:
         """Save the state describing the files written (each already fsync'd)."""
@@ -772,19 +803,19 @@ class Engine:
                 return None
             repo = self.repo(connector)
             paths = list(state.dirty)
-            message = describe_changes(state.changes)
-            result = gitrepo.commit_changes(
+            result = gitrepo.commit_parts(
                 repo,
-                paths,
-                message=message,
-                author=self.settings.author,
+                self.attribution.commit_parts(connector, state, paths, describe_changes),
                 branch=connector.branch,
+                committer=self.settings.author,
                 timestamp=timestamp,
                 max_file_bytes=self.settings.max_file_bytes,
             )
             sha = result.commit
             held = self._note_left_out(connector, result.left_out, report)
             done = [p for p in paths if p not in held]
+            if sha:
+                self.attribution.committed(connector, state, done)
             if done or state.changes:
                 state.clear_pending(done)
                 state.changes = []
@@ -797,6 +828,6 @@ class Engine:
                     self._commits_since_pack[connector.key] = 0
                     gitrepo.pack_if_needed(repo)
         if sha:
-            log.info("commit made relay=%s folder=%s commit=%s paths=%d", connector.relay_id,
-                     connector.folder_id, sha[:10], len(paths))
+            log.info("commit made relay=%s folder=%s commit=%s commits=%d paths=%d", connector.relay_id,
+                     connector.folder_id, sha[:10], len(result.commits), len(paths))
         return sha

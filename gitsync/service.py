@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from .backoff import Backoff
@@ -100,11 +100,8 @@ def sync_once(
     if selection is not None:
         connector = config.find(*selection) or Connector(relay_id=selection[0], folder_id=selection[1])
         targets = [connector]
-        config = ConnectorsConfig(
-            tuple(config.connectors) + (() if config.find(*selection) else (connector,)),
-            config.known_hosts,
-            config.path,
-        )
+        config = replace(
+            config, connectors=tuple(config.connectors) + (() if config.find(*selection) else (connector,)))
     else:
         targets = list(config.connectors)
         if not targets:
@@ -173,6 +170,7 @@ def describe_connectors(settings: Settings, config: ConnectorsConfig) -> list[st
     lines = []
     for connector in config.connectors:
         prefix = f" prefix={connector.prefix}" if connector.prefix else ""
+        prefix += " commit_per_author=true" if connector.commit_per_author else ""
         line = f"{connector.name} branch={connector.branch}{prefix} remote="
         if not connector.url:
             lines.append(line + "(local only)")
@@ -736,9 +734,13 @@ class Service:
                 "push": st.push.as_status() if st.push else None,
                 "left_out": [{"path": path, "reason": reason} for path, reason in self.engine.left_out(connector)],
                 "transport": self.transports.status(connector),
+                "authorship": self.engine.attribution.counts(connector),
             })
         with self._lock:
             counts = dict(self._counts)
+        # committed changes (paths) credited to a relay user, or to nobody (service identity)
+        counts["changes_attributed"] = sum(f["authorship"]["attributed"] for f in folders)
+        counts["changes_unattributed"] = sum(f["authorship"]["unattributed"] for f in folders)
         return {
             "state": self.state.value,
             "initial_sync": "done" if self.initial_sync_done.is_set() else "running",
