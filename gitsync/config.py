@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .authors import DEFAULT_TEMPLATE, AuthorBook, InvalidIdentity, check_template, parse_identity
 from .ids import InvalidId, parse_uuid
 from .redact import REDACTED, redact_url, url_secrets
 
@@ -95,6 +96,9 @@ class Connector:
     # How changes are heard of: "webhook", "websocket" or "both"; None: the default
     # (see resolve_transport).
     transport: str | None = None
+    # One commit per author of an interval (each with only the files that person
+    # changed) instead of one commit crediting co-authors in trailers.
+    commit_per_author: bool = False
     # Sync vault entries that would be repository configuration (CI workflows,
     # .gitattributes, ...: plan.repository_config); refused unless the operator opts in.
     allow_repository_config: bool = False
@@ -117,6 +121,8 @@ class ConnectorsConfig:
     connectors: tuple[Connector, ...] = ()
     known_hosts: tuple[str, ...] = ()
     path: Path | None = None
+    # Relay user id -> commit identity ([authors] and author_template).
+    authors: AuthorBook = field(default_factory=AuthorBook)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -408,9 +414,10 @@ def validate(settings: Settings) -> Settings:
 # --- git_connectors.toml -------------------------------------------------------------
 
 _CONNECTOR_KEYS = {"shared_folder_id", "relay_id", "url", "branch", "remote_name", "prefix",
-                   "transport", "allow_repository_config"}
+                   "transport", "allow_repository_config", "commit_per_author"}
 TRANSPORTS = ("webhook", "websocket", "both")
-_TOP_KEYS = {"git_connector", "known_hosts"}
+_TOP_KEYS = {"git_connector", "known_hosts", "authors", "author_template"}
+MAX_USER_ID_CHARS = 256
 _BRANCH_RE = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*\.lock$)[^\x00-\x20~^:?*\[\\]+(?<!/)$")
 
 
@@ -434,6 +441,61 @@ def _key_line(text: str, start: int | None, key: str) -> int | None:
         if re.match(rf"^\s*{re.escape(key)}\s*=", line):
             return n + 1
     return start
+
+
+def _table_line(text: str, table: str) -> int | None:
+    """Line of ``[table]`` (or of an inline ``table = {...}``), best effort."""
+    for n, line in enumerate(text.splitlines(), start=1):
+        if re.match(rf"^\s*\[\s*{re.escape(table)}\s*\]", line) or re.match(rf"^\s*{re.escape(table)}\s*=", line):
+            return n
+    return None
+
+
+def _entry_line(text: str, start: int | None, key: str) -> int | None:
+    """Line of ``key = ...`` (bare or quoted key) in the table starting at line ``start``."""
+    if start is None:
+        return None
+    lines = text.splitlines()
+    spellings = (re.escape(key), re.escape(f'"{key}"'), re.escape(f"'{key}'"))
+    pattern = re.compile(rf"^\s*(?:{'|'.join(spellings)})\s*=")
+    for n in range(start - 1, len(lines)):
+        if n > start - 1 and re.match(r"^\s*\[", lines[n]):
+            break
+        if pattern.match(lines[n]):
+            return n + 1
+    return start
+
+
+def _load_authors(text: str, data: dict[str, Any], fail: Any) -> AuthorBook:
+    """``[authors]`` (relay user id -> ``Name <email>``) and ``author_template``.
+
+    Raises:
+        ConfigError: via ``fail(message, line, key)``; the message names the key.
+    """
+    template = data.get("author_template", DEFAULT_TEMPLATE)
+    try:
+        check_template(template)
+    except InvalidIdentity as exc:
+        raise fail(f"author_template {exc}", _entry_line(text, 1, "author_template"), "author_template") from None
+    raw = data.get("authors", {})
+    start = _table_line(text, "authors")
+    if not isinstance(raw, dict):
+        raise fail('authors must be a table: write [authors] then lines like "<relay user id>" = "Name <email>"',
+                   start, "authors")
+    names: dict[str, str] = {}
+    for user, value in raw.items():
+        line = _entry_line(text, start, user)
+        if not user.strip() or len(user) > MAX_USER_ID_CHARS or re.search(r"[\x00-\x1f\x7f]", user):
+            raise fail(f"authors: {user!r} is not a relay user id (non-empty, at most "
+                       f"{MAX_USER_ID_CHARS} characters, no control characters)", line, "authors")
+        if isinstance(value, str) and "{user}" in value:
+            raise fail(f"authors.{user} holds a template: author_template must come before the first "
+                       "[table] of the file, or it is read as a user id", line, f"authors.{user}")
+        try:
+            names[user] = parse_identity(value)
+        except InvalidIdentity as exc:
+            raise fail(f"authors.{user} {exc}", line, f"authors.{user}") from None
+    return AuthorBook(names=names, template=template)
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -511,7 +573,14 @@ def load_connectors(path: Path) -> ConnectorsConfig:
 
     for key in data:
         if key not in _TOP_KEYS:
-            raise fail(f"unknown top-level key {key!r} (expected git_connector or known_hosts)")
+            raise fail(f"unknown top-level key {key!r} (expected git_connector, known_hosts, authors "
+                       "or author_template)")
+
+    def fail_at(msg: str, line: int | None, key: str) -> ConfigError:
+        where = f"{path.name} line {line}" if line else path.name
+        return ConfigError(f"{where}: {msg}", key=key, line=line)
+
+    book = _load_authors(text, data, fail_at)
     raw_hosts = data.get("known_hosts", [])
     if not isinstance(raw_hosts, list) or not all(isinstance(h, str) for h in raw_hosts):
         raise fail("known_hosts must be a list of OpenSSH known_hosts lines (strings)")
@@ -561,6 +630,10 @@ def load_connectors(path: Path) -> ConnectorsConfig:
         if transport is not None and transport not in TRANSPORTS:
             raise fail(f"{label}.transport must be one of {', '.join(TRANSPORTS)} (got {transport!r})",
                        index=index, key="transport")
+        per_author = table.get("commit_per_author", False)
+        if not isinstance(per_author, bool):
+            raise fail(f"{label}.commit_per_author must be true or false (got {per_author!r})",
+                       index=index, key="commit_per_author")
         url = table.get("url") or None
         if url is not None:
             problem = remote_url_problem(url)
@@ -575,6 +648,7 @@ def load_connectors(path: Path) -> ConnectorsConfig:
             prefix=prefix,
             transport=transport,
             allow_repository_config=allow_config,
+            commit_per_author=per_author,
         )
         if connector.key in seen:
             raise fail(
@@ -585,7 +659,7 @@ def load_connectors(path: Path) -> ConnectorsConfig:
             )
         seen[connector.key] = index
         connectors.append(connector)
-    return ConnectorsConfig(tuple(connectors), tuple(h for h in raw_hosts if h.strip()), path)
+    return ConnectorsConfig(tuple(connectors), tuple(h for h in raw_hosts if h.strip()), path, book)
 
 
 def resolve_transport(connector: Connector, settings: Settings) -> str:

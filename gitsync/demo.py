@@ -5,8 +5,9 @@ sample shared folder; the real service (Flask app on a loopback port, work queue
 workers, commit timer) syncs it into a repository and pushes to a local bare repository
 playing the remote. The service follows the folder over the stand-in's websocket (the
 default transport when no webhook secret is set), so the demo needs no webhook: it
-edits, renames, deletes and adds notes through the stand-in, the service hears of
-them as events, and the demo prints the remote's history read with Dulwich.
+edits, renames, deletes and adds notes through the stand-in as two relay users (named
+in ``[authors]``), the service hears of them as events, and the demo prints the
+remote's history, with each commit's author, read with Dulwich.
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+DEMO_AUTHORS = {"ada": "Ada Lovelace <ada@example.org>", "grace": "Grace Hopper <grace@example.org>"}
+
+
 def remote_log(bare: Path, branch: str = "main", limit: int = 20) -> list[str]:
-    """``git log --stat``-like lines for the remote branch, newest first."""
+    """``git log --stat``-like lines for the remote branch, newest first, with authors."""
     lines: list[str] = []
     with Repo(str(bare)) as repo:
         ref = f"refs/heads/{branch}".encode()
@@ -53,8 +57,12 @@ def remote_log(bare: Path, branch: str = "main", limit: int = 20) -> list[str]:
         for entry in repo.get_walker(include=[repo.refs[ref]], max_entries=limit):
             commit = entry.commit
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(commit.commit_time))
-            subject = commit.message.decode("utf-8", "replace").splitlines()[0]
-            lines.append(f"{commit.id.decode()[:10]}  {when} UTC  {subject}")
+            message = commit.message.decode("utf-8", "replace")
+            lines.append(f"{commit.id.decode()[:10]}  {when} UTC  {message.splitlines()[0]}")
+            lines.append(f"    author: {commit.author.decode('utf-8', 'replace')}")
+            for line in message.splitlines():
+                if line.startswith("Co-authored-by: "):
+                    lines.append(f"    co-author: {line.split(': ', 1)[1]}")
             parent_tree = repo[commit.parents[0]].tree if commit.parents else None
             for change in tree_changes(repo.object_store, parent_tree, commit.tree):
                 old = change.old.path.decode() if change.old and change.old.path else None
@@ -117,6 +125,8 @@ def run_demo(echo: Echo = print, *, keep: Path | None = None,
             f'url = "{bare}"\n'
             'branch = "main"\n'
             'prefix = "vault"\n'
+            "\n[authors]\n" + "".join(f'"{user}" = "{ident}"\n' for user, ident in DEMO_AUTHORS.items()),
+            encoding="utf-8",
         )
         admin_token = secrets.token_urlsafe(24) if serve_until is not None else None
         settings = Settings(
@@ -136,16 +146,30 @@ def run_demo(echo: Echo = print, *, keep: Path | None = None,
         socket = service.status()["folders"][0]["transport"]
         echo(f"demo: initial sync committed and pushed; websocket {socket['state']}")
 
-        folder.edit_markdown("notes/ideas.md", "# Ideas\n\n- sync folders to git\n- edited in Obsidian\n")
-        folder.rename("notes/archive/2024.md", "archive/2024.md")
-        folder.delete("README.md")
-        folder.put_markdown("notes/new idea.md", "Written while the service runs.\n")
-        echo("demo: edited, renamed, deleted and added notes (no webhook: the websocket "
-             "carries the events)")
-        pushes = service.status()["counts"]["pushes"]
-        _wait(lambda: service.status()["counts"]["pushes"] > pushes
-              and not any(f["uncommitted_paths"] for f in service.status()["folders"]),
-              30, "the change to be committed and pushed")
+        def pushed(edit: Callable[[], None], what: str) -> None:
+            pushes = service.status()["counts"]["pushes"]
+            edit()
+            _wait(lambda: service.status()["counts"]["pushes"] > pushes
+                  and not any(f["uncommitted_paths"] for f in service.status()["folders"]),
+                  30, f"{what} to be committed and pushed")
+
+        def by_ada() -> None:
+            folder.edit_markdown("notes/ideas.md", "# Ideas\n\n- sync folders to git\n- edited in Obsidian\n",
+                                 user="ada")
+            folder.put_markdown("notes/new idea.md", "Written while the service runs.\n", user="ada")
+
+        def by_grace() -> None:
+            folder.rename("notes/archive/2024.md", "archive/2024.md", user="grace")
+            folder.delete("README.md", user="grace")
+            folder.edit_markdown("notes/new idea.md", "Written while the service runs.\nGrace agrees.\n",
+                                 user="grace")
+
+        pushed(by_ada, "ada's edits")
+        echo("demo: ada edited and added notes (no webhook: the websocket carries the events)")
+        pushed(by_grace, "grace's edits")
+        echo("demo: grace renamed, deleted and edited notes")
+        echo("demo: commits credit " + " and ".join(DEMO_AUTHORS.values())
+             + " (relay users mapped in [authors]); the service commits them")
         if serve_until is None:
             service.stop(timeout=20)
             service = None

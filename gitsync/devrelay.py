@@ -28,6 +28,15 @@ head or unroute a document.
 Documents are stored as full Yjs v1 updates (bytes); every edit loads the bytes into a
 fresh ``pycrdt.Doc``, changes it in one transaction, and stores the new state.  No
 pycrdt object outlives a call, so handler threads never share one.
+
+Authorship as the Relay Server records it: every edit runs as a fresh Yjs client, and
+that client's id is registered in the document's root map ``users`` under a named relay
+user (``user=``, default :data:`DEMO_USER`; ``None`` registers nothing), laid out as
+yjs's PermanentUserData (``users[<user>] = {ids: Y.Array, ds: Y.Array}``). The
+registration is written by the stand-in's own client, which no user claims, as the
+server's would be; an edit that deletes also pushes a record into its user's ``ds``
+with the editing client, as a yjs client does. :meth:`DevRelay.compact_users` plays the
+server's compaction (duplicate ids removed, ``ds`` cleared).
 """
 
 from __future__ import annotations
@@ -55,13 +64,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pycrdt import Doc, Map, Snapshot, Text
+from pycrdt import Array, Doc, Map, Snapshot, Text
 
 from . import yframes
 from .devsocket import OP_BINARY, WsClosed, WsConnection, accept_key
 from .ids import InvalidId, compound_id, parse_compound_id, parse_uuid
 
 __all__ = [
+    "DEMO_USER",
     "DevRelay",
     "FolderHandle",
     "connectors_snippet",
@@ -74,6 +84,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _EMPTY_UPDATE = b"\x00\x00"
+DEMO_USER = "demo-user"
+"""The relay user the stand-in registers edits under unless told otherwise."""
 _NANOID_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
 _ATTACHMENT_TYPES = {"image", "pdf", "audio", "video", "base", "file"}
 _ROUTE = re.compile(r"^/(d|doc|f)/([0-9A-Za-z-]+)/(as-update|update|download-url)$")
@@ -116,10 +128,23 @@ def _norm(path: str) -> str:
     return "/" + path
 
 
-def _load(update: bytes) -> Doc:
-    doc: Doc = Doc()
+def _load(update: bytes, client_id: int | None = None) -> Doc:
+    doc: Doc = Doc(client_id=client_id)
     doc.apply_update(update)
     return doc
+
+
+def _user_entry(doc: Doc, user: str) -> Map:
+    """``users[user]`` as PermanentUserData lays it out, created when missing (in a transaction)."""
+    users = doc.get("users", type=Map)
+    entry = users[user] if user in users else None
+    if not isinstance(entry, Map):
+        entry = Map()
+        users[user] = entry
+    for name in ("ids", "ds"):
+        if not (name in entry and isinstance(entry[name], Array)):
+            entry[name] = Array()
+    return entry
 
 
 def _attachment_type(mimetype: str, path: str) -> str:
@@ -440,6 +465,8 @@ class DevRelay:
         self.read_delay = 0.0  # seconds added to every document read (benchmarks)
         self._open.set()
         self._secret = secrets.token_bytes(32)
+        # the client the stand-in writes ``users`` registrations with (no user claims it)
+        self._server_client = secrets.randbits(32)
         # the websocket side: doc key -> routing channel, last change (ms), snapshots
         self._channels: dict[str, str] = {}
         self._modified: dict[str, int] = {}
@@ -542,8 +569,12 @@ class DevRelay:
             self._docs[key] = bytes(update)
             self._changed(key, None, None)
 
-    def apply_update(self, compound: str, update: bytes) -> None:
+    def apply_update(self, compound: str, update: bytes, *, user: str | None = None) -> None:
         """Apply a Yjs v1 update to a document, creating it when new (``POST /update``).
+
+        Args:
+            user: register the clients whose clocks the update advanced under this relay
+                user, as the server does for a connection's clients (None: no registration).
 
         Raises:
             ValueError: the bytes are not a decodable update.
@@ -553,18 +584,85 @@ class DevRelay:
             doc = _load(self._docs.get(key, _EMPTY_UPDATE))
             before, head = doc.get_state(), Snapshot.from_doc(doc).encode()
             doc.apply_update(update)
+            if user is not None:
+                old = yframes.decode_snapshot(head).state_vector
+                new = yframes.decode_snapshot(Snapshot.from_doc(doc).encode()).state_vector
+                doc = self._register(doc, [c for c, clock in new.items() if clock > old.get(c, 0)], user)
             self._docs[key] = doc.get_update()
             self._changed(key, doc, doc.get_update(before), head)
 
     @contextmanager
-    def edit(self, compound: str) -> Iterator[Doc]:
-        """Load a document, yield it for changes inside one transaction, store the result."""
+    def edit(self, compound: str, *, user: str | None = DEMO_USER) -> Iterator[Doc]:
+        """Load a document, yield it for changes inside one transaction, store the result.
+
+        Args:
+            user: the relay user the edit's client is registered under in ``users``
+                (None: no registration, like a document written without one).
+        """
         key = self._key(compound)
         with self._lock:
             doc = _load(self._docs.get(key, _EMPTY_UPDATE))
             before, head = doc.get_state(), Snapshot.from_doc(doc).encode()
             with doc.transaction():
                 yield doc
+            if user is not None:
+                doc = self._record_author(doc, head, user)
+            self._docs[key] = doc.get_update()
+            self._changed(key, doc, doc.get_update(before), head)
+
+    def _record_author(self, doc: Doc, head: bytes, user: str) -> Doc:
+        """Register the editing client of ``doc`` under ``user`` if it changed anything.
+
+        A deletion alone advances no clock; like a yjs client keeping PermanentUserData,
+        the editor then pushes a record into its user's ``ds`` (the stand-in pushes the
+        snapshot after the edit; only the push itself matters to readers).
+        """
+        after = Snapshot.from_doc(doc).encode()
+        if yframes.same_head(head, after):
+            return doc
+        old, new = yframes.decode_snapshot(head), yframes.decode_snapshot(after)
+        if new.delete_set != old.delete_set:
+            with doc.transaction():
+                _user_entry(doc, user)["ds"].append(after)
+        return self._register(doc, [doc.client_id], user)
+
+    def _register(self, doc: Doc, clients: list[int], user: str) -> Doc:
+        """``doc`` with ``clients`` added to ``users[user].ids``, written by the stand-in's client."""
+        if not clients:
+            return doc
+        server = _load(doc.get_update(), client_id=self._server_client)
+        with server.transaction():
+            ids = _user_entry(server, user)["ids"]
+            present = {int(v) for v in ids if isinstance(v, int | float)}
+            for client in clients:
+                if client not in present:
+                    ids.append(float(client))  # a JS number, as yjs stores it
+        return server
+
+    def compact_users(self, compound: str) -> None:
+        """Play the server's compaction of ``users`` when it evicts a document: each user's
+        ``ids`` de-duplicated and ``ds`` cleared, written by a client no user claims.
+        The content does not change; the update (and a webhook event) does."""
+        key = self._key(compound)
+        with self._lock:
+            doc = _load(self._docs.get(key, _EMPTY_UPDATE))
+            before, head = doc.get_state(), Snapshot.from_doc(doc).encode()
+            users = doc.get("users", type=Map)
+            with doc.transaction():
+                for name in list(users.keys()):
+                    entry = users[name]
+                    if not isinstance(entry, Map):
+                        continue
+                    ids = entry["ids"] if "ids" in entry else None
+                    if isinstance(ids, Array):
+                        values = list(ids)
+                        unique = list(dict.fromkeys(values))
+                        if len(unique) != len(values):
+                            del ids[0:len(ids)]
+                            ids.extend(unique)
+                    ds = entry["ds"] if "ds" in entry else None
+                    if isinstance(ds, Array) and len(ds):
+                        del ds[0:len(ds)]
             self._docs[key] = doc.get_update()
             self._changed(key, doc, doc.get_update(before), head)
 
@@ -1029,7 +1127,9 @@ class FolderHandle:
     Paths are given as ``notes/a.md`` and stored as ``/notes/a.md``.  Every method is
     one Yjs transaction on the folder document (and on the file's own document).
     Set ``nested_entries = True`` to store new index values as nested Y.Maps, the
-    other form docs/relay-protocol.md says occurs.
+    other form docs/relay-protocol.md says occurs. Every writing method takes ``user=``: the relay
+    user its edits are registered under in ``users`` (default :data:`DEMO_USER`; None:
+    none).
     """
 
     def __init__(self, relay: DevRelay, relay_id: str, folder_id: str):
@@ -1077,7 +1177,7 @@ class FolderHandle:
 
     # -- writing ----------------------------------------------------------------------
 
-    def mkdir(self, path: str, *, doc_id: str | None = None) -> str:
+    def mkdir(self, path: str, *, doc_id: str | None = None, user: str | None = DEMO_USER) -> str:
         """Add a ``folder`` entry (and missing parents); returns its id (idempotent)."""
         key = _norm(path)
         with self.relay._lock:
@@ -1086,9 +1186,9 @@ class FolderHandle:
                 if existing.get("type") != "folder":
                     raise ValueError(f"{key} exists and is a {existing.get('type')}")
                 return str(existing["id"])
-            self._mkparents(key)
+            self._mkparents(key, user=user)
             new_id = doc_id or str(uuid.uuid4())
-            self._set_entries({key: {"id": new_id, "type": "folder", "version": 0}})
+            self._set_entries({key: {"id": new_id, "type": "folder", "version": 0}}, user=user)
             return new_id
 
     def put_markdown(
@@ -1100,6 +1200,7 @@ class FolderHandle:
         doc_type: str = "markdown",
         legacy: bool = True,
         legacy_only: bool = False,
+        user: str | None = DEMO_USER,
     ) -> str:
         """Create a text document at ``path``, or edit the existing one to ``text``.
 
@@ -1118,25 +1219,26 @@ class FolderHandle:
             except KeyError:
                 existing = None
             if existing is not None:
-                self.edit_markdown(key, text)
+                self.edit_markdown(key, text, user=user)
                 return str(existing["id"])
-            self._mkparents(key)
+            self._mkparents(key, user=user)
             new_id = doc_id or str(uuid.uuid4())
             self.relay.route(compound_id(self.relay_id, new_id), self.compound_id)
-            with self.relay.edit(compound_id(self.relay_id, new_id)) as doc:
+            with self.relay.edit(compound_id(self.relay_id, new_id), user=user) as doc:
                 if text:
                     doc.get("contents", type=Text).insert(0, text)
             entry = {"id": new_id, "type": doc_type, "version": 0}
             self._set_entries(
                 {} if legacy_only else {key: entry},
                 legacy={key: new_id} if (legacy or legacy_only) else None,
+                user=user,
             )
             return new_id
 
-    def edit_markdown(self, path: str, text: str) -> None:
+    def edit_markdown(self, path: str, text: str, *, user: str | None = DEMO_USER) -> None:
         """Change the text to ``text`` as one minimal delete + insert (a real Yjs diff)."""
         cid = self.doc_compound_id(path)
-        with self.relay.edit(cid) as doc:
+        with self.relay.edit(cid, user=user) as doc:
             ytext = doc.get("contents", type=Text)
             old = str(ytext)
             if old == text:
@@ -1160,7 +1262,8 @@ class FolderHandle:
             if inserted:
                 ytext.insert(start, inserted)
 
-    def put_canvas(self, path: str, canvas: dict[str, Any], doc_id: str | None = None) -> str:
+    def put_canvas(self, path: str, canvas: dict[str, Any], doc_id: str | None = None, *,
+                   user: str | None = DEMO_USER) -> str:
         """Create or replace a canvas: nodes/edges maps plus a Y.Text per text node."""
         key = _norm(path)
         with self.relay._lock:
@@ -1168,7 +1271,7 @@ class FolderHandle:
             new_id = str(existing["id"]) if existing else (doc_id or str(uuid.uuid4()))
             if existing is None:
                 self.relay.route(compound_id(self.relay_id, new_id), self.compound_id)
-            with self.relay.edit(compound_id(self.relay_id, new_id)) as doc:
+            with self.relay.edit(compound_id(self.relay_id, new_id), user=user) as doc:
                 nodes = doc.get("nodes", type=Map)
                 edges = doc.get("edges", type=Map)
                 for k in list(nodes.keys()):
@@ -1186,13 +1289,13 @@ class FolderHandle:
                 for edge in canvas.get("edges", []):
                     edges[str(edge["id"])] = dict(edge)
             if existing is None:
-                self._mkparents(key)
-                self._set_entries({key: {"id": new_id, "type": "canvas", "version": 0}})
+                self._mkparents(key, user=user)
+                self._set_entries({key: {"id": new_id, "type": "canvas", "version": 0}}, user=user)
             return new_id
 
-    def set_canvas_text(self, path: str, node_id: str, text: str) -> None:
+    def set_canvas_text(self, path: str, node_id: str, text: str, *, user: str | None = DEMO_USER) -> None:
         """Change a text node's live Y.Text only (its node object's ``text`` goes stale)."""
-        with self.relay.edit(self.doc_compound_id(path)) as doc:
+        with self.relay.edit(self.doc_compound_id(path), user=user) as doc:
             ytext = doc.get(node_id, type=Text)
             if len(ytext):
                 del ytext[0 : len(ytext)]
@@ -1207,6 +1310,7 @@ class FolderHandle:
         *,
         doc_type: str | None = None,
         synctime: int | None = None,
+        user: str | None = DEMO_USER,
     ) -> str:
         """Store ``data`` as a blob and point the entry at its hash (new or updated)."""
         key = _norm(path)
@@ -1215,7 +1319,7 @@ class FolderHandle:
             existing = self.entries().get(key)
             new_id = str(existing["id"]) if existing else (doc_id or str(uuid.uuid4()))
             if existing is None:
-                self._mkparents(key)
+                self._mkparents(key, user=user)
             entry = {
                 "id": new_id,
                 "type": doc_type or _attachment_type(mimetype, key),
@@ -1224,16 +1328,16 @@ class FolderHandle:
                 "mimetype": mimetype,
                 "synctime": synctime if synctime is not None else int(time.time() * 1000),
             }
-            self._set_entries({key: entry})
+            self._set_entries({key: entry}, user=user)
             return new_id
 
-    def set_entry(self, key: str, value: Any) -> None:
+    def set_entry(self, key: str, value: Any, *, user: str | None = DEMO_USER) -> None:
         """Write any raw value under ``key`` in ``filemeta_v0``, both taken verbatim (no
         leading ``/`` added, no checks), for malformed and hostile entry tests."""
         with self.relay._lock:
-            self._set_entries({key: value})
+            self._set_entries({key: value}, user=user)
 
-    def rename(self, old: str, new: str) -> None:
+    def rename(self, old: str, new: str, *, user: str | None = DEMO_USER) -> None:
         """Move an entry (same doc id); a folder takes its children along."""
         src, dst = _norm(old), _norm(new)
         with self.relay._lock:
@@ -1242,13 +1346,13 @@ class FolderHandle:
                 raise KeyError(f"no entry at {src} in folder {self.compound_id}")
             if dst in entries or dst in legacy:
                 raise ValueError(f"{dst} already exists in folder {self.compound_id}")
-            self._mkparents(dst)
+            self._mkparents(dst, user=user)
             moves = {
                 p: dst + p[len(src) :]
                 for p in set(entries) | set(legacy)
                 if p == src or p.startswith(src + "/")
             }
-            with self.relay.edit(self.compound_id) as doc:
+            with self.relay.edit(self.compound_id, user=user) as doc:
                 meta, docs = doc.get("filemeta_v0", type=Map), doc.get("docs", type=Map)
                 for p, q in moves.items():
                     if p in entries:
@@ -1259,14 +1363,14 @@ class FolderHandle:
                         del docs[p]
                         docs[q] = legacy[p]
 
-    def delete(self, path: str) -> None:
+    def delete(self, path: str, *, user: str | None = DEMO_USER) -> None:
         """Remove an entry (a folder: with its children); documents stay on the server."""
         key = _norm(path)
         with self.relay._lock:
             entries, legacy = self.entries(), self.legacy_docs()
             if key not in entries and key not in legacy:
                 raise KeyError(f"no entry at {key} in folder {self.compound_id}")
-            with self.relay.edit(self.compound_id) as doc:
+            with self.relay.edit(self.compound_id, user=user) as doc:
                 meta, docs = doc.get("filemeta_v0", type=Map), doc.get("docs", type=Map)
                 for p in list(entries):
                     if p == key or p.startswith(key + "/"):
@@ -1279,19 +1383,25 @@ class FolderHandle:
         """A housekeeping update with no content change (the ``users`` map), like the
         server's compaction: the update bytes change, the content does not."""
         cid = self.doc_compound_id(path) if path else self.compound_id
-        with self.relay.edit(cid) as doc:
+        with self.relay.edit(cid, user=None) as doc:
             users = doc.get("users", type=Map)
             users["devrelay"] = {"touched": secrets.token_hex(4)}
 
     # -- internals --------------------------------------------------------------------
 
-    def _mkparents(self, key: str) -> None:
+    def compact_users(self, path: str | None = None) -> None:
+        """The server's compaction of ``users`` (:meth:`DevRelay.compact_users`) on the
+        document at ``path``, or on the folder document."""
+        self.relay.compact_users(self.doc_compound_id(path) if path else self.compound_id)
+
+    def _mkparents(self, key: str, *, user: str | None = DEMO_USER) -> None:
         parts = key.strip("/").split("/")[:-1]
         for i in range(1, len(parts) + 1):
-            self.mkdir("/".join(parts[:i]))
+            self.mkdir("/".join(parts[:i]), user=user)
 
-    def _set_entries(self, values: dict[str, Any], *, legacy: dict[str, str] | None = None) -> None:
-        with self.relay.edit(self.compound_id) as doc:
+    def _set_entries(self, values: dict[str, Any], *, legacy: dict[str, str] | None = None,
+                     user: str | None = DEMO_USER) -> None:
+        with self.relay.edit(self.compound_id, user=user) as doc:
             meta = doc.get("filemeta_v0", type=Map)
             for k, v in values.items():
                 meta[k] = Map(v) if self.nested_entries and isinstance(v, dict) else v

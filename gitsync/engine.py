@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gitrepo, worktree, ydoc
+from .attribution import Attribution
 from .config import Connector, ConnectorsConfig, Settings
 from .fetch import FetchPool, Lane
 from .ids import compound_id
@@ -74,6 +75,10 @@ class SyncReport:
     unknown: list[str] = field(default_factory=list)  # doc ids not in this folder
     held: str | None = None
     commit: str | None = None
+    # Who wrote the folder document's change this sync applies: credited with the
+    # deletions, renames and attachments it causes, once per path (gitsync.attribution).
+    index_writers: dict[str, int] = field(default_factory=dict)
+    index_credited: set[str] = field(default_factory=set)
 
     @property
     def changed(self) -> int:
@@ -144,6 +149,7 @@ class _Fetched:
     skip: str | None = None  # a reason not to write (not an error)
     error: str | None = None  # transient failure
     permanent: bool = False
+    authorship: ydoc.Authorship | None = None  # text and canvas documents
 
 
 def _discard(results: Iterable[_Fetched]) -> None:
@@ -218,6 +224,7 @@ class Engine:
         self.relay = relay
         self.connectors = connectors
         self.states = StateRegistry(settings.data_dir)
+        self.attribution = Attribution(self.states, connectors.authors, settings.author)
         self.hold_confirm_seconds = hold_confirm_seconds
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._repo_locks: dict[tuple[str, str], threading.RLock] = {}
@@ -418,7 +425,7 @@ class Engine:
         lane = lane or (Lane.BULK if full else Lane.INTERACTIVE)
         report = SyncReport(connector)
         ticket = next(self._tickets)
-        entries = self._read_index(connector)
+        entries, index_seen = self._read_index(connector)
         with self.lock(connector):
             self.repo(connector)
             state = self._folder_state(connector)
@@ -426,6 +433,7 @@ class Engine:
             stale = self._applied.get(index_key, 0) > ticket
             if not stale:
                 self._applied[index_key] = ticket
+            report.index_writers = self.attribution.writers(connector, connector.folder_id, index_seen)
             previous = {
                 doc_id: Tracked(rec.path, rec.type, rec.hash) for doc_id, rec in state.files.items()
             }
@@ -458,12 +466,13 @@ class Engine:
                         targets.setdefault(doc_id, entry)
             if not report.held and not stale:
                 self._track_folders(state, current)
+                self.attribution.keep(connector, connector.folder_id, index_seen)
             jobs = self._fetch_jobs(connector, state, targets, force=set(writes), verify=full)
             self._flush(connector)
             self._index_folder(connector, state)
         self._notify(connector, report)
         self._fetch_and_apply(connector, jobs, report, lane=lane, progress=progress,
-                              paths={d: op.path for d, op in writes.items()})
+                              paths={d: op.path for d, op in writes.items()}, from_index=set(writes))
         with self.lock(connector):
             if leftover is not None:
                 self._release_claims(connector, state, leftover)
@@ -476,10 +485,10 @@ class Engine:
                  report.updated, report.renamed, report.deleted, len(report.skipped), len(report.failed))
         return report
 
-    def _read_index(self, connector: Connector) -> dict[str, ydoc.Entry]:
+    def _read_index(self, connector: Connector) -> tuple[dict[str, ydoc.Entry], ydoc.Authorship]:
         try:
             update = self.relay.get_update(compound_id(connector.relay_id, connector.folder_id))
-            return ydoc.read_folder(update)
+            return ydoc.read_folder(update), ydoc.read_authorship(update)
         except Unauthorized:
             raise
         except NotFound as exc:
@@ -571,6 +580,7 @@ class Engine:
                 # Dirty even when the file is already gone (a crash after the unlink but
                 # before the state was saved): the commit must still record the deletion.
                 state.add_dirty([rel])
+                self._credit_index(connector, state, report, [op.path])
                 if worktree.delete_file(repo_root, rel):
                     report.deleted += 1
                     state.note("delete", op.path)
@@ -595,6 +605,9 @@ class Engine:
             origins.setdefault(op.doc_id, op.src)
             marked = [dst] if src_refused is not None else [src, dst]
             state.add_dirty(p for p in marked if TMP_MARK not in p)
+            self._credit_index(connector, state, report,
+                               [p for p in ((op.dst,) if src_refused is not None else (op.src, op.dst))
+                                if TMP_MARK not in p])
             if src_refused is not None or not worktree.move(repo_root, src, dst):
                 # No file of ours moved: the document is fetched and written at dst, where
                 # nothing is ours until we write it (the claim covers this sync only).
@@ -706,6 +719,7 @@ class Engine:
                 out.data = ydoc.render_canvas(ydoc.read_canvas(update))
             else:
                 out.data = ydoc.read_text(update).encode("utf-8")
+            out.authorship = ydoc.read_authorship(update)
         except Unauthorized:
             raise
         except NotFound:
@@ -738,7 +752,8 @@ class Engine:
 
     def _fetch_and_apply(self, connector, jobs: list[tuple], report: SyncReport, *,
                          lane: Lane, progress: Progress | None = None,
-                         paths: dict[str, str] | None = None) -> None:
+                         paths: dict[str, str] | None = None,
+                         from_index: set[str] | None = None) -> None:
         """Fetch and decode on the pool, writing each result under the lock as it arrives.
 
         ``verify`` jobs (full syncs) also re-read the file: bytes that differ from what we
@@ -767,7 +782,8 @@ class Engine:
                     self._applied[key] = fetched.ticket
                     rec = state.files.get(entry.id)
                     path = paths.get(entry.id) if rec is None or rec.type == "folder" else rec.path
-                    self._store(connector, state, entry, fetched, report, path=path)
+                    self._store(connector, state, entry, fetched, report, path=path,
+                                from_index=entry.id in (from_index or ()))
                     since_save += 1
                     if since_save >= SAVE_EVERY:
                         self._flush(connector)
@@ -782,8 +798,12 @@ class Engine:
                 progress(done, total)
 
     def _store(self, connector, state: FolderState, entry: ydoc.Entry, fetched: _Fetched,
-               report: SyncReport, *, path: str | None = None) -> None:
-        """Write one fetched document (or account for why it is not written)."""
+               report: SyncReport, *, path: str | None = None, from_index: bool = False) -> None:
+        """Write one fetched document (or account for why it is not written).
+
+        ``from_index``: the write comes from the folder document's change (a new entry,
+        an attachment's new hash): its writers are credited when the document names nobody.
+        """
         rec = state.files.get(entry.id)
         if path is None:
             path = rec.path if rec is not None and rec.type != "folder" else entry.path
@@ -799,9 +819,11 @@ class Engine:
                 report.skipped.append((path, fetched.skip))
             return
         assert fetched.data is not None or fetched.file is not None
+        unchanged = report.unchanged
         try:
-            if self._write_file(connector, state, entry, path, fetched.data, report,
-                                staged=fetched.file):
+            written = self._write_file(connector, state, entry, path, fetched.data, report,
+                                       staged=fetched.file)
+            if written:
                 fetched.file = None  # renamed into place: no longer ours to remove
         except OSError as exc:
             reason = f"cannot write: {exc.strerror or exc} ({IN_THE_WAY})"
@@ -811,9 +833,22 @@ class Engine:
             return
         finally:
             _discard([fetched])
+        if self.attribution.applied(connector, state, entry.id, self._repo_path(connector, path),
+                                    fetched.authorship, written=written, new=rec is None,
+                                    settled=written or report.unchanged > unchanged,
+                                    fallback=report.index_writers if from_index else None):
+            report.index_credited.add(path)
         if fetched.update_sha:
             hashes = self.states.relay(connector.relay_id).doc_hashes
             hashes[compound_id(connector.relay_id, entry.id)] = fetched.update_sha
+
+    def _credit_index(self, connector: Connector, state: FolderState, report: SyncReport,
+                      paths: list[str]) -> None:
+        """Credit dirty ``paths`` (deleted, renamed) to the folder document's writers, once each."""
+        for path in paths:
+            if path not in report.index_credited:
+                report.index_credited.add(path)
+                state.add_writers(self._repo_path(connector, path), report.index_writers)
 
     def _flush(self, connector: Connector) -> None:
         """Save the state describing the files written (each already fsync'd)."""
@@ -961,19 +996,19 @@ class Engine:
                 return None
             repo = self.repo(connector)
             paths = list(state.dirty)
-            message = describe_changes(state.changes)
-            result = gitrepo.commit_changes(
+            result = gitrepo.commit_parts(
                 repo,
-                paths,
-                message=message,
-                author=self.settings.author,
+                self.attribution.commit_parts(connector, state, paths, describe_changes),
                 branch=connector.branch,
+                committer=self.settings.author,
                 timestamp=timestamp,
                 max_file_bytes=self.settings.max_file_bytes,
             )
             sha = result.commit
             held = self._note_left_out(connector, result.left_out, report)
             done = [p for p in paths if p not in held]
+            if sha:
+                self.attribution.committed(connector, state, done)
             if done or state.changes:
                 state.clear_pending(done)
                 state.changes = []
@@ -986,6 +1021,6 @@ class Engine:
                     self._commits_since_pack[connector.key] = 0
                     gitrepo.pack_if_needed(repo)
         if sha:
-            log.info("commit made relay=%s folder=%s commit=%s paths=%d", connector.relay_id,
-                     connector.folder_id, sha[:10], len(paths))
+            log.info("commit made relay=%s folder=%s commit=%s commits=%d paths=%d", connector.relay_id,
+                     connector.folder_id, sha[:10], len(result.commits), len(paths))
         return sha

@@ -35,7 +35,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from .redact import redact_url
 
 __all__ = [
     "BULK_THRESHOLD",
+    "CommitPart",
     "CommitResult",
     "GitError",
     "LockSweep",
@@ -67,6 +68,7 @@ __all__ = [
     "RemoteSpec",
     "RemoteUnavailable",
     "commit_changes",
+    "commit_parts",
     "commit_paths",
     "head_commit",
     "make_client",
@@ -287,11 +289,13 @@ def _identity(author: str) -> bytes:
     return ident
 
 
-def _new_commit(tree: bytes, parents: list[bytes], *, message: bytes, ident: bytes, when: int) -> Commit:
+def _new_commit(tree: bytes, parents: list[bytes], *, message: bytes, ident: bytes, when: int,
+                committer: bytes | None = None) -> Commit:
     commit = Commit()
     commit.tree = tree
     commit.parents = parents
-    commit.author = commit.committer = ident
+    commit.author = ident
+    commit.committer = committer or ident
     commit.author_time = commit.commit_time = when
     commit.author_timezone = commit.commit_timezone = 0
     commit.encoding = b"utf-8"
@@ -303,12 +307,29 @@ def _new_commit(tree: bytes, parents: list[bytes], *, message: bytes, ident: byt
 class CommitResult:
     """What :func:`commit_changes` did.
 
-    commit: the new commit id (hex), or None when the tree did not change;
-    left_out: ``(path, size)`` of files over ``max_file_bytes``, not committed.
+    commit: the new commit id (hex), or None when the tree did not change; with
+        several parts, the last of the chain (the branch's new head);
+    left_out: ``(path, size)`` of files over ``max_file_bytes``, not committed;
+    commits: every commit made, oldest first.
     """
 
     commit: str | None
     left_out: tuple[tuple[str, int], ...] = ()
+    commits: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CommitPart:
+    """One commit of a chain made by :func:`commit_parts`: its paths, message and author.
+
+    paths: repo-relative posix paths (prefix included) this commit holds;
+    message: its commit message;
+    author: ``"Name <email>"`` of its author.
+    """
+
+    paths: tuple[str, ...]
+    message: str
+    author: str
 
 
 class _Staged:
@@ -410,6 +431,7 @@ def commit_changes(
     branch: str,
     timestamp: int | None = None,
     max_file_bytes: int | None = None,
+    committer: str | None = None,
 ) -> CommitResult:
     """Commit the working-tree state of ``paths`` on top of ``refs/heads/<branch>``.
 
@@ -426,10 +448,11 @@ def commit_changes(
         repo: open non-bare repository (caller holds the repository lock).
         paths: repo-relative posix paths, prefix included.
         message: commit message.
-        author: ``"Name <email>"``, used as author and committer.
+        author: ``"Name <email>"`` of the author.
         branch: branch to advance.
         timestamp: seconds since the epoch (default: now), timezone UTC.
         max_file_bytes: largest file to commit (None: no limit).
+        committer: ``"Name <email>"`` of the committer (default: the author).
 
     Returns:
         The new commit (None when the tree did not change) and the files left out.
@@ -439,7 +462,51 @@ def commit_changes(
         GitError: the branch moved under us (someone else wrote the ref).
         RepositoryLocked: the branch's lock file exists.
     """
-    ident = _identity(author)
+    part = CommitPart(tuple(paths), message, author)
+    return commit_parts(repo, [part], branch=branch, committer=committer, timestamp=timestamp,
+                        max_file_bytes=max_file_bytes)
+
+
+def commit_parts(
+    repo: Repo,
+    parts: Sequence[CommitPart],
+    *,
+    branch: str,
+    committer: str | None = None,
+    timestamp: int | None = None,
+    max_file_bytes: int | None = None,
+) -> CommitResult:
+    """Commit the working-tree state of the parts' paths as a chain of commits.
+
+    The tree of the last commit is exactly the tree one commit of all the paths would
+    have (see :func:`commit_changes` for how each path is read); every earlier commit
+    adds only its own part's paths to the tree before it. A part whose paths change
+    nothing makes no commit. The branch moves once, from its old head to the last
+    commit, so a reader sees all of the chain or none of it. A path named by several
+    parts belongs to the first of them.
+
+    Args:
+        repo: open non-bare repository (caller holds the repository lock).
+        parts: the commits to make, oldest first (at least one).
+        branch: branch to advance.
+        committer: ``"Name <email>"`` of the committer of every commit (default: each
+            commit's author).
+        timestamp: seconds since the epoch (default: now), timezone UTC.
+        max_file_bytes: largest file to commit (None: no limit).
+
+    Returns:
+        The new head (None when the tree did not change), every commit made, and the
+        files left out.
+
+    Raises:
+        ValueError: no part, a path is not repo-relative, or an identity is malformed.
+        GitError: the branch moved under us (someone else wrote the ref).
+        RepositoryLocked: the branch's lock file exists.
+    """
+    if not parts:
+        raise ValueError("commit_parts needs at least one part")
+    authors = [_identity(part.author) for part in parts]
+    committer_ident = _identity(committer) if committer else None
     ref = _ref(branch)
     store = repo.object_store
     parent = _get_ref(repo, ref)
@@ -447,15 +514,17 @@ def commit_changes(
     view = _TreeView(store, parent_tree)
     root = repo.path
 
-    wanted: dict[bytes, None] = {}
-    for p in paths:
-        wanted[_check_rel(p)] = None
+    wanted: dict[bytes, int] = {}  # path -> index of the part holding it
+    for index, part in enumerate(parts):
+        for p in part.paths:
+            wanted.setdefault(_check_rel(p), index)
 
     changes: dict[bytes, tuple[int | None, bytes | None]] = {}
+    owner: dict[bytes, int] = {}  # changed path -> index of its part
     staged = _Staged(store)
     left_out: list[tuple[str, int]] = []
     index_updates: dict[bytes, tuple[os.stat_result, bytes, int] | None] = {}
-    for bpath in wanted:
+    for bpath, index in wanted.items():
         rel = bpath.decode("utf-8")
         old = view.lookup(bpath)
         if max_file_bytes is not None:
@@ -473,6 +542,7 @@ def commit_changes(
         except IsADirectoryError:
             if old is not None and not stat.S_ISDIR(old[0]):
                 changes[bpath] = (None, None)
+                owner.setdefault(bpath, index)
                 index_updates[bpath] = None
             continue
         except worktree.PathRefused as exc:
@@ -487,6 +557,7 @@ def commit_changes(
             # paths of their own (and any file we did not write stays).
             if old is not None and not stat.S_ISDIR(old[0]):
                 changes[bpath] = (None, None)
+                owner.setdefault(bpath, index)
             continue
         mode = _EXEC_MODE if st.st_mode & 0o111 else _FILE_MODE
         blob = Blob.from_string(data)
@@ -495,9 +566,11 @@ def commit_changes(
             continue
         staged.add_object(blob)
         changes[bpath] = (mode, blob.id)
+        owner[bpath] = index
         blocker = view.blocking_file(bpath)
         if blocker is not None and blocker not in changes:
             changes[blocker] = (None, None)
+            owner[blocker] = index
             index_updates[blocker] = None
 
     # a path that became a file where a directory was: drop changes below it
@@ -508,29 +581,48 @@ def commit_changes(
         if not any(p.startswith(anc + b"/") for anc in _ancestors(p) if anc in files_set)
     ]
 
-    new_commit: str | None = None
+    made: list[Commit] = []
     if change_list:
         base: bytes | Tree = parent_tree if parent_tree else Tree()
-        new_tree = commit_tree_changes(staged, base, change_list)
-        if new_tree != parent_tree and not (parent is None and new_tree == Tree().id):
-            text = message if message.endswith("\n") else message + "\n"
+        final_tree = commit_tree_changes(staged, base, change_list)
+        if final_tree != parent_tree and not (parent is None and final_tree == Tree().id):
             when = int(time.time()) if timestamp is None else int(timestamp)
-            commit = _new_commit(
-                new_tree, [parent] if parent else [], message=text.encode("utf-8"), ident=ident, when=when
-            )
-            staged.add_object(commit)
-            staged.flush(repo)  # durable before the branch points at it
-            ok = _move_ref(repo, ref, parent, commit.id, committer=ident,
+            trees: list[tuple[bytes, int]] = []  # (tree, part index) of each commit
+            prev_tree = parent_tree
+            for index in range(len(parts) - 1):
+                own = [c for c in change_list if owner.get(c[0]) == index]
+                if not own:
+                    continue
+                tree = commit_tree_changes(staged, prev_tree if prev_tree else Tree(), own)
+                if tree == prev_tree or (prev_tree is None and tree == Tree().id):
+                    continue
+                trees.append((tree, index))
+                prev_tree = tree
+            if final_tree != prev_tree:
+                # The last commit holds the interval's tree exactly, whatever the split did.
+                trees.append((final_tree, len(parts) - 1))
+            head = parent
+            for tree, index in trees:
+                text = parts[index].message
+                text = text if text.endswith("\n") else text + "\n"
+                commit = _new_commit(tree, [head] if head else [], message=text.encode("utf-8"),
+                                     ident=authors[index], committer=committer_ident, when=when)
+                staged.add_object(commit)
+                made.append(commit)
+                head = commit.id
+            staged.flush(repo)  # durable before the branch points at them
+            ok = _move_ref(repo, ref, parent, made[-1].id, committer=committer_ident or authors[-1],
                            message=b"commit: gitsync" if parent else b"commit (initial): gitsync")
             if not ok:
                 raise GitError(
                     f"branch {branch} moved while committing in {root}; the files stay dirty and "
                     "the next commit cycle retries"
                 )
-            new_commit = commit.id.decode("ascii")
-            log.debug("committed branch=%s commit=%s paths=%d", branch, new_commit[:12], len(change_list))
+            log.debug("committed branch=%s commit=%s commits=%d paths=%d", branch,
+                      made[-1].id[:12].decode("ascii"), len(made), len(change_list))
     _refresh_index(repo, index_updates)
-    return CommitResult(new_commit, tuple(left_out))
+    ids = tuple(c.id.decode("ascii") for c in made)
+    return CommitResult(ids[-1] if ids else None, tuple(left_out), ids)
 
 
 def _ancestors(path: bytes) -> Iterable[bytes]:

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from . import __version__
@@ -114,11 +114,8 @@ def sync_once(
     if selection is not None:
         connector = config.find(*selection) or Connector(relay_id=selection[0], folder_id=selection[1])
         targets = [connector]
-        config = ConnectorsConfig(
-            tuple(config.connectors) + (() if config.find(*selection) else (connector,)),
-            config.known_hosts,
-            config.path,
-        )
+        config = replace(
+            config, connectors=tuple(config.connectors) + (() if config.find(*selection) else (connector,)))
     else:
         targets = list(config.connectors)
         if not targets:
@@ -187,6 +184,7 @@ def describe_connectors(settings: Settings, config: ConnectorsConfig) -> list[st
     lines = []
     for connector in config.connectors:
         prefix = f" prefix={connector.prefix}" if connector.prefix else ""
+        prefix += " commit_per_author=true" if connector.commit_per_author else ""
         line = f"{connector.name} branch={connector.branch}{prefix} remote="
         if not connector.url:
             lines.append(line + "(local only)")
@@ -897,9 +895,13 @@ class Service:
                 "push": push,
                 "left_out": [{"path": path, "reason": reason} for path, reason in self.engine.left_out(connector)],
                 "transport": transport,
+                "authorship": self.engine.attribution.counts(connector),
             })
         with self._lock:
             counts = dict(self._counts)
+        # committed changes (paths) credited to a relay user, or to nobody (service identity)
+        counts["changes_attributed"] = sum(f["authorship"]["attributed"] for f in folders)
+        counts["changes_unattributed"] = sum(f["authorship"]["unattributed"] for f in folders)
         health = self.health()
         return {
             "version": __version__,

@@ -1,8 +1,8 @@
 """Sync state in memory, and what changed in it since the last save.
 
 The engine reads and changes plain-looking objects (:class:`FolderState` with its
-``files`` dict, ``dirty`` and ``changes`` lists, ``held`` and ``last_sync``; a relay's
-``doc_hashes`` dict) while it holds the folder's lock.  Each of them remembers which
+``files`` and ``writers`` dicts, ``dirty`` and ``changes`` lists, ``held`` and
+``last_sync``; a relay's ``doc_hashes`` and ``doc_clocks`` dicts) while it holds the folder's lock.  Each of them remembers which
 entries changed, so :meth:`RelayState.save` writes only those rows to the state database
 (``statedb``), in one transaction: its cost follows the change, not the vault.
 
@@ -39,6 +39,7 @@ from .statedb import (
     damaged_files,
     mark_imported,
     read_legacy,
+    writers_row,
 )
 
 __all__ = [
@@ -264,6 +265,19 @@ class _FileTable(_TrackedDict):
         return table
 
 
+class _WritersTable(_TrackedDict):
+    """``FolderState.writers``: dirty path -> {relay user id: operations}, saved as JSON rows.
+
+    Values are replaced, never changed in place (see :meth:`FolderState.add_writers`).
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def _row(value: dict[str, int]) -> str:
+        return writers_row(value)
+
+
 class _TrackedList(list):
     """A list whose appended tail is saved as new rows; any other change rewrites it."""
 
@@ -353,6 +367,8 @@ class FolderState:
         index_entries: entries in the folder index at the last sync.
         claimed: free paths a sync was about to create, saved before it acted: after a
             crash, a file at one of them was written by us even though no record says so.
+        writers: dirty path -> {relay user id: operations} of the changes written to it
+            since the last commit (``authors.UNKNOWN`` for clients no user claims).
     """
 
     def __init__(
@@ -377,6 +393,7 @@ class FolderState:
         self._index_entries = index_entries
         self._claimed = _ClaimSet(self, ())
         self._claimed_changed = False
+        self._writers = _WritersTable(self._lock, saved=False)
         self._row_changed = self._held_changed = True  # a new folder: all of it is unsaved
 
     @classmethod
@@ -388,6 +405,7 @@ class FolderState:
         state._dirty_cache = None
         state._changes = _TrackedList(lock, rows.changes, saved=True)
         state._held, state._last_sync, state._index_entries = rows.held, rows.last_sync, rows.index_entries
+        state._writers = _WritersTable(lock, rows.writers)
         state._row_changed = state._held_changed = False
         state._claimed = _ClaimSet(state, (str(p) for p in rows.extra.get("claimed") or ()))
         state._claimed_changed = False
@@ -468,7 +486,21 @@ class FolderState:
             self._row_changed = self._row_changed or value != self._index_entries
             self._index_entries = value
 
+    @property
+    def writers(self) -> dict[str, dict[str, int]]:
+        return self._writers
+
     # --- helpers for the engine ---------------------------------------------------------
+
+    def add_writers(self, repo_path: str, writers: dict[str, int]) -> None:
+        """Add who wrote a change of ``repo_path`` (a dirty path) to what it had."""
+        if not writers:
+            return
+        with self._lock:
+            merged = dict(self._writers.get(repo_path, {}))
+            for user, ops in writers.items():
+                merged[user] = merged.get(user, 0) + ops
+            self._writers[repo_path] = merged
 
     def add_dirty(self, repo_paths: Iterable[str]) -> None:
         """Remember repository paths to stage in the next commit."""
@@ -495,6 +527,8 @@ class FolderState:
         """Forget the dirty paths and change lines a commit has taken."""
         done = set(committed)
         self.dirty = [p for p in self.dirty if p not in done]
+        for path in done:
+            self._writers.pop(path, None)
         if not self.dirty:
             self.changes = []
 
@@ -506,8 +540,10 @@ class FolderState:
     def _take(self, folder_id: str) -> FolderChanges | None:
         """The rows changed since the last save, or None; forgets them (caller holds the lock)."""
         reset, upserts, deletes = self._files._take()
+        w_reset, w_upserts, w_deletes = self._writers._take()
         out = FolderChanges(folder_id, files_reset=reset, files_upsert=upserts, files_delete=deletes,
-                            dirty=self._dirty._take(), changes=self._changes._take(change_row))
+                            dirty=self._dirty._take(), changes=self._changes._take(change_row),
+                            writers_reset=w_reset, writers_upsert=w_upserts, writers_delete=w_deletes)
         if self._row_changed:
             out.row = (self._last_sync, self._index_entries)
         if self._held_changed:
@@ -516,13 +552,16 @@ class FolderState:
             out.claimed = (sorted(self._claimed),)
         self._row_changed = self._held_changed = self._claimed_changed = False
         if (out.row is None and out.held is None and not reset and not upserts and not deletes
-                and out.dirty is None and out.changes is None and out.claimed is None):
+                and out.dirty is None and out.changes is None and out.claimed is None
+                and not w_reset and not w_upserts and not w_deletes):
             return None
         return out
 
     def _untake(self, change: FolderChanges) -> None:
         """A save failed: mark what it carried as unsaved again (caller holds the lock)."""
         self._files._untake(change.files_reset, [k for k, _ in change.files_upsert] + change.files_delete)
+        self._writers._untake(change.writers_reset,
+                              [k for k, _ in change.writers_upsert] + change.writers_delete)
         if change.dirty is not None:
             self._dirty._stale = True
         if change.changes is not None:
@@ -534,7 +573,7 @@ class FolderState:
     def _mark_all(self) -> None:
         """Write everything at the next save (the database was replaced)."""
         with self._lock:
-            self._files._reset = True
+            self._files._reset = self._writers._reset = True
             self._dirty._stale = self._changes._stale = True
             self._row_changed = self._held_changed = self._claimed_changed = True
 
@@ -555,6 +594,7 @@ class RelayState:
         self._db = db
         rows = rows or RelayRows()
         self._hashes = _TrackedDict(self._track, rows.hashes)
+        self._clocks = _TrackedDict(self._track, rows.clocks)
         self.folders: dict[str, FolderState] = {
             folder_id: FolderState._restore(folder, self._track) for folder_id, folder in rows.folders.items()
         }
@@ -563,6 +603,11 @@ class RelayState:
     def doc_hashes(self) -> dict[str, str]:
         """Compound doc id -> sha256 of the last update applied (changes are tracked)."""
         return self._hashes
+
+    @property
+    def doc_clocks(self) -> dict[str, bytes]:
+        """Compound doc id -> encoded Yjs state vector at the last applied change (tracked)."""
+        return self._clocks
 
     def folder(self, folder_id: str) -> FolderState:
         state = self.folders.get(folder_id)
@@ -603,7 +648,9 @@ class RelayState:
     def _take(self) -> RelayChanges:
         with self._track:
             reset, upserts, deletes = self._hashes._take()
-            changes = RelayChanges(hashes_reset=reset, hashes_upsert=upserts, hashes_delete=deletes)
+            c_reset, c_upserts, c_deletes = self._clocks._take()
+            changes = RelayChanges(hashes_reset=reset, hashes_upsert=upserts, hashes_delete=deletes,
+                                   clocks_reset=c_reset, clocks_upsert=c_upserts, clocks_delete=c_deletes)
             for folder_id, folder in list(self.folders.items()):
                 change = folder._take(folder_id)
                 if change is not None:
@@ -614,6 +661,8 @@ class RelayState:
         with self._track:
             self._hashes._untake(
                 changes.hashes_reset, [k for k, _ in changes.hashes_upsert] + changes.hashes_delete)
+            self._clocks._untake(
+                changes.clocks_reset, [k for k, _ in changes.clocks_upsert] + changes.clocks_delete)
             for change in changes.folders:
                 folder = self.folders.get(change.folder_id)
                 if folder is not None:
@@ -621,7 +670,7 @@ class RelayState:
 
     def _mark_all(self) -> None:
         with self._track:
-            self._hashes._reset = True
+            self._hashes._reset = self._clocks._reset = True
             for folder in list(self.folders.values()):
                 folder._mark_all()
 

@@ -50,6 +50,8 @@ __all__ = [
     "damaged_files",
     "mark_imported",
     "read_legacy",
+    "writers_from_row",
+    "writers_row",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE pending_changes (folder INTEGER NOT NULL, seq INTEGER NOT NULL,"
         " verb TEXT NOT NULL, path TEXT NOT NULL, dst TEXT, PRIMARY KEY (folder, seq)) WITHOUT ROWID",
     ),
+    (
+        # Encoded Yjs state vector of each document at its last applied change: the
+        # clients whose clocks advanced past it wrote the next change.
+        "CREATE TABLE doc_clocks (relay INTEGER NOT NULL, doc TEXT NOT NULL, state_vector BLOB NOT NULL,"
+        " PRIMARY KEY (relay, doc)) WITHOUT ROWID",
+        # Who wrote each path changed since the last commit: JSON {relay user id: operations}.
+        "CREATE TABLE pending_writers (folder INTEGER NOT NULL, path TEXT NOT NULL, writers TEXT NOT NULL,"
+        " PRIMARY KEY (folder, path)) WITHOUT ROWID",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -127,6 +138,7 @@ class FolderRows:
     files: list[FileItem] = field(default_factory=list)
     dirty: list[str] = field(default_factory=list)
     changes: list[list[str]] = field(default_factory=list)
+    writers: dict[str, dict[str, int]] = field(default_factory=dict)  # dirty path -> {user: operations}
 
 
 @dataclass
@@ -135,6 +147,7 @@ class RelayRows:
 
     hashes: dict[str, str] = field(default_factory=dict)
     folders: dict[str, FolderRows] = field(default_factory=dict)
+    clocks: dict[str, bytes] = field(default_factory=dict)  # compound doc id -> encoded state vector
 
 
 @dataclass
@@ -159,6 +172,9 @@ class FolderChanges:
     files_delete: list[str] = field(default_factory=list)
     dirty: ListChange | None = None
     changes: ListChange | None = None
+    writers_reset: bool = False
+    writers_upsert: list[tuple[str, str]] = field(default_factory=list)  # (path, JSON of writers)
+    writers_delete: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -169,10 +185,14 @@ class RelayChanges:
     hashes_upsert: list[tuple[str, str]] = field(default_factory=list)
     hashes_delete: list[str] = field(default_factory=list)
     folders: list[FolderChanges] = field(default_factory=list)
+    clocks_reset: bool = False
+    clocks_upsert: list[tuple[str, bytes]] = field(default_factory=list)
+    clocks_delete: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.hashes_reset or self.hashes_upsert or self.hashes_delete or self.folders)
+        return not (self.hashes_reset or self.hashes_upsert or self.hashes_delete or self.folders
+                    or self.clocks_reset or self.clocks_upsert or self.clocks_delete)
 
 
 # --- the database -----------------------------------------------------------------------
@@ -377,6 +397,8 @@ class StateDB:
             return out
         relay_pk = int(row[0])
         out.hashes = dict(conn.execute("SELECT doc, sha256 FROM doc_hashes WHERE relay = ?", (relay_pk,)))
+        out.clocks = {doc: bytes(sv) for doc, sv in conn.execute(
+            "SELECT doc, state_vector FROM doc_clocks WHERE relay = ?", (relay_pk,))}
         folders = conn.execute("SELECT id, folder_id, last_sync, index_entries, held, extra FROM folders "
                                "WHERE relay = ?", (relay_pk,)).fetchall()
         for pk, folder_id, last_sync, entries, held, extra in folders:
@@ -387,6 +409,8 @@ class StateDB:
             rows.dirty = [p for (p,) in conn.execute("SELECT path FROM dirty WHERE folder = ? ORDER BY seq", (pk,))]
             rows.changes = [[verb, path] + ([dst] if dst is not None else []) for verb, path, dst in conn.execute(
                 "SELECT verb, path, dst FROM pending_changes WHERE folder = ? ORDER BY seq", (pk,))]
+            rows.writers = {path: writers_from_row(text) for path, text in conn.execute(
+                "SELECT path, writers FROM pending_writers WHERE folder = ?", (pk,))}
             out.folders[folder_id] = rows
             if not self.readonly:
                 self._folder_pks[(relay_pk, folder_id)] = int(pk)
@@ -414,6 +438,14 @@ class StateDB:
             if changes.hashes_upsert:
                 conn.executemany("INSERT OR REPLACE INTO doc_hashes (relay, doc, sha256) VALUES (?, ?, ?)",
                                  [(relay_pk, doc, sha) for doc, sha in changes.hashes_upsert])
+            if changes.clocks_reset:
+                conn.execute("DELETE FROM doc_clocks WHERE relay = ?", (relay_pk,))
+            if changes.clocks_delete:
+                conn.executemany("DELETE FROM doc_clocks WHERE relay = ? AND doc = ?",
+                                 [(relay_pk, doc) for doc in changes.clocks_delete])
+            if changes.clocks_upsert:
+                conn.executemany("INSERT OR REPLACE INTO doc_clocks (relay, doc, state_vector) VALUES (?, ?, ?)",
+                                 [(relay_pk, doc, sv) for doc, sv in changes.clocks_upsert])
             for folder in changes.folders:
                 self._write_folder(conn, self._folder_pk(conn, relay_pk, folder.folder_id, new_pks), folder)
             conn.execute("COMMIT")
@@ -440,6 +472,8 @@ class StateDB:
                     files_upsert=[(item[0], item[1:]) for item in folder.files],
                     dirty=ListChange(True, 0, list(folder.dirty)),
                     changes=ListChange(True, 0, [change_row(c) for c in folder.changes]),
+                    writers_reset=True,
+                    writers_upsert=[(path, writers_row(w)) for path, w in folder.writers.items()],
                 ))
             conn.execute("COMMIT")
             self._remember(new_pks)
@@ -469,6 +503,14 @@ class StateDB:
         if folder.files_upsert:
             conn.executemany("INSERT OR REPLACE INTO files (folder, doc_id, path, type, hash, sha256, size) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?)", [(pk, doc, *row) for doc, row in folder.files_upsert])
+        if folder.writers_reset:
+            conn.execute("DELETE FROM pending_writers WHERE folder = ?", (pk,))
+        if folder.writers_delete:
+            conn.executemany("DELETE FROM pending_writers WHERE folder = ? AND path = ?",
+                             [(pk, path) for path in folder.writers_delete])
+        if folder.writers_upsert:
+            conn.executemany("INSERT OR REPLACE INTO pending_writers (folder, path, writers) VALUES (?, ?, ?)",
+                             [(pk, path, text) for path, text in folder.writers_upsert])
         for table, columns, change in (("dirty", "path", folder.dirty),
                                        ("pending_changes", "verb, path, dst", folder.changes)):
             if change is None:
@@ -514,6 +556,17 @@ class StateDB:
 def change_row(change: list[str]) -> ChangeRow:
     """A commit-message line ``[verb, path, (dst)]`` as a row."""
     return (change[0], change[1], change[2] if len(change) > 2 else None)
+
+
+def writers_row(writers: dict[str, int]) -> str:
+    """The writers of one path as stored (JSON, keys sorted: equal writers, equal rows)."""
+    return json.dumps(writers, sort_keys=True, ensure_ascii=False)
+
+
+def writers_from_row(text: str | None) -> dict[str, int]:
+    """The writers of one path from a stored row (anything malformed reads as none)."""
+    return {str(user): ops for user, ops in _json_dict(text).items()
+            if isinstance(ops, int) and not isinstance(ops, bool) and ops > 0}
 
 
 def _json_dict(text: str | None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Doc, Map, Text
+from pycrdt import Array, Doc, Map, Text
 
 from gitsync.ids import is_uuid
 from gitsync.ycheck import UpdateRejected, check_update
@@ -40,6 +40,10 @@ __all__ = [
     "is_never_written",
     "read_canvas",
     "render_canvas",
+    "Authorship",
+    "read_authorship",
+    "read_users",
+    "state_vector",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,11 @@ ATTACHMENT_TYPES = frozenset({"image", "pdf", "audio", "video", "base", "file"})
 """Types whose content is a content-addressed blob (``hash``), not a Yjs document."""
 
 _EMPTY_STATE_VECTOR = b"\x00"
+# Bounds of what the ``users`` map may make us hold (a hostile document could list more).
+MAX_USERS = 10_000
+MAX_CLIENT_IDS = 100_000
+MAX_USER_ID_CHARS = 256
+_MAX_CLIENT_ID = 2**53 - 1
 # Canvas numbers at or below this magnitude are exact integers in a JS double.
 _MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -516,3 +525,129 @@ def _js_number(value: float) -> str:
         e_text = f"e{'+' if e >= 0 else '-'}{abs(e)}"
         body = (digits if k == 1 else digits[0] + "." + digits[1:]) + e_text
     return sign + body
+
+
+# --------------------------------------------------------------------------- authorship
+
+
+@dataclass(frozen=True)
+class Authorship:
+    """What a document says about who wrote it.
+
+    Attributes:
+        state_vector: the encoded Yjs v1 state vector (client id -> clock).
+        users: client id -> relay user id, from the root map ``users``.
+    """
+
+    state_vector: bytes
+    users: dict[int, str]
+
+
+def state_vector(update: bytes) -> bytes:
+    """The document's encoded v1 state vector (``00`` for a never-written document).
+
+    Raises:
+        CorruptUpdate: the bytes are not a Yjs v1 update.
+    """
+    return _load(update).get_state()
+
+
+def read_users(update: bytes) -> dict[int, str]:
+    """Client id -> relay user id, from the document's root ``users`` map.
+
+    The layout is yjs's PermanentUserData: ``users[<user id>]`` is a Y.Map whose ``ids``
+    is a Y.Array of client ids (``ds`` holds delete sets, not read here); a plain object
+    ``{"ids": [...]}`` is read the same way. Anything else is skipped. A client id that
+    two users claim is left out (it counts as unknown), so nobody is credited with
+    another's work. Bounded: at most :data:`MAX_USERS` users and :data:`MAX_CLIENT_IDS`
+    ids are read; values are read one level at a time, never converted whole.
+
+    Raises:
+        CorruptUpdate: the bytes are not a Yjs v1 update.
+    """
+    return _users(_load(update))
+
+
+def read_authorship(update: bytes) -> Authorship:
+    """State vector and ``users`` map in one decoding (see :func:`read_users`).
+
+    Raises:
+        CorruptUpdate: the bytes are not a Yjs v1 update.
+    """
+    doc = _load(update)
+    return Authorship(state_vector=doc.get_state(), users=_users(doc))
+
+
+def _users(doc: Doc) -> dict[int, str]:
+    if "users" not in set(doc.keys()):
+        return {}
+    with doc.transaction():
+        return _users_in(doc.get("users", type=Map))
+
+
+def _users_in(users: Map) -> dict[int, str]:
+    owner: dict[int, str] = {}
+    shared: set[int] = set()
+    read = 0
+    for count, user in enumerate(sorted(users.keys())):
+        if count >= MAX_USERS:
+            log.warning("document lists more than %d users; the rest are not read", MAX_USERS)
+            break
+        if not isinstance(user, str) or not user or len(user) > MAX_USER_ID_CHARS:
+            continue
+        try:
+            ids = _client_ids(users[user])
+        except Exception:  # noqa: BLE001 - a malformed entry is skipped, never fatal
+            continue
+        for client in ids:
+            read += 1
+            if read > MAX_CLIENT_IDS:
+                log.warning("document lists more than %d client ids; the rest are not read", MAX_CLIENT_IDS)
+                return {c: u for c, u in owner.items() if c not in shared}
+            known = owner.setdefault(client, user)
+            if known != user:
+                shared.add(client)
+    return {c: u for c, u in owner.items() if c not in shared}
+
+
+def _client_ids(value: object) -> list[int]:
+    """The client ids of one ``users`` entry (a Y.Map or a plain object with ``ids``)."""
+    if isinstance(value, Map):
+        if "ids" not in set(value.keys()):
+            return []
+        ids = value["ids"]
+    elif isinstance(value, Mapping):
+        ids = value.get("ids")
+    else:
+        return []
+    if isinstance(ids, Array):
+        # The list as JSON in one call (item by item costs a transaction each); the depth
+        # of what it holds is bounded before pycrdt decodes anything (_load).
+        try:
+            items = json.loads(str(ids))
+        except (ValueError, RecursionError):
+            return []
+        if not isinstance(items, list):
+            return []
+        items = items[:MAX_CLIENT_IDS]
+    elif isinstance(ids, list):
+        items = ids[:MAX_CLIENT_IDS]
+    else:
+        return []
+    out = []
+    for item in items:
+        client = _client_id(item)
+        if client is not None:
+            out.append(client)
+    return out
+
+
+def _client_id(value: object) -> int | None:
+    """A Yjs client id: a non-negative integer (JS numbers arrive as floats)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value <= _MAX_CLIENT_ID else None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value) if 0 <= value <= _MAX_CLIENT_ID else None
+    return None

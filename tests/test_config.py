@@ -266,3 +266,48 @@ def test_remote_url_that_would_silently_be_a_local_directory_is_refused(tmp_path
     assert message in text
     assert "TOKEN-MARKER" not in text
     assert (info.value.key, info.value.line) == ("url", 6)
+
+
+def test_authors_table_template_and_commit_per_author_are_read(tmp_path):
+    path = tmp_path / "git_connectors.toml"
+    path.write_text(
+        'author_template = "Relay {user} <{user}@relay.example.org>"\n\n'
+        "[authors]\n"
+        '"user-ada" = "Ada Lovelace <ada@example.org>"\n'
+        "zoe = '  Zoë Ångström   <zoë@exämple.org>'\n\n"
+        f'[[git_connector]]\nshared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\ncommit_per_author = true\n',
+        encoding="utf-8",
+    )
+    config = load_connectors(path)
+    assert config.connectors[0].commit_per_author is True
+    assert config.authors.identity("user-ada") == "Ada Lovelace <ada@example.org>"
+    assert config.authors.identity("zoe") == "Zoë Ångström <zoë@exämple.org>"
+    assert config.authors.identity("u-9") == "Relay u-9 <u-9@relay.example.org>"
+    default = load_connectors(write(tmp_path, f'[[git_connector]]\nshared_folder_id = "{FOLDER}"\n'
+                                              f'relay_id = "{RELAY}"\n'))
+    assert default.connectors[0].commit_per_author is False
+    assert default.authors.identity("u-9") == "u-9 <u-9@users.relay.invalid>"
+
+
+@pytest.mark.parametrize(
+    "text, line, key, message",
+    [
+        ('[authors]\nada = "Ada"\n', 2, "authors.ada", "authors.ada must look like 'Name <email@example.org>'"),
+        ('# who is who\n[authors]\nok = "Ok <ok@example.org>"\n"user 2" = "<u2@example.org>"\n', 4,
+         "authors.user 2", "authors.user 2 needs a name"),
+        ("[authors]\nada = 'Ada <ada at example.org>'\n", 2, "authors.ada", "needs an email"),
+        ('[authors]\nada = 5\n', 2, "authors.ada", "must be a string"),
+        ('[authors]\n"" = "Ada <ada@example.org>"\n', 2, "authors", "is not a relay user id"),
+        ('authors = "ada"\n', 1, "authors", "authors must be a table"),
+        ('[authors]\nauthor_template = "{user} <{user}@example.org>"\n', 2, "authors.author_template",
+         "author_template must come before the first"),
+        ('author_template = "{user}"\n', 1, "author_template", "author_template must look like"),
+        (f'[[git_connector]]\nshared_folder_id = "{FOLDER}"\nrelay_id = "{RELAY}"\ncommit_per_author = "yes"\n',
+         4, "commit_per_author", r"git_connector[1].commit_per_author must be true or false"),
+    ],
+)
+def test_authors_errors_name_the_line_and_key(tmp_path, text, line, key, message):
+    with pytest.raises(ConfigError) as info:
+        load_connectors(write(tmp_path, text))
+    assert (info.value.line, info.value.key) == (line, key)
+    assert f"git_connectors.toml line {line}: " in str(info.value) and message in str(info.value)

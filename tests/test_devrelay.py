@@ -235,3 +235,68 @@ def test_webhooks_are_sent_to_the_configs_whose_prefix_matches(relay_server):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def _users(relay: DevRelay, cid: str) -> dict:
+    """The ``users`` map as served over HTTP, plain."""
+    doc = _doc(_get(relay, f"/d/{cid}/as-update").content)
+    return doc.get("users", type=Map).to_py() or {}
+
+
+def _clocks(relay: DevRelay, cid: str) -> dict[int, int]:
+    from gitsync.authors import decode_state_vector
+
+    return decode_state_vector(_doc(_get(relay, f"/d/{cid}/as-update").content).get_state())
+
+
+def test_edits_register_their_client_under_a_named_user(relay_server: DevRelay):
+    from gitsync.devrelay import DEMO_USER
+
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "hello", user="user-ada")
+    cid = folder.doc_compound_id("a.md")
+    users = _users(relay_server, cid)
+    assert list(users) == ["user-ada"] and users["user-ada"]["ds"] == []
+    (ada_client,) = users["user-ada"]["ids"]
+    assert _clocks(relay_server, cid)[int(ada_client)] == 5  # the content; registration is not hers
+    assert "user-ada" in _users(relay_server, folder.compound_id)  # the index entry too
+    folder.edit_markdown("a.md", "hello world")  # the default user
+    assert set(_users(relay_server, cid)) == {"user-ada", DEMO_USER}
+    folder.edit_markdown("a.md", "hello", user="user-bob")  # a deletion only: recorded in bob's ds
+    bob = _users(relay_server, cid)["user-bob"]
+    assert len(bob["ids"]) == 1 and len(bob["ds"]) == 1
+    # his client wrote his new user entry (map, ids, ds) and the ds record: a deletion counts
+    assert _clocks(relay_server, cid)[int(bob["ids"][0])] == 4
+    before = _get(relay_server, f"/d/{cid}/as-update").content
+    folder.edit_markdown("a.md", "hello", user="user-bob")  # no change: nothing registered
+    assert _get(relay_server, f"/d/{cid}/as-update").content == before
+    folder.put_markdown("b.md", "anonymous", user=None)
+    assert _users(relay_server, folder.doc_compound_id("b.md")) == {}
+
+
+def test_apply_update_registers_the_clients_it_advanced(relay_server: DevRelay):
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "", user=None)
+    cid = folder.doc_compound_id("a.md")
+    writer = Doc(client_id=4242)
+    writer.get("contents", type=Text).insert(0, "typed")
+    relay_server.apply_update(cid, writer.get_update(), user="user-zoe")
+    assert _users(relay_server, cid) == {"user-zoe": {"ids": [4242.0], "ds": []}}
+
+
+def test_compaction_dedups_ids_clears_ds_and_keeps_the_content(relay_server: DevRelay):
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "hello", user="user-ada")
+    cid = folder.doc_compound_id("a.md")
+    folder.edit_markdown("a.md", "he", user="user-ada")  # a deletion: a ds record
+    with relay_server.edit(cid, user=None) as doc:  # a reconnect listed her first id again
+        ids = doc.get("users", type=Map)["user-ada"]["ids"]
+        ids.append(ids[0])
+    users = _users(relay_server, cid)["user-ada"]
+    assert len(users["ids"]) == 3 and len(users["ds"]) == 1
+    clients = set(_clocks(relay_server, cid))
+    relay_server.compact_users(cid)
+    users = _users(relay_server, cid)["user-ada"]
+    assert len(users["ids"]) == 2 and len(set(users["ids"])) == 2 and users["ds"] == []
+    assert folder.text("a.md") == "he"
+    assert len(set(_clocks(relay_server, cid)) - clients) == 1  # written by a client nobody claims

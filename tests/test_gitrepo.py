@@ -15,12 +15,14 @@ from dulwich.repo import Repo
 from gitsync.gitrepo import (
     BULK_THRESHOLD,
     STALE_LOCK_AGE,
+    CommitPart,
     GitError,
     InvalidRemote,
     PushRejected,
     RemoteUnavailable,
     clear_stale_locks,
     commit_changes,
+    commit_parts,
     commit_paths,
     head_commit,
     open_or_init,
@@ -58,6 +60,67 @@ def repo(tmp_path: Path):
 
 def workdir(repo: Repo) -> Path:
     return Path(repo.path)
+
+
+# ---------------------------------------------------------------- authored commits
+
+ADA = "Ada Lovelace <ada@example.org>"
+ZOE = "Zoë Ångström <zoë@exämple.org>"
+
+
+def test_author_differs_from_committer(repo: Repo, git_binary: str):
+    write(workdir(repo), "a.md", "a\n")
+    sha = commit_changes(repo, ["a.md"], message="Add a.md", author=ZOE, committer=AUTHOR, branch="main").commit
+    commit = repo[sha.encode()]
+    assert (commit.author, commit.committer) == (ZOE.encode("utf-8"), AUTHOR.encode())
+    shown = git(git_binary, workdir(repo), "log", "-1", "--format=%an|%ae|%cn|%ce")
+    assert shown.strip() == "Zoë Ångström|zoë@exämple.org|Relay Git Sync|relay-git-sync@localhost"
+    with pytest.raises(ValueError):
+        commit_changes(repo, ["a.md"], message="x", author=ADA, committer="no email", branch="main")
+
+
+def test_commit_parts_chain_to_the_tree_of_one_commit(repo: Repo, tmp_path: Path, git_binary: str):
+    root = workdir(repo)
+    for name in ("a.md", "b.md", "c.md", "blocker"):
+        write(root, name, f"{name}\n")
+    base = commit_paths(repo, ["a.md", "b.md", "c.md", "blocker"], message="base", author=AUTHOR, branch="main")
+    # the same working tree change, committed once in a twin repository
+    twin = open_or_init(tmp_path / "twin", branch="main")
+    for name in ("a.md", "b.md", "c.md", "blocker"):
+        write(Path(twin.path), name, f"{name}\n")
+    commit_paths(twin, ["a.md", "b.md", "c.md", "blocker"], message="base", author=AUTHOR, branch="main")
+    for where in (root, Path(twin.path)):
+        write(where, "a.md", "ada's edit\n")
+        write(where, "b.md", "zoë's edit\n")
+        (where / "c.md").unlink()
+        (where / "blocker").unlink()
+        write(where, "blocker/inside.md", "a file where a file was a directory\n")
+    paths = ["a.md", "b.md", "c.md", "blocker", "blocker/inside.md", "unchanged.md"]
+    single = commit_paths(twin, paths, message="all", author=AUTHOR, branch="main")
+    result = commit_parts(repo, [
+        CommitPart(("unchanged.md",), "nothing of hers changed", AUTHOR),  # makes no commit
+        CommitPart(("a.md", "blocker/inside.md"), "Ada's part", ADA),
+        CommitPart(("b.md", "a.md"), "Zoë's part", ZOE),  # a.md belongs to the first part naming it
+        CommitPart(("c.md", "blocker"), "the rest", AUTHOR),
+    ], branch="main", committer=AUTHOR, timestamp=1_700_000_000)
+    assert len(result.commits) == 3 and result.commit == result.commits[-1]
+    assert head_commit(repo, "main") == result.commit
+    first, second, third = (repo[c.encode()] for c in result.commits)
+    assert first.parents == [base.encode()] and second.parents == [first.id] and third.parents == [second.id]
+    assert [c.author for c in (first, second, third)] == [ADA.encode(), ZOE.encode(), AUTHOR.encode()]
+    assert {c.committer for c in (first, second, third)} == {AUTHOR.encode()}
+    assert third.tree == twin[single.encode()].tree  # exactly the interval's tree
+    shown = git(git_binary, root, "log", "--format=%x00%s", "--name-status", f"{base}..HEAD")
+    assert [entry.split() for entry in shown.split("\0")[1:]] == [
+        ["the", "rest", "D", "c.md"], ["Zoë's", "part", "M", "b.md"],
+        ["Ada's", "part", "M", "a.md", "D", "blocker", "A", "blocker/inside.md"]]
+    assert git(git_binary, root, "status", "--porcelain") == ""
+    twin.close()
+    # nothing changed: no commit at all
+    assert commit_parts(repo, [CommitPart(("a.md",), "x", ADA), CommitPart(("b.md",), "y", ZOE)],
+                        branch="main").commits == ()
+    with pytest.raises(ValueError):
+        commit_parts(repo, [], branch="main")
 
 
 # ---------------------------------------------------------------- local commits

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gitsync"
-PURE = ["ids.py", "ydoc.py", "ycheck.py", "plan.py", "yframes.py"]
+PURE = ["ids.py", "ydoc.py", "ycheck.py", "plan.py", "yframes.py", "authors.py"]
 IO_LIBRARIES = {"flask", "requests", "dulwich", "paramiko", "urllib3", "werkzeug", "gunicorn"}
 # Modules of the package allowed to read os.environ (cli.py: the command line, as at the top level).
 ENVIRON_ALLOWED = {"config.py", "cli.py"}

@@ -472,3 +472,52 @@ def test_sigkill_during_a_save_keeps_the_old_state_whole(tmp_path, kill_at):
         assert list(folder.dirty) == ["p1", "p2", "p3"]
     finally:
         states.close()
+
+
+def test_schema_1_database_is_migrated_and_keeps_its_rows(tmp_path):
+    """A database written before authorship was kept: migrated on open, nothing lost."""
+    import sqlite3
+
+    from gitsync.statedb import _MIGRATIONS
+
+    db_path = tmp_path / "state" / "state.db"
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path)
+    for statement in _MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1, 0)")
+    conn.execute("INSERT INTO relays (id, relay_id) VALUES (1, ?)", (R1,))
+    conn.execute("INSERT INTO folders (id, relay, folder_id, last_sync) VALUES (1, 1, ?, 5.0)", (F1,))
+    conn.execute("INSERT INTO files VALUES (1, 'doc-1', 'a.md', 'markdown', NULL, 'ab', 3)")
+    conn.execute("INSERT INTO dirty VALUES (1, 0, 'a.md')")
+    conn.execute("INSERT INTO doc_hashes VALUES (1, 'k', 'v')")
+    conn.commit()
+    conn.close()
+    view = StateRegistry(tmp_path, readonly=True)
+    assert "schema version 1: start the service once to update it" in (view.problem or "")
+    view.close()
+
+    states = StateRegistry(tmp_path)
+    try:
+        relay = states.relay(R1)
+        folder = relay.folders[F1]
+        assert (folder.files["doc-1"].path, list(folder.dirty), relay.doc_hashes) == ("a.md", ["a.md"], {"k": "v"})
+        assert folder.writers == {} and relay.doc_clocks == {}
+        version = states.db.connection.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        assert version == SCHEMA_VERSION == 2
+        folder.add_writers("a.md", {"user-ada": 3, "": 1})
+        folder.add_writers("a.md", {"user-ada": 2})
+        relay.doc_clocks[f"{R1}-doc-1"] = b"\x01\x05\x09"
+        relay.save()
+        states = reopen(tmp_path, states)
+        relay = states.relay(R1)
+        assert relay.folders[F1].writers == {"a.md": {"user-ada": 5, "": 1}}
+        assert relay.doc_clocks == {f"{R1}-doc-1": b"\x01\x05\x09"}
+        relay.folders[F1].clear_pending(["a.md"])  # the commit took it: its writers go too
+        relay.save()
+        states = reopen(tmp_path, states)
+        assert states.relay(R1).folders[F1].writers == {}
+        rows = states.db.connection.execute("SELECT COUNT(*) FROM pending_writers").fetchone()[0]
+        assert rows == 0
+    finally:
+        states.close()

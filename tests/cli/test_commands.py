@@ -115,6 +115,10 @@ def test_demo_runs_without_git_on_path(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "history of the remote" in proc.stdout
     assert "rename notes/archive/2024.md -> archive/2024.md" in proc.stdout.lower()
+    # two relay users, each credited with their edits; the initial import is the service's
+    for author in ("Ada Lovelace <ada@example.org>", "Grace Hopper <grace@example.org>",
+                   "Relay Git Sync <relay-git-sync@localhost>"):
+        assert f"author: {author}" in proc.stdout
     assert (tmp_path / "demo" / "remote.git").is_dir()
 
 

@@ -310,3 +310,21 @@ def test_status_reads_the_state_database_while_it_is_written_and_reports_damage(
     assert run(["sync", "--all"], base_env(relay_server, tmp_path)).exit_code == 0
     result = run(["status", "--data-dir", str(tmp_path)], {})
     assert "set aside (state.db.damaged)" in result.output and "files: 1" in result.output
+
+
+def test_sync_credits_the_writers_named_in_authors(relay_server: DevRelay, tmp_path: Path):
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "first\n", user="user-ada")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "git_connectors.toml").write_text('[authors]\n"user-ada" = "Ådå Lövelace <ådå@example.org>"\n',
+                                                  encoding="utf-8")
+    env = base_env(relay_server, data_dir)
+    assert run(sync_args(folder), env).exit_code == 0
+    folder.edit_markdown("a.md", "first, then more\n", user="user-ada")
+    assert run(sync_args(folder), env).exit_code == 0
+    repo_dir = data_dir / "repos" / folder.relay_id / folder.folder_id
+    with Repo(str(repo_dir)) as repo:
+        head = repo[repo.refs[b"refs/heads/main"]]
+        assert head.author.decode("utf-8") == "Ådå Lövelace <ådå@example.org>"
+        assert head.committer == b"Relay Git Sync <relay-git-sync@localhost>"
