@@ -46,7 +46,7 @@ def test_service_commits_carry_the_writers_and_status_counts_them(relay_server: 
         assert set().union(*(people(c) for c in edits)) == {
             "Ada Lovelace <ada@example.org>", "user-zed <user-zed@users.relay.invalid>"}
         assert {c.committer for c in edits} == {b"Relay Git Sync <relay-git-sync@localhost>"}
-        status = svc.session.get(f"{svc.url}/api/status", timeout=5).json()
+        status = svc.admin.get(f"{svc.url}/api/status", timeout=5).json()
         assert status["counts"]["changes_attributed"] == 2
         assert status["counts"]["changes_unattributed"] == 1  # the startup commit's a.md
         assert status["folders"][0]["authorship"] == {"attributed": 2, "unattributed": 1}
