@@ -91,7 +91,8 @@ def main() -> None:
         for i in range(args.docs):
             folder.put_markdown(f"d{i % 20}/note {i}.md", f"# Note {i}\n\n" + "lorem ipsum " * 40)
         print(f"built {args.docs} documents in the stand-in: {time.perf_counter() - t0:.1f} s")
-        ids = [compound_id(folder.relay_id, folder.doc_id(p)) for p in folder.entries()]
+        ids = [compound_id(folder.relay_id, entry["id"]) for entry in folder.entries().values()
+               if entry.get("type") != "folder"]
         ids = [c for c in ids if c]
         for delay in [float(d) for d in args.delays.split(",")]:
             relay.read_delay = delay / 1000
