@@ -1,4 +1,4 @@
-"""gunicorn settings for relay-git-sync (see TECH-NOTES §6 for why each one is here).
+"""gunicorn settings for relay-git-sync (each one says why it is here).
 
 One worker process holds the work queue; its threads answer requests while the
 service's own threads (started after the fork) sync, commit and push.

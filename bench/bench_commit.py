@@ -1,6 +1,6 @@
 """Benchmark gitrepo.commit_paths: initial commit of N files vs a 1-file change.
 
-Prints timings; asserts nothing. The point (DESIGN "never rescan"): the cost of a small
+Prints timings; asserts nothing. The point (never rescan the tree): the cost of a small
 commit must not grow with the size of the repository.
 
     python bench/bench_commit.py [--files 10000] [--runs 5]

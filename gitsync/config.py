@@ -41,7 +41,7 @@ CONNECTORS_FILE = "git_connectors.toml"
 SECRET_FIELDS = ("relay_server_api_key", "webhook_secret", "ssh_private_key", "https_username",
                  "https_password", "admin_token")
 
-# Environment variable for each setting (the contract of SPEC.md plus our own extras).
+# Environment variable for each setting (the documented contract plus our own extras).
 ENV_VARS: dict[str, str] = {
     "relay_server_url": "RELAY_SERVER_URL",
     "relay_server_api_key": "RELAY_SERVER_API_KEY",
@@ -171,7 +171,7 @@ class Settings:
     log_format: str = "text"  # or "json": one object per line, for log shippers
     max_body_bytes: int = 64 * 1024
     # A folder update deleting more than this share of files (and more than
-    # mass_delete_min files) is held until confirmed (DESIGN invariant 6).
+    # mass_delete_min files) is held until confirmed (invariant 6 in docs/architecture.md).
     mass_delete_ratio: float = 0.10
     mass_delete_min: int = 25
     relay_timeout: float = 30.0

@@ -500,7 +500,7 @@ class Engine:
             raise SyncAborted(f"cannot read folder {connector.name}: {exc}") from exc
 
     def _guard_deletions(self, connector, state: FolderState, previous, plan, confirm: bool, report):
-        """Hold a sudden mass deletion (DESIGN invariant 6) unless it is confirmed."""
+        """Hold a sudden mass deletion (invariant 6 in docs/architecture.md) unless it is confirmed."""
         reason = mass_deletion(
             previous,
             plan,

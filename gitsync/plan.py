@@ -5,7 +5,7 @@ Pure: no I/O. ``previous`` is what the engine wrote last time (keyed by document
 are followed by id, so a renamed file is a :class:`Move`, never a delete plus a write.
 
 Paths coming from the folder index are hostile until :func:`safe_path` accepts them
-(DESIGN invariant 5); an entry that fails, that would be repository configuration
+(invariant 5 in docs/architecture.md); an entry that fails, that would be repository configuration
 (:func:`repository_config`: CI workflows, ``.gitattributes``, ...) unless the connector
 allows it, or that cannot coexist with the entries already accepted (same document
 twice, a file inside a file, names differing only in letter case), goes to
@@ -854,7 +854,7 @@ class _Planner:
 
 def mass_deletion(previous: Mapping[str, Tracked], plan: Plan, *,
                   ratio: float = 0.10, minimum: int = 25) -> str | None:
-    """Say why ``plan`` deletes suspiciously much (DESIGN invariant 6), or None.
+    """Say why ``plan`` deletes suspiciously much (invariant 6 in docs/architecture.md), or None.
 
     Absence from one read of the folder index is not proof of deletion: the engine
     holds such a plan until a later read confirms it or an operator does.

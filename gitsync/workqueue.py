@@ -2,7 +2,7 @@
 
 Why it exists: the Relay Server fires one webhook per edit and never retries a refused
 delivery. The web thread must answer fast, a burst for one document must cost one or two
-fetches, and an answer of 2xx must survive a crash (DESIGN.md invariant 1). So:
+fetches, and an answer of 2xx must survive a crash (docs/architecture.md, invariant 1). So:
 
 - a key already pending is merged, not queued twice;
 - a key put while a worker holds it is re-queued once after :meth:`WorkQueue.done`

@@ -1,7 +1,7 @@
 """Read Relay Server Yjs documents (v1 updates) into plain Python values.
 
 Pure: decodes bytes with pycrdt and returns data; no I/O. The layouts are those of
-PROTOCOL.md ("Yjs document layouts"): a shared folder's ``filemeta_v0`` and legacy
+docs/relay-protocol.md ("Yjs document layouts"): a shared folder's ``filemeta_v0`` and legacy
 ``docs`` maps, a markdown document's ``contents`` text, and a canvas's ``nodes`` and
 ``edges`` maps plus one root text per text node.
 
@@ -347,7 +347,7 @@ def is_never_written(update: bytes) -> bool:
     """True when the update's state vector is empty: nothing was ever written to it.
 
     Such a document is either a genuinely empty note or one registered but not uploaded
-    yet, so an existing file must not be blanked from it (PROTOCOL.md). A note whose text
+    yet, so an existing file must not be blanked from it (docs/relay-protocol.md). A note whose text
     was written then deleted has a non-empty state vector and returns False.
 
     Raises:

@@ -4,7 +4,7 @@ The server side (sshd, ``git init --bare``, git-upload-pack/receive-pack behind
 ``git-shell``) and the "external person" may use the real git binary; the client under
 test never does (tests/conftest.py removes git from PATH).
 
-Recipe from TECH-NOTES §1: own config and host key in a temp dir, ``StrictModes no``,
+Our own sshd: own config and host key in a temp dir, ``StrictModes no``,
 ``UsePAM no``, ``AllowUsers``, ``/run/sshd``, a dedicated user (created with ``useradd``
 when running as root, unlocked with ``usermod -p '*'``) whose shell is git-shell.
 Without root the server runs as the current user instead.

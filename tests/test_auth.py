@@ -19,7 +19,7 @@ from gitsync.web.auth import (
     verify_signature,
 )
 
-# Test vector of TECH-NOTES section 7 (the library's sign() gives the same).
+# The Standard Webhooks reference test vector (the library's sign() gives the same).
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
 VECTOR_TS = 1614265330

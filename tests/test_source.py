@@ -1,4 +1,4 @@
-"""Layering rules of STYLE.md, checked on the source like dulwich's test_source."""
+"""Layering rules of the package (docs/architecture.md), checked on the source itself."""
 
 from __future__ import annotations
 

@@ -411,7 +411,7 @@ def test_valid_signature_is_queued(signed_client, service, prefix):
 
 
 def test_tech_notes_vector_through_the_app():
-    # TECH-NOTES section 7: the vector's body has no doc_id, so auth passes and parsing fails.
+    # The reference vector's body has no doc_id, so auth passes and parsing fails.
     app = make_app("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     app.config["WEBHOOK_CLOCK"] = lambda: 1614265330
     headers = {
