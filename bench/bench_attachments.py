@@ -104,7 +104,7 @@ def main() -> None:
 
     import requests
 
-    from gitsync.devrelay import DevRelay
+    from gitsync.dev.relay import DevRelay
 
     size = args.size_mib * 1024 * 1024
     with DevRelay(api_key=KEY) as relay:

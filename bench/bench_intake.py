@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import requests  # noqa: E402
 from bench_service import bulk_add_notes, free_port, wait_for  # noqa: E402
 
-from gitsync.devrelay import DevRelay, FolderHandle  # noqa: E402
+from gitsync.dev.relay import DevRelay, FolderHandle  # noqa: E402
 from gitsync.ids import compound_id  # noqa: E402
 
 SECRET = "bench-webhook-secret"

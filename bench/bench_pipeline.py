@@ -30,7 +30,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gitsync.devrelay import DevRelay  # noqa: E402
+from gitsync.dev.relay import DevRelay  # noqa: E402
 from gitsync.ids import compound_id  # noqa: E402
 
 

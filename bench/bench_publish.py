@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from gitsync import gitrepo  # noqa: E402
 from gitsync.config import Connector, ConnectorsConfig, Settings  # noqa: E402
-from gitsync.devrelay import DevRelay  # noqa: E402
+from gitsync.dev.relay import DevRelay  # noqa: E402
 from gitsync.engine import Engine  # noqa: E402
 from gitsync.relay import RelayClient  # noqa: E402
 from gitsync.ssh import ParamikoVendor, load_private_key  # noqa: E402

@@ -45,7 +45,7 @@ from dulwich.repo import Repo  # noqa: E402
 from pycrdt import Map, Text  # noqa: E402
 
 from gitsync import gitrepo  # noqa: E402
-from gitsync.devrelay import DevRelay, FolderHandle  # noqa: E402
+from gitsync.dev.relay import DevRelay, FolderHandle  # noqa: E402
 from gitsync.ids import compound_id  # noqa: E402
 
 SECRET = "bench-webhook-secret"

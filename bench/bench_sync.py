@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gitsync.config import Connector, ConnectorsConfig, Settings  # noqa: E402
-from gitsync.devrelay import DevRelay  # noqa: E402
+from gitsync.dev.relay import DevRelay  # noqa: E402
 from gitsync.engine import Engine  # noqa: E402
 from gitsync.relay import RelayClient  # noqa: E402
 

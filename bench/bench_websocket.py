@@ -43,7 +43,7 @@ from werkzeug.serving import make_server  # noqa: E402
 
 from gitsync import gitrepo  # noqa: E402
 from gitsync.config import Settings, load_connectors  # noqa: E402
-from gitsync.devrelay import DevRelay, FolderHandle  # noqa: E402
+from gitsync.dev.relay import DevRelay, FolderHandle  # noqa: E402
 from gitsync.ids import compound_id  # noqa: E402
 from gitsync.service import Service  # noqa: E402
 from gitsync.web import create_app  # noqa: E402

@@ -415,7 +415,7 @@ def demo(keep, log_level, serve) -> None:
     Syncs a sample folder, edits it through the stand-in, sends the webhooks, and prints
     the history that reached the remote. Needs no network, no git binary and no config.
     """
-    from gitsync.demo import run_demo
+    from gitsync.dev.demo import run_demo
 
     if keep is not None and keep.exists() and any(keep.iterdir()):
         raise click.BadParameter(f"{keep} is not empty; give a new or empty directory", param_hint="--keep")

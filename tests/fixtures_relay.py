@@ -1,4 +1,4 @@
-"""Fixture plugin: the Relay Server stand-in (``gitsync.devrelay``) on 127.0.0.1."""
+"""Fixture plugin: the Relay Server stand-in (``gitsync.dev.relay``) on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 
 TEST_API_KEY = "test-api-key"
 

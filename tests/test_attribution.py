@@ -19,7 +19,7 @@ from pycrdt import Array, Doc, Map, Text
 
 from gitsync import gitrepo
 from gitsync.config import Settings, load_connectors
-from gitsync.devrelay import DevRelay, FolderHandle, tiny_png
+from gitsync.dev.relay import DevRelay, FolderHandle, tiny_png
 from gitsync.engine import Engine
 from gitsync.relay import RelayClient
 from gitsync.state import StateRegistry

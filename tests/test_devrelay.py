@@ -13,7 +13,7 @@ import pytest
 import requests
 from pycrdt import Doc, Map, Text
 
-from gitsync.devrelay import DevRelay, sample_vault, tiny_pdf, tiny_png
+from gitsync.dev.relay import DevRelay, sample_vault, tiny_pdf, tiny_png
 from tests.fixtures_relay import TEST_API_KEY
 
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
@@ -250,7 +250,7 @@ def _clocks(relay: DevRelay, cid: str) -> dict[int, int]:
 
 
 def test_edits_register_their_client_under_a_named_user(relay_server: DevRelay):
-    from gitsync.devrelay import DEMO_USER
+    from gitsync.dev.relay import DEMO_USER
 
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "hello", user="user-ada")

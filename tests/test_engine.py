@@ -11,7 +11,7 @@ from dulwich.repo import Repo
 
 from gitsync import gitrepo
 from gitsync.config import Connector, ConnectorsConfig, Settings
-from gitsync.devrelay import DevRelay, FolderHandle
+from gitsync.dev.relay import DevRelay, FolderHandle
 from gitsync.engine import Engine, SyncAborted, describe_changes
 from gitsync.relay import RelayClient, Unauthorized
 from gitsync.state import StateRegistry

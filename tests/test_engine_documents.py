@@ -17,7 +17,7 @@ from dulwich.repo import Repo
 
 from gitsync import gitrepo
 from gitsync.config import Connector, Settings
-from gitsync.devrelay import DevRelay, FolderHandle
+from gitsync.dev.relay import DevRelay, FolderHandle
 from gitsync.ids import compound_id
 from gitsync.ycheck import MAX_DEPTH
 from tests.yjs_craft import add_run, any_entry, deep_array, object_with

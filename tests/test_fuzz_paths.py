@@ -36,7 +36,7 @@ from pycrdt import Doc, Map, Text
 
 from gitsync import gitrepo
 from gitsync.config import Connector, ConnectorsConfig, Settings
-from gitsync.devrelay import DevRelay, FolderHandle
+from gitsync.dev.relay import DevRelay, FolderHandle
 from gitsync.engine import Engine
 from gitsync.ids import compound_id
 from gitsync.relay import RelayClient

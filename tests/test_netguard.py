@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from gitsync.config import settings_from_env
-from gitsync.devrelay import DevRelay, tiny_png
+from gitsync.dev.relay import DevRelay, tiny_png
 from gitsync.netguard import AddressPolicy, AddressRefused, address_class, guarded_adapter
 from gitsync.relay import BadResponse, RelayClient, Unavailable
 from tests.fixtures_relay import TEST_API_KEY

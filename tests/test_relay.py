@@ -14,7 +14,7 @@ import pytest
 import requests
 from pycrdt import Doc, Map, Text
 
-from gitsync.devrelay import DevRelay, tiny_pdf, tiny_png
+from gitsync.dev.relay import DevRelay, tiny_pdf, tiny_png
 from gitsync.ids import InvalidId
 from gitsync.relay import (
     BadResponse,

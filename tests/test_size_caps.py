@@ -21,7 +21,7 @@ from dulwich.repo import Repo
 
 from gitsync import gitrepo
 from gitsync.config import ConfigError, Connector, ConnectorsConfig, Settings, settings_from_env
-from gitsync.devrelay import DevRelay, FolderHandle, tiny_png
+from gitsync.dev.relay import DevRelay, FolderHandle, tiny_png
 from gitsync.engine import TMP_MARK, Engine
 from gitsync.relay import (
     DEFAULT_MAX_ATTACHMENT_BYTES,

@@ -85,3 +85,12 @@ def test_docs_page_uses_no_cdn():
     for path in PACKAGE.rglob("*"):
         if path.suffix in {".py", ".html"}:
             assert not re.search(r"cdn\.jsdelivr|unpkg\.com|cdnjs", path.read_text()), path
+
+
+def test_product_modules_do_not_import_the_dev_tools():
+    """The stand-in and the demo are development tools: only the command line reaches them."""
+    pattern = re.compile(r"^\s*(from\s+(gitsync)?\.*dev(\.|\s)|import\s+gitsync\.dev\b)", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")
+                 if "dev" not in p.relative_to(PACKAGE).parts[:1]
+                 and p.name not in ("cli.py", "__main__.py") and pattern.search(p.read_text())]
+    assert offenders == []

@@ -11,7 +11,7 @@ import pytest
 from pycrdt import Text
 
 from gitsync import yframes
-from gitsync.devrelay import DevRelay, FolderHandle
+from gitsync.dev.relay import DevRelay, FolderHandle
 from gitsync.ids import compound_id
 from gitsync.wsclient import (
     FolderSocket,
@@ -269,7 +269,7 @@ def test_path_ids_must_match_and_a_token_is_required(relay_server):
 
 
 def test_every_stand_in_mutation_publishes_an_event(relay_server, make_socket):
-    from gitsync.devrelay import tiny_png
+    from gitsync.dev.relay import tiny_png
 
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "one")

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 from tests.e2e.harness import ADMIN_TOKEN, InProcessService, head_files, wait_for, write_connectors
 
 pytestmark = pytest.mark.slow

@@ -117,7 +117,7 @@ def test_demo_serve_keeps_running_for_a_second_terminal_and_stops_on_sigterm(tmp
 
 @pytest.mark.slow
 def test_stand_in_runs_on_its_own_and_prints_what_to_paste(tmp_path):
-    proc = Proc("-m", "gitsync.devrelay", "--port", "0", "--api-key", "first-hour-key", "--sample",
+    proc = Proc("-m", "gitsync.dev.relay", "--port", "0", "--api-key", "first-hour-key", "--sample",
                 cwd=tmp_path)
     try:
         url = proc.until(r"^url:\s+(http://127\.0\.0\.1:\d+)$").group(1)
@@ -143,7 +143,7 @@ def test_stand_in_runs_on_its_own_and_prints_what_to_paste(tmp_path):
 
 
 def test_stand_in_refuses_a_bad_folder_id(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "gitsync.devrelay", "--folder-id", "nope"],
+    proc = subprocess.run([sys.executable, "-m", "gitsync.dev.relay", "--folder-id", "nope"],
                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=WAIT)
     assert proc.returncode == 2

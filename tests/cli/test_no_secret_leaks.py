@@ -24,7 +24,7 @@ from werkzeug.serving import make_server
 from cli import cli
 from gitsync import gitrepo
 from gitsync.config import Settings, load_connectors
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 from gitsync.service import Service
 from gitsync.web import create_app
 from tests.e2e.harness import wait_for

@@ -11,7 +11,7 @@ from dulwich.repo import Repo
 
 from cli import cli
 from gitsync import gitrepo, ydoc
-from gitsync.devrelay import DevRelay, FolderHandle, tiny_pdf, tiny_png
+from gitsync.dev.relay import DevRelay, FolderHandle, tiny_pdf, tiny_png
 
 
 def run(args: list[str], env: dict[str, str]):

@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 
 from gitsync import gitrepo
 from gitsync.config import Settings, load_connectors
-from gitsync.devrelay import DevRelay, FolderHandle
+from gitsync.dev.relay import DevRelay, FolderHandle
 from gitsync.service import Service
 from gitsync.web import create_app
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from gitsync import __version__
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 
 from .harness import ADMIN_TOKEN, InProcessService, head_files, wait_for, write_connectors
 

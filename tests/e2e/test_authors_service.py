@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from dulwich.repo import Repo
 
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 
 from .harness import InProcessService, head_files, wait_for, write_connectors
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gitsync.devrelay import DevRelay, tiny_png
+from gitsync.dev.relay import DevRelay, tiny_png
 
 from .harness import free_port, wait_for
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from dulwich.repo import Repo
 
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 
 from .harness import SECRET, GunicornService, head_files, wait_for, write_connectors
 

@@ -11,7 +11,7 @@ from dulwich.repo import Repo
 from prometheus_client.parser import text_string_to_metric_families
 
 from gitsync import __version__
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 
 from .harness import ADMIN_TOKEN, InProcessService, head_files, wait_for, write_connectors
 

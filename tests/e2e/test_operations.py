@@ -8,7 +8,7 @@ import logging
 import pytest
 import requests
 
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 
 from .harness import SECRET, InProcessService, head_files, wait_for, write_connectors
 

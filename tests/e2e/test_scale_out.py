@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 
 from .harness import SECRET, InProcessService, head_files, wait_for, write_connectors
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 from gitsync.engine import Engine
 
 from .harness import GunicornService, InProcessService, head_files, wait_for, write_connectors

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import requests
 
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 from tests.fixtures_ssh import GitRemote, make_bare_repo
 
 from .harness import InProcessService, head_files, wait_for, write_connectors

@@ -9,7 +9,7 @@ import socket
 import pytest
 import requests
 
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 
 from .harness import SECRET, GunicornService, wait_for, write_connectors
 

@@ -11,7 +11,7 @@ import pytest
 from dulwich.repo import Repo
 
 from gitsync import gitrepo, ydoc
-from gitsync.devrelay import DevRelay, FolderHandle
+from gitsync.dev.relay import DevRelay, FolderHandle
 
 from .harness import InProcessService, head_files, wait_for, write_connectors
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from gitsync.devrelay import DevRelay
+from gitsync.dev.relay import DevRelay
 
 from .harness import InProcessService, head_files, wait_for, write_connectors
 

@@ -1,6 +1,6 @@
 """Server side of RFC 6455 websockets for the Relay stand-in (development and tests only).
 
-:mod:`gitsync.devrelay` serves HTTP with the standard library; its document websocket
+:mod:`gitsync.dev.relay` serves HTTP with the standard library; its document websocket
 (``/d/{id}/ws/{id}``) is upgraded inside the same request handler, on the same port,
 so a stand-in base URL means the same as a real Relay Server's. This module holds the
 small part of RFC 6455 a server needs for that: the handshake answer, reading masked

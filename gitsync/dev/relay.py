@@ -17,7 +17,7 @@ switch requiring the 3-UUID attachment id, and a builder API (:class:`FolderHand
 that edits folders and documents as Yjs transactions.
 
 The document websocket (``/d/{id}/ws/{id}?token=...``) is served on the same port by
-upgrading the HTTP request (:mod:`gitsync.devsocket`) and speaks the real frames
+upgrading the HTTP request (:mod:`gitsync.dev.wsserver`) and speaks the real frames
 (:mod:`gitsync.yframes`): sync step 1 and an empty awareness on connect, ``EVENT``
 messages when a document routed to the socket's document changes (every mutation of
 this class goes through :meth:`DevRelay.edit`, :meth:`DevRelay.apply_update` or
@@ -66,9 +66,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from pycrdt import Array, Doc, Map, Snapshot, Text
 
-from . import yframes
-from .devsocket import OP_BINARY, WsClosed, WsConnection, accept_key
-from .ids import InvalidId, compound_id, parse_compound_id, parse_uuid
+from .. import yframes
+from ..ids import InvalidId, compound_id, parse_compound_id, parse_uuid
+from .wsserver import OP_BINARY, WsClosed, WsConnection, accept_key
 
 __all__ = [
     "DEMO_USER",
@@ -1515,7 +1515,7 @@ def connectors_snippet(handle: FolderHandle, url: str = "./vault.git") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m gitsync.devrelay``: run the stand-in on its own until Ctrl-C or SIGTERM.
+    """``python -m gitsync.dev.relay``: run the stand-in on its own until Ctrl-C or SIGTERM.
 
     A development tool for trying relay-git-sync without a Relay Server; it is not one.
     Prints the base URL, the API key, one folder's relay and folder ids and a connectors
@@ -1525,7 +1525,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     parser = argparse.ArgumentParser(
-        prog="python -m gitsync.devrelay",
+        prog="python -m gitsync.dev.relay",
         description="Relay Server stand-in for development (not a Relay Server): serves shared "
         "folders from memory over HTTP and the document websocket.",
     )

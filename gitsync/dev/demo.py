@@ -1,6 +1,6 @@
 """``cli.py demo``: the whole service end to end on one machine, in well under a minute.
 
-A Relay Server stand-in (:mod:`gitsync.devrelay`, not a real Relay Server) serves a
+A Relay Server stand-in (:mod:`gitsync.dev.relay`, not a real Relay Server) serves a
 sample shared folder; the real service (Flask app on a loopback port, work queue,
 workers, commit timer) syncs it into a repository and pushes to a local bare repository
 playing the remote. The service follows the folder over the stand-in's websocket (the
@@ -26,10 +26,10 @@ from dulwich.diff_tree import tree_changes
 from dulwich.repo import Repo
 from werkzeug.serving import make_server
 
-from .config import Settings, load_connectors
-from .devrelay import DevRelay, sample_vault
-from .service import Service
-from .web import create_app
+from ..config import Settings, load_connectors
+from ..service import Service
+from ..web import create_app
+from .relay import DevRelay, sample_vault
 
 __all__ = ["run_demo"]
 
