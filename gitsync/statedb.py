@@ -430,22 +430,10 @@ class StateDB:
             new_pks: dict[Any, int] = {}
             conn.execute("BEGIN IMMEDIATE")
             relay_pk = self._relay_pk(conn, relay_id, new_pks)
-            if changes.hashes_reset:
-                conn.execute("DELETE FROM doc_hashes WHERE relay = ?", (relay_pk,))
-            if changes.hashes_delete:
-                conn.executemany("DELETE FROM doc_hashes WHERE relay = ? AND doc = ?",
-                                 [(relay_pk, doc) for doc in changes.hashes_delete])
-            if changes.hashes_upsert:
-                conn.executemany("INSERT OR REPLACE INTO doc_hashes (relay, doc, sha256) VALUES (?, ?, ?)",
-                                 [(relay_pk, doc, sha) for doc, sha in changes.hashes_upsert])
-            if changes.clocks_reset:
-                conn.execute("DELETE FROM doc_clocks WHERE relay = ?", (relay_pk,))
-            if changes.clocks_delete:
-                conn.executemany("DELETE FROM doc_clocks WHERE relay = ? AND doc = ?",
-                                 [(relay_pk, doc) for doc in changes.clocks_delete])
-            if changes.clocks_upsert:
-                conn.executemany("INSERT OR REPLACE INTO doc_clocks (relay, doc, state_vector) VALUES (?, ?, ?)",
-                                 [(relay_pk, doc, sv) for doc, sv in changes.clocks_upsert])
+            _write_per_doc(conn, "doc_hashes", "sha256", relay_pk, changes.hashes_reset,
+                           changes.hashes_delete, changes.hashes_upsert)
+            _write_per_doc(conn, "doc_clocks", "state_vector", relay_pk, changes.clocks_reset,
+                           changes.clocks_delete, changes.clocks_upsert)
             for folder in changes.folders:
                 self._write_folder(conn, self._folder_pk(conn, relay_pk, folder.folder_id, new_pks), folder)
             conn.execute("COMMIT")
@@ -551,6 +539,21 @@ class StateDB:
                 self._folder_pks[key] = pk
             else:
                 self._relay_pks[key] = pk
+
+
+def _write_per_doc(conn: sqlite3.Connection, table: str, column: str, relay_pk: int, reset: bool,
+                   delete: list[str], upsert: list[tuple[str, Any]]) -> None:
+    """Apply one relay's changed rows of a per-document table (``doc_hashes``, ``doc_clocks``).
+
+    ``table`` and ``column`` are our own constants, never input.
+    """
+    if reset:
+        conn.execute(f"DELETE FROM {table} WHERE relay = ?", (relay_pk,))
+    if delete:
+        conn.executemany(f"DELETE FROM {table} WHERE relay = ? AND doc = ?", [(relay_pk, doc) for doc in delete])
+    if upsert:
+        conn.executemany(f"INSERT OR REPLACE INTO {table} (relay, doc, {column}) VALUES (?, ?, ?)",
+                         [(relay_pk, doc, value) for doc, value in upsert])
 
 
 def change_row(change: list[str]) -> ChangeRow:
