@@ -23,9 +23,11 @@ configure_logging(_settings.log_level, secrets=_settings.secrets, fmt=_settings.
 logconfig_dict = gunicorn_logconfig(_settings.log_level)
 try:
     _settings.require_relay()
-    from gitsync.service import Service
+    # Not gitsync.service: its imports (Dulwich, pycrdt, requests) would delay the first
+    # /health answer; the worker opens the service after it serves (gitsync/starter.py).
+    from gitsync.preflight import check_config as _check_config  # a gunicorn setting name
 
-    _connectors = Service.check(_settings)
+    _connectors = _check_config(_settings)
 except ConfigError as _exc:
     logging.getLogger("gitsync").error("relay-git-sync: %s", _exc)
     sys.exit(2)

@@ -497,10 +497,11 @@ def connectors_validate(data_dir, log_level, check_remote) -> None:
     With --check-remote, a remote that cannot be reached exits 1.
     """
     from gitsync import service
+    from gitsync.preflight import connector_problems
 
     settings = _settings(data_dir=data_dir, log_level=log_level)
     config = _connectors(settings)
-    problems = service.connector_problems(settings, config)
+    problems = connector_problems(settings, config)
     for problem in problems:
         click.echo(f"problem: {problem}", err=True)
     if problems:

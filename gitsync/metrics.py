@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__
-from .relay import BadResponse, NotFound, RelayError, TooLarge, Unauthorized, Unavailable
+from .relay_errors import BadResponse, NotFound, RelayError, TooLarge, Unauthorized, Unavailable
 
 __all__ = [
     "CONTENT_TYPE",

@@ -17,11 +17,12 @@ from enum import StrEnum
 
 from . import __version__
 from .backoff import Backoff
-from .config import ConfigError, Connector, ConnectorsConfig, Settings, load_connectors
+from .config import Connector, ConnectorsConfig, Settings, load_connectors
 from .engine import Engine, SyncAborted, SyncReport
 from .gitrepo import GitError
 from .health import HEALTH_FILE, Health, HealthTracker, iso_time
 from .metrics import FolderView, Metrics, QueueView
+from .preflight import check_config
 from .publish import Publisher, PushOutcome, remote_spec
 from .redact import redact, redact_url
 from .relay import RelayClient, Unauthorized
@@ -222,37 +223,6 @@ def check_remotes(settings: Settings, config: ConnectorsConfig):
         publisher.close()
 
 
-def connector_problems(settings: Settings, config: ConnectorsConfig) -> list[str]:
-    """What would stop the connectors from working, checked without the network."""
-    from . import gitrepo
-
-    problems = []
-    if config.path is None or not config.path.exists():
-        problems.append(f"no connectors file at {settings.connectors_path}: "
-                        "check --data-dir / RELAY_GIT_DATA_DIR")
-    for n, line in enumerate(config.known_hosts, start=1):
-        import paramiko  # only here: its import is a good part of the service's start time
-
-        try:
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-        except Exception:
-            entry = None
-        if entry is None:
-            problems.append(f"known_hosts[{n}] is not an OpenSSH known_hosts line "
-                            "(host keytype base64-key), e.g. from ssh-keyscan")
-    for n, connector in enumerate(config.connectors, start=1):
-        if not connector.url:
-            continue
-        try:
-            spec = remote_spec(settings, connector)
-        except gitrepo.GitError as exc:
-            problems.append(f"git_connector[{n}].url: {exc}")
-            continue
-        if spec.kind == "ssh" and not settings.ssh_private_key:
-            problems.append(f"git_connector[{n}].url uses SSH but SSH_PRIVATE_KEY is not set")
-    return problems
-
-
 # --- the long-running service ---------------------------------------------------------
 
 
@@ -290,11 +260,15 @@ class Service:
     the saved state, and saved state lists the paths still to commit.
     """
 
-    def __init__(self, settings: Settings, connectors: ConnectorsConfig | None = None):
-        log.info("relay-git-sync %s starting pid=%d data_dir=%s", __version__, os.getpid(), settings.data_dir)
+    def __init__(self, settings: Settings, connectors: ConnectorsConfig | None = None, *,
+                 queue: WorkQueue | None = None, metrics: Metrics | None = None):
+        """``queue`` and ``metrics``: the ones a :class:`gitsync.starter.ServiceStarter`
+        opened and served webhooks with while this service opened."""
+        if metrics is None:  # else the starter that made the metrics has said so
+            log.info("relay-git-sync %s starting pid=%d data_dir=%s", __version__, os.getpid(), settings.data_dir)
         self.settings = settings
         self.config = connectors if connectors is not None else self.check(settings)
-        self.metrics = Metrics()
+        self.metrics = metrics if metrics is not None else Metrics()
         self.health_tracker = HealthTracker(settings.data_dir / "state" / HEALTH_FILE, grace=settings.health_grace)
         folder_docs = {f"{c.relay_id}-{c.folder_id}" for c in self.config.connectors}
         # A gunicorn worker replacing another waits for it to let go of the data dir.
@@ -305,7 +279,8 @@ class Service:
         self.engine.on_change = self._on_change
         # A document's first webhook is fetched at once; later ones within `debounce`
         # seconds of that fetch's start merge into one more fetch at the interval's end.
-        self.queue = WorkQueue(settings.queue_dir / "journal.jsonl", min_interval=settings.debounce)
+        self.queue = queue if queue is not None else WorkQueue(
+            settings.queue_dir / "journal.jsonl", min_interval=settings.debounce)
         self.state = State.STARTING
         self.initial_sync_done = threading.Event()
         self._stop = threading.Event()
@@ -339,22 +314,7 @@ class Service:
         Raises:
             ConfigError: git_connectors.toml or SSH_PRIVATE_KEY is invalid.
         """
-        config = load_connectors(settings.connectors_path)
-        if settings.ssh_private_key:
-            from .ssh import SSHKeyError, load_private_key
-
-            try:
-                load_private_key(settings.ssh_private_key)
-            except SSHKeyError as exc:
-                raise ConfigError(str(exc), key="SSH_PRIVATE_KEY") from None
-        problems = connector_problems(settings, config)
-        fatal = [p for p in problems if not p.startswith("no connectors file")]
-        if fatal:
-            raise ConfigError("; ".join(fatal))
-        if problems or not config.connectors:
-            log.warning("no connectors configured: nothing will be synced (add [[git_connector]] "
-                        "tables to %s)", settings.connectors_path)
-        return config
+        return check_config(settings)
 
     # --- lifecycle ------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ gunicorn's master runs ``gunicorn.conf.py`` and its worker imports ``wsgi.py``; 
 does ``/health`` answer. Paramiko (and the ``invoke`` package it pulls in) and apispec
 are a large part of the start time and are needed only for SSH remotes, for
 ``known_hosts`` lines and for the OpenAPI document, so neither is imported on that path
-when no SSH key or known_hosts line is configured. Checked in a fresh interpreter, by
+when no SSH key or known_hosts line is configured. The service itself (Dulwich, pycrdt,
+``requests``) opens in a background thread once the worker serves. Checked in a fresh interpreter, by
 which modules are loaded, not by timing.
 """
 
@@ -26,8 +27,12 @@ client = wsgi.app.test_client()
 health = client.get("/health").status_code
 before_docs = sorted(name for name in ("paramiko", "apispec", "invoke", "yaml")
                      if sys.modules.get(name) is not None)
+state = client.get("/health").get_json().get("state")
+heavy = sorted(name for name in ("dulwich", "pycrdt", "requests", "gitsync.service", "gitsync.engine")
+               if sys.modules.get(name) is not None)
 docs = client.get("/openapi.json").status_code
 print(json.dumps({"health": health, "before_docs": before_docs, "docs": docs,
+                  "state": state, "heavy": heavy,
                   "apispec_after_docs": sys.modules.get("apispec") is not None}))
 """
 
@@ -51,6 +56,15 @@ def test_nothing_slow_is_imported_before_the_first_answer(tmp_path):
     assert result["health"] == 200
     assert result["before_docs"] == []
     assert result["docs"] == 200 and result["apispec_after_docs"]  # built on first request
+
+
+def test_the_service_opens_after_the_first_answer(tmp_path):
+    # Dulwich, pycrdt and requests (the service, the engine, the Relay client) are
+    # imported by the starter's background thread, which only gunicorn's
+    # post_worker_init starts: /health answers "starting" without them.
+    result = _probe(tmp_path)
+    assert result["health"] == 200 and result["state"] == "starting"
+    assert result["heavy"] == []
 
 
 def test_known_hosts_still_checked_before_start(tmp_path):
