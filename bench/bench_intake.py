@@ -58,6 +58,7 @@ from gitsync.ids import compound_id  # noqa: E402
 
 SECRET = "bench-webhook-secret"
 API_KEY = "bench-api-key"
+ADMIN_TOKEN = "bench-admin-token"  # /api/status is served only with one
 STALLS = [
     b"",
     b"GET /health HT",
@@ -105,7 +106,7 @@ class Gunicorn:
             "RELAY_GIT_COMMIT_INTERVAL": "2", "RELAY_GIT_RECONCILE_INTERVAL": "0",
             "GUNICORN_BIND": f"127.0.0.1:{self.port}", "PORT": str(self.port),
             "GUNICORN_GRACEFUL_TIMEOUT": "30", "PYTHONPATH": str(root),
-            "RELAY_GIT_LOG_LEVEL": "WARNING",
+            "RELAY_GIT_LOG_LEVEL": "WARNING", "ADMIN_TOKEN": ADMIN_TOKEN,
         })
         if threads:
             env["GUNICORN_THREADS"] = str(threads)
@@ -135,7 +136,8 @@ class Gunicorn:
         return wall, _group_cpu_seconds(self.proc.pid)
 
     def status(self) -> dict:
-        return requests.get(f"{self.url}/api/status", timeout=10).json()
+        return requests.get(f"{self.url}/api/status", timeout=10,
+                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

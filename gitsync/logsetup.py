@@ -151,7 +151,8 @@ def gunicorn_logconfig(level: str = "INFO") -> dict[str, Any]:
         "root": {"level": level.upper(), "handlers": ["gitsync"]},
         "loggers": {
             "gunicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+            # One line per request at INFO and DEBUG; none at WARNING and above.
+            "gunicorn.access": {"level": level.upper(), "handlers": [], "propagate": True},
         },
         "handlers": {"gitsync": {"()": factory}},
         "formatters": {},
