@@ -11,13 +11,14 @@ from dulwich.repo import Repo
 
 from gitsync import gitrepo
 from gitsync.config import Connector, ConnectorsConfig, Settings
-from gitsync.dev.relay import DevRelay, FolderHandle
+from gitsync.dev.relay import FolderHandle
 from gitsync.engine import Engine, SyncAborted, describe_changes
 from gitsync.relay import RelayClient, Unauthorized
 from gitsync.state import StateRegistry
+from tests.relay_faults import FaultyRelay
 
 
-def make_engine(relay: DevRelay, data_dir: Path, folders: list[FolderHandle], *, prefix: str = "",
+def make_engine(relay: FaultyRelay, data_dir: Path, folders: list[FolderHandle], *, prefix: str = "",
                 key: str | None = None, **settings) -> tuple[Engine, list[Connector]]:
     connectors = [Connector(f.relay_id, f.folder_id, prefix=prefix) for f in folders]
     cfg = Settings(data_dir=data_dir, relay_server_url=relay.url, relay_server_api_key=relay.api_key,
@@ -32,7 +33,7 @@ def tree(engine: Engine, connector: Connector) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def folder(relay_server: DevRelay) -> FolderHandle:
+def folder(relay_server: FaultyRelay) -> FolderHandle:
     return relay_server.add_folder()
 
 

@@ -8,14 +8,14 @@ import logging
 import pytest
 import requests
 
-from gitsync.dev.relay import DevRelay
+from tests.relay_faults import FaultyRelay
 
 from .harness import SECRET, InProcessService, head_files, wait_for, write_connectors
 
 pytestmark = pytest.mark.slow
 
 
-def test_webhooks_are_accepted_while_the_startup_sync_runs(relay_server: DevRelay, tmp_path):
+def test_webhooks_are_accepted_while_the_startup_sync_runs(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     for i in range(20):
         folder.put_markdown(f"bulk/n{i}.md", f"{i}\n")

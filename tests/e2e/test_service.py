@@ -6,15 +6,15 @@ import threading
 
 import pytest
 
-from gitsync.dev.relay import DevRelay
 from gitsync.engine import Engine
+from tests.relay_faults import FaultyRelay
 
 from .harness import GunicornService, InProcessService, head_files, wait_for, write_connectors
 
 pytestmark = pytest.mark.slow
 
 
-def test_webhook_edit_reaches_a_commit(relay_server: DevRelay, tmp_path):
+def test_webhook_edit_reaches_a_commit(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "one\n")
     write_connectors(tmp_path, [folder])
