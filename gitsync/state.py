@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .ids import compound_id
 from .statedb import (
     DB_FILE,
     FileItem,
@@ -226,6 +227,10 @@ class _TrackedDict(dict):
             elif now != was:
                 upserts.append((key, now))
         return False, upserts, deletes
+
+    def _removed(self) -> list[Any]:
+        """Keys changed since the last save that are absent now (caller holds the lock)."""
+        return [key for key in self._before if not dict.__contains__(self, key)]
 
     def _untake(self, reset: bool, keys: Iterable[Any]) -> None:
         """A save failed: write these again next time (caller holds the lock)."""
@@ -645,8 +650,25 @@ class RelayState:
                     self._untake(changes)
                     raise
 
+    def _prune_documents(self) -> None:
+        """Drop the hash and clock of each document that left every folder since the last
+        save (caller holds ``_track``).
+
+        Checked at save time, over the records removed since the last one, so a record
+        removed and added back in between (folder records on every sync) costs nothing,
+        and a document that moved to another folder of this relay keeps its rows.
+        """
+        removed = {doc_id for folder in self.folders.values() for doc_id in folder._files._removed()}
+        for doc_id in removed:
+            if any(doc_id in folder._files for folder in self.folders.values()):
+                continue
+            key = compound_id(self.relay_id, doc_id)
+            self._hashes.pop(key, None)
+            self._clocks.pop(key, None)
+
     def _take(self) -> RelayChanges:
         with self._track:
+            self._prune_documents()
             reset, upserts, deletes = self._hashes._take()
             c_reset, c_upserts, c_deletes = self._clocks._take()
             changes = RelayChanges(hashes_reset=reset, hashes_upsert=upserts, hashes_delete=deletes,

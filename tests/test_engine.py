@@ -183,6 +183,25 @@ def test_uncommitted_paths_survive_a_restart(relay_server, folder, tmp_path):
         engine.close()
 
 
+def test_deleted_documents_leave_no_hash_or_clock_behind(relay_server, folder, tmp_path):
+    folder.put_markdown("a.md", "a\n")
+    folder.put_markdown("b.md", "b\n")
+    gone = folder.doc_compound_id("a.md")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        relay_state = engine.states.relay(folder.relay_id)
+        assert gone in relay_state.doc_hashes and gone in relay_state.doc_clocks
+        folder.delete("a.md")
+        engine.sync_folder(conn, full=False)
+    finally:
+        engine.close()
+    again = StateRegistry(tmp_path).relay(folder.relay_id)
+    assert gone not in again.doc_hashes and gone not in again.doc_clocks
+    kept = folder.doc_compound_id("b.md")
+    assert kept in again.doc_hashes and kept in again.doc_clocks
+
+
 def test_missing_folder_and_bad_key(relay_server, tmp_path):
     ghost = FolderHandle(relay_server, "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
                          "f47ac10b-58cc-4372-a567-0e02b2c3d479")
