@@ -1140,6 +1140,10 @@ def _checkout_change(repo: Repo, old_commit: bytes | None, new_commit: bytes) ->
     ``core.symlinks=false``. A submodule entry becomes an empty directory. A path that
     cannot be checked out (refused, or something in the way) is left as it is, logged,
     and dropped from the index, so ``git status`` shows the difference.
+
+    Only files we wrote are replaced: a path the old tree has. Whatever is at a path the
+    remote adds (a person's untracked file, say) is kept, with a warning naming the path,
+    unless it already holds the same bytes (then it is simply tracked).
     """
     store = repo.object_store
     old_tree = store[old_commit].tree if old_commit else None
@@ -1175,16 +1179,25 @@ def _checkout_change(repo: Repo, old_commit: bytes | None, new_commit: bytes) ->
         if new is None or new.path is None or new.mode is None or new.sha is None:
             continue
         rel = os.fsdecode(new.path)
+        ours = change.old is not None and change.old.path == new.path  # the old tree had it
         try:
             if not validate_path(new.path, validate_path_element_default):
                 raise worktree.PathRefused(rel, "not a usable name in a checkout")
             if S_ISGITLINK(new.mode):
                 st = worktree.make_dirs(root, rel)
             else:
-                blob = store[new.sha]
+                data = store[new.sha].as_raw_string()
                 executable = stat.S_ISREG(new.mode) and bool(new.mode & 0o111)
-                st = worktree.write_file(root, rel, blob.as_raw_string(),
-                                         mode=0o755 if executable else 0o644, overwrite=True, fsync=False)
+                st = worktree.write_file(root, rel, data, mode=0o755 if executable else 0o644,
+                                         overwrite=ours, fsync=False)
+        except FileExistsError:
+            st = None if S_ISGITLINK(new.mode) else _same_bytes(root, rel, data)
+            if st is None:
+                log.warning("remote file not checked out: a file the service did not write is in "
+                            "the way, kept as it is (move it away to get the remote's) path=%r", rel)
+                if new.path in index:
+                    del index[new.path]
+                continue
         except OSError as exc:
             log.warning("remote file not checked out path=%r reason=%s", rel, exc)
             if new.path in index:
@@ -1192,6 +1205,18 @@ def _checkout_change(repo: Repo, old_commit: bytes | None, new_commit: bytes) ->
             continue
         index[new.path] = index_entry_from_stat(st, new.sha, mode=new.mode)
     index.write()
+
+
+def _same_bytes(root: str, rel: str, data: bytes) -> os.stat_result | None:
+    """The ``stat`` of the regular file at ``rel`` when it holds exactly ``data``, else None."""
+    try:
+        st = worktree.lstat(root, rel)
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != len(data):
+            return None
+        found, st = worktree.read_file(root, rel)
+    except OSError:  # a link on the way, gone, unreadable: not the same file
+        return None
+    return st if found == data else None
 
 
 def _str_ancestors(rel: str) -> list[str]:

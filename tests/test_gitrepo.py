@@ -406,6 +406,43 @@ def test_adopts_existing_remote_branch_when_local_is_empty(repo: Repo, git_remot
 
 
 @pytest.mark.ssh
+def test_a_file_in_the_way_of_a_remote_addition_is_kept_and_reported(
+        repo: Repo, git_remote, tmp_path: Path, git_binary: str, caplog):
+    """The checkout after a rebuild overwrites only files we wrote: a person's untracked
+    file at a path the remote adds stays, its path named in a warning."""
+    root = workdir(repo)
+    spec = parse_remote_url(git_remote.url)
+    vendor = vendor_for(git_remote)
+    write(root, "vault/a.md", "a\n")
+    commit_paths(repo, ["vault/a.md"], message="initial", author=AUTHOR, branch="main")
+    push_fast_forward(repo, spec, branch="main", vendor=vendor)
+
+    person = git_remote.clone(tmp_path / "person")
+    person.write("notes/plan.md", "the remote's plan\n")
+    person.write("notes/same.md", "same bytes\n")
+    person.commit_all("remote adds two files")
+    person.push()
+
+    write(root, "notes/plan.md", "a person's draft, never committed\n")  # untracked here
+    write(root, "notes/same.md", "same bytes\n")                         # untracked, equal
+    write(root, "vault/a.md", "a v2\n")
+    commit_paths(repo, ["vault/a.md"], message="sync", author=AUTHOR, branch="main")
+    caplog.set_level("WARNING", logger="gitsync.gitrepo")
+    result = push_fast_forward(repo, spec, branch="main", vendor=vendor)
+
+    assert (result.status, result.rebuilt) == ("pushed", 1)
+    assert git_remote.read("notes/plan.md") == "the remote's plan\n"
+    assert (root / "notes/plan.md").read_text() == "a person's draft, never committed\n"
+    assert (root / "notes/same.md").read_text() == "same bytes\n"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("notes/plan.md" in w and "kept" in w for w in warnings), warnings
+    assert not any("notes/same.md" in w for w in warnings), warnings
+    # git shows the difference: the remote's file is not in the index, the person's is untracked
+    status = git(git_binary, root, "status", "--porcelain").splitlines()
+    assert sorted(status) == ["?? notes/plan.md", "D  notes/plan.md"]
+
+
+@pytest.mark.ssh
 def test_unknown_host_key_is_unavailable_with_fingerprint(repo: Repo, git_remote):
     write(workdir(repo), "a.md", "a")
     commit_paths(repo, ["a.md"], message="one", author=AUTHOR, branch="main")
