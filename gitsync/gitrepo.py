@@ -61,6 +61,7 @@ __all__ = [
     "LockSweep",
     "RepositoryLocked",
     "STALE_LOCK_AGE",
+    "STALE_REF_LOCK_AGE",
     "PushRejected",
     "PushResult",
     "REF_IDENTITY",
@@ -94,6 +95,12 @@ BULK_THRESHOLD = 200
 #: and removed. A younger one may belong to a person running git in the checkout right
 #: now: it is left alone and reported.
 STALE_LOCK_AGE = 120.0
+
+#: The same for a lock on a ref, HEAD or packed-refs. git holds those only for the instant
+#: of a ref update (``git commit`` keeps ``index.lock`` while its editor is open, never a
+#: ref lock), so one older than this is a dead process's: after a SIGKILL mid-commit the
+#: next commit waits seconds, not minutes.
+STALE_REF_LOCK_AGE = 10.0
 
 #: Who the reflog names for ref updates that are not commits (tracking refs, rebuilds):
 #: given explicitly, so no user or machine git config is consulted for it.
@@ -399,7 +406,7 @@ def _move_ref(repo: Repo, ref: bytes, old: bytes | None, new: bytes, *, committe
         lock = ref.decode("utf-8", "replace") + ".lock"
         raise RepositoryLocked(
             f"{lock} exists in {repo.controldir()}: someone may be running git in the checkout; "
-            f"the update is retried (the lock is removed once older than {STALE_LOCK_AGE:.0f} s)",
+            f"the update is retried (the lock is removed once older than {STALE_REF_LOCK_AGE:.0f} s)",
             lock=lock,
         ) from None
     if ok:
@@ -864,15 +871,16 @@ class LockSweep:
 
 
 def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
-                      now: float | None = None) -> LockSweep:
+                      min_ref_age: float = STALE_REF_LOCK_AGE, now: float | None = None) -> LockSweep:
     """Remove ``*.lock`` files a killed process left in ``.git``; leave recent ones.
 
     Dulwich, like git, refuses to write while such a file exists, so one SIGKILL during
-    a commit would block every later commit. A lock on the index, HEAD, config or a ref
-    is removed only when older than ``min_age`` seconds: a younger one may be held by a
-    person running git in the checkout right now, so it is left and reported (and
-    removed by a later sweep once old). A lock on an object file is always ours (git
-    writes objects through temporary files, not locks) and is removed at any age.
+    a commit would block every later commit. A lock on the index or config is removed
+    only when older than ``min_age`` seconds, a lock on HEAD, packed-refs or a ref when
+    older than ``min_ref_age``: a younger one may be held by a person running git in the
+    checkout right now, so it is left and reported (and removed by a later sweep once
+    old). A lock on an object file is always ours (git writes objects through temporary
+    files, not locks) and is removed at any age.
 
     Only call this when no other process of ours can be writing the repository (the
     service holds the data-directory lock) and, in this process, under the repository
@@ -880,7 +888,8 @@ def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
 
     Args:
         path: the repository's working directory (its ``.git`` is cleaned).
-        min_age: seconds a lock must have existed to be taken as stale.
+        min_age: seconds an index or config lock must have existed to be taken as stale.
+        min_ref_age: the same for HEAD, packed-refs and ref locks.
         now: the current time (seconds since the epoch; tests pass it).
 
     Returns:
@@ -890,17 +899,17 @@ def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
     if not git_dir.is_dir():
         return LockSweep()
     current = time.time() if now is None else now
-    candidates = [git_dir / name for name in ("index.lock", "HEAD.lock", "config.lock", "packed-refs.lock")]
-    candidates += list((git_dir / "refs").rglob("*.lock"))
-    objects = list((git_dir / "objects").glob("??/*.lock"))
+    slow = [(git_dir / name, min_age) for name in ("index.lock", "config.lock")]
+    refs = [git_dir / "HEAD.lock", git_dir / "packed-refs.lock", *(git_dir / "refs").rglob("*.lock")]
+    objects = [(lock, 0.0) for lock in (git_dir / "objects").glob("??/*.lock")]
     removed, kept = [], []
-    for lock in candidates + objects:
+    for lock, stale_after in slow + [(lock, min_ref_age) for lock in refs] + objects:
         try:
             age = current - lock.lstat().st_mtime
         except FileNotFoundError:
             continue
         name = str(lock.relative_to(git_dir))
-        if age < min_age and lock not in objects:
+        if age < stale_after:
             kept.append(name)
             continue
         try:
@@ -911,8 +920,9 @@ def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
     if removed:
         log.warning("removed stale lock files path=%s files=%s", path, ",".join(removed))
     if kept:
-        log.warning("lock files younger than %.0f s left alone (someone may be running git in the "
-                    "checkout; they are removed once older) path=%s files=%s", min_age, path, ",".join(kept))
+        log.warning("recent lock files left alone (someone may be running git in the checkout; they "
+                    "are removed after %.0f s, ref locks after %.0f s) path=%s files=%s",
+                    min_age, min_ref_age, path, ",".join(kept))
     return LockSweep(tuple(removed), tuple(kept))
 
 
