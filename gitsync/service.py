@@ -263,9 +263,9 @@ class Service:
         tracker = self.health_tracker
         for connector in self.config.connectors:
             key = connector.key
-            held = self.engine.folder_state(connector).held
+            held = self.engine.folder_state(connector).held_deletion
             tracker.note("held_deletion", key,
-                         f"mass deletion held: {held.get('count')} file(s), {held.get('reason')}" if held else None)
+                         f"mass deletion held: {held.count} file(s), {held.reason}" if held else None)
             transport = self.transports.status(connector)
             state = transport.get("state")
             if state is None or state == "connected":
@@ -328,8 +328,8 @@ class Service:
                 "files": sum(1 for r in list(fstate.files.values()) if r.type != "folder"),
                 "uncommitted_paths": len(fstate.dirty),
                 "unpushed_commits": st.unpushed if connector.url else None,
-                "held_deletion": ({k: iso_time(v) if k == "since" else v for k, v in dict(held).items()
-                                   if k != "docs"} if (held := fstate.held) else None),
+                "held_deletion": ({"reason": held.reason, "since": iso_time(held.since), "count": held.count}
+                                  if (held := fstate.held_deletion) else None),
                 "push": push,
                 "left_out": [{"path": path, "reason": reason} for path, reason in self.engine.left_out(connector)],
                 "transport": transport,
@@ -364,11 +364,11 @@ class Service:
     def _folder_views(self) -> list[FolderView]:
         views = []
         for connector in self.config.connectors:
-            held = self.engine.folder_state(connector).held
+            held = self.engine.folder_state(connector).held_deletion
             transport = self.transports.status(connector)
             views.append(FolderView(
                 connector.relay_id, connector.folder_id,
-                held_files=int(held.get("count") or 0) if held else 0,
+                held_files=held.count if held else 0,
                 failures=self.health_tracker.folder(connector.key).failures,
                 websocket=transport if "state" in transport else None,
             ))
