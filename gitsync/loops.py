@@ -136,6 +136,7 @@ class Loop:
     """
 
     name = "loop"
+    numbered = True  # thread names end in -N (worker-0, worker-1, ...)
     idle: StrEnum
     stopped: StrEnum
 
@@ -147,7 +148,7 @@ class Loop:
         self._states: dict[str, StrEnum] = {}
 
     def _thread_name(self, n: int) -> str:
-        return self.name if self.size == 1 else f"{self.name}-{n}"
+        return f"{self.name}-{n}" if self.numbered else self.name
 
     def start(self) -> None:
         """Start the threads (a new set; the old ones must have ended)."""
@@ -204,9 +205,6 @@ class Workers(Loop):
         self._foreign: dict[Key, float] = {}  # docs of folders we do not sync
         self._unknown_since: dict[Key, float] = {}  # docs waiting for an index
         self._refreshed: dict[str, float] = {}  # relay -> last folder refresh for an unknown doc
-
-    def _thread_name(self, n: int) -> str:
-        return f"worker-{n}"
 
     def run(self) -> None:
         svc = self.svc
@@ -349,9 +347,6 @@ class Publishers(Loop):
     idle = PublisherState.WAITING
     stopped = PublisherState.STOPPED
 
-    def _thread_name(self, n: int) -> str:
-        return f"publisher-{n}"
-
     def run(self) -> None:
         svc = self.svc
         sweep_at = time.monotonic() + svc.settings.commit_interval
@@ -364,9 +359,7 @@ class Publishers(Loop):
                 # and pushes waiting out a backoff are picked up here.
                 sweep_at = time.monotonic() + svc.settings.commit_interval
                 for connector in svc.config.connectors:
-                    if svc.engine.pending_paths(connector) or (
-                            connector.url and svc.publisher.due(connector)
-                            and svc.publisher.has_unpushed(svc.engine, connector)):
+                    if self._needs_publishing(connector):
                         svc.schedule.changed(connector.key)
             for key in svc.schedule.take_due():
                 connector = svc.config.find(*key)
@@ -389,6 +382,22 @@ class Publishers(Loop):
                     svc.ledger.record_error(connector, f"commit or push failed: {exc}")
                 finally:
                     svc.schedule.committed(key, made=made)
+
+    def _needs_publishing(self, connector: Connector) -> bool:
+        """Whether the folder has paths to commit or, past its backoff, commits to push.
+
+        A repository that cannot be read says yes: the commit that follows reports why,
+        and the thread lives on for the other folders.
+        """
+        svc = self.svc
+        try:
+            return bool(svc.engine.pending_paths(connector) or (
+                connector.url and svc.publisher.due(connector)
+                and svc.publisher.has_unpushed(svc.engine, connector)))
+        except Exception as exc:
+            log.debug("publish check failed relay=%s folder=%s error=%s",
+                      connector.relay_id, connector.folder_id, exc)
+            return True
 
     def commit_and_push_all(self, *, final: bool = False) -> None:
         """Commit and push every folder (the last round when the service stops)."""
@@ -471,6 +480,7 @@ class Reconciler(Loop):
     """
 
     name = "reconciler"
+    numbered = False
     idle = ReconcilerState.STARTUP
     stopped = ReconcilerState.STOPPED
 

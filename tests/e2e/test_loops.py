@@ -41,3 +41,22 @@ def test_status_shows_what_each_loop_and_folder_is_doing(relay_server, tmp_path)
         finally:
             relay_server.resume()  # never stop the service on a paused relay
     assert set(_loops(svc).values()) == {"stopped"}
+
+
+def test_a_repository_that_cannot_be_read_does_not_end_a_publisher_thread(relay_server, tmp_path):
+    """The publishers' sweep asks every folder whether it has commits to push; a broken
+    repository must make that folder fail, not the thread that asked."""
+    folder = relay_server.add_folder()
+    write_connectors(tmp_path, [folder], url=str(tmp_path / "remote.git"))
+    repo_dir = tmp_path / "repos" / folder.relay_id / folder.folder_id
+    repo_dir.mkdir(parents=True)
+    (repo_dir / ".git").write_text("gitdir: /nonexistent/elsewhere\n")
+    with InProcessService(relay_server, tmp_path, commit_interval=0.2) as svc:
+        connector = svc.service.config.connectors[0]
+        wait_for(lambda: svc.service.initial_sync_done.is_set(), "the startup sync")
+        # the startup push failed; once its backoff is over, every sweep asks the repository
+        wait_for(lambda: svc.service.publisher.due(connector), "the push backoff to end")
+        failures = svc.service.status()["folders"][0]["failures"]
+        wait_for(lambda: svc.service.status()["folders"][0]["failures"] >= failures + 2, "more attempts")
+        assert all(t.is_alive() for t in svc.service.publishers.threads)
+        assert "stopped" not in _loops(svc).values()
