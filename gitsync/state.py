@@ -48,6 +48,7 @@ __all__ = [
     "DataDirLock",
     "FileRecord",
     "FolderState",
+    "HeldDeletion",
     "RelayState",
     "StateRegistry",
     "damaged_state_files",
@@ -360,6 +361,44 @@ class _ClaimSet(set):
             self._owner._claimed_changed = True
 
 
+@dataclass(frozen=True)
+class HeldDeletion:
+    """A mass deletion the engine holds back until a later read confirms it.
+
+    The state keeps it as a plain record (``FolderState.held``, saved as JSON); this is
+    how readers outside the engine (status, health, metrics) see it.
+
+    Attributes:
+        reason: why it is held, for the operator.
+        since: when it was first seen (epoch seconds).
+        count: files it would delete.
+        docs: the doc ids it would delete.
+    """
+
+    reason: str
+    since: float | None
+    count: int
+    docs: tuple[str, ...] = ()
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any] | None) -> HeldDeletion | None:
+        """The held deletion of a saved record, or None when nothing is held.
+
+        Tolerates a record written by an older version (missing or odd fields).
+        """
+        if not record:
+            return None
+        since = record.get("since")
+        count = record.get("count")
+        docs = record.get("docs")
+        return cls(
+            reason=str(record.get("reason") or "mass deletion"),
+            since=float(since) if isinstance(since, int | float) else None,
+            count=count if isinstance(count, int) else len(docs) if isinstance(docs, list) else 0,
+            docs=tuple(str(d) for d in docs) if isinstance(docs, list) else (),
+        )
+
+
 class FolderState:
     """What we know about one shared folder's working tree.
 
@@ -458,6 +497,11 @@ class FolderState:
             if value != self._held:
                 self._held_changed = True
             self._held = value
+
+    @property
+    def held_deletion(self) -> HeldDeletion | None:
+        """:attr:`held` as a typed value (for readers outside the engine)."""
+        return HeldDeletion.from_record(self._held)
 
     @property
     def claimed(self) -> set[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gitsync.state import FileRecord, FolderState, StateRegistry, damaged_state_files
+from gitsync.state import FileRecord, FolderState, HeldDeletion, StateRegistry, damaged_state_files
 from gitsync.statedb import SCHEMA_VERSION
 
 FIXTURE = Path(__file__).parent / "fixtures" / "state_json"  # written by the JSON-era state.py
@@ -555,3 +555,13 @@ def test_schema_1_database_is_migrated_and_keeps_its_rows(tmp_path):
         assert rows == 0
     finally:
         states.close()
+
+
+def test_a_held_deletion_reads_as_a_typed_value_even_from_an_old_record():
+    state = FolderState(held={"reason": "11 of 12 files", "since": 1700000000, "count": 11,
+                              "docs": ["d1", "d2"]})
+    assert state.held_deletion == HeldDeletion("11 of 12 files", 1700000000.0, 11, ("d1", "d2"))
+    assert FolderState().held_deletion is None
+    # written by an older release, or damaged: still a value status can show
+    assert FolderState(held={"docs": ["d1"], "since": "yesterday"}).held_deletion == HeldDeletion(
+        "mass deletion", None, 1, ("d1",))

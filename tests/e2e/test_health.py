@@ -22,7 +22,7 @@ def health(svc: InProcessService) -> tuple[int, dict]:
 
 
 def test_a_refused_api_key_is_unhealthy(relay_server: FaultyRelay, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="gitsync.service")
+    caplog.set_level(logging.INFO, logger="gitsync.loops")
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "a\n")
     write_connectors(tmp_path, [folder], transport="webhook")
@@ -38,7 +38,7 @@ def test_a_refused_api_key_is_unhealthy(relay_server: FaultyRelay, tmp_path, cap
 
 
 def test_a_working_service_is_ok_and_the_startup_line_is_info(relay_server: FaultyRelay, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="gitsync.service")
+    caplog.set_level(logging.INFO, logger="gitsync.loops")
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "a\n")
     write_connectors(tmp_path, [folder])

@@ -102,4 +102,4 @@ def test_one_broken_repository_does_not_stop_the_others(relay_server, tmp_path):
         wait_for(lambda: head_files(tmp_path, healthy) == {"h.md": b"h2\n"}, "a later commit")
         status = {f["folder_id"]: f for f in svc.service.status()["folders"]}
         assert status[broken.folder_id]["last_error"]
-        assert all(t.is_alive() for t in svc.service._threads if t.name != "reconciler")
+        assert all(t.is_alive() for t in svc.service.threads if t.name != "reconciler")
