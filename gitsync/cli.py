@@ -205,7 +205,7 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, host, por
           max_update_bytes, max_attachment_bytes, allow_private_attachment_urls, admin_token,
           metrics_public) -> None:
     """Run the webhook service under gunicorn (the same app as gunicorn -c gunicorn.conf.py wsgi:app)."""
-    from gitsync.service import Service
+    from gitsync.oneshot import check_config
 
     settings = _settings(data_dir=data_dir, log_level=log_level, relay_server_url=relay_server_url,
                          relay_server_api_key=relay_server_api_key, host=host, port=port,
@@ -216,7 +216,7 @@ def serve(data_dir, log_level, relay_server_url, relay_server_api_key, host, por
                          proxy_hops=proxy_hops, admin_token=admin_token, metrics_public=metrics_public)
     try:
         settings.require_relay()
-        Service.check(settings)
+        check_config(settings)
     except ConfigError as exc:
         raise ConfigurationError(str(exc)) from None
     if bind is not None and not bind.strip():
@@ -288,8 +288,9 @@ def sync(data_dir, log_level, relay_server_url, relay_server_api_key, relay_id, 
     the service runs on the data directory, the sync is queued on it instead (needs
     ADMIN_TOKEN); the service commits and pushes on its own schedule.
     """
-    from gitsync import service
+    from gitsync import oneshot
     from gitsync.ids import InvalidId, parse_uuid
+    from gitsync.service_errors import CredentialsError, DataDirInUse, ServiceError
 
     if url:  # nothing local is needed: the service does the work
         settings = None
@@ -313,23 +314,44 @@ def sync(data_dir, log_level, relay_server_url, relay_server_api_key, relay_id, 
         return
     progress = _progress_printer() if sys.stderr.isatty() else None
     try:
-        outcome = service.sync_once(settings, selection=selection, confirm_deletions=confirm_deletions,
+        outcome = oneshot.sync_once(settings, selection=selection, confirm_deletions=confirm_deletions,
                                     push=not no_push, progress=progress)
-    except service.DataDirInUse as exc:
+    except DataDirInUse as exc:
         if not admin_token:
             raise click.ClickException(
                 f"{exc}; to sync through the running service, set ADMIN_TOKEN to its admin token "
                 "(and --url if it does not listen on http://127.0.0.1:$PORT)") from None
         _sync_remotely(f"http://127.0.0.1:{settings.port}", admin_token, selection, confirm_deletions, no_push)
         return
-    except (service.CredentialsError, ConfigError) as exc:
+    except (CredentialsError, ConfigError) as exc:
         raise ConfigurationError(str(exc)) from None
-    except service.ServiceError as exc:
+    except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
-    for line in outcome.lines:
-        click.echo(line)
+    for folder in outcome.folders:
+        for line in _folder_sync_lines(folder):
+            click.echo(line)
     if not outcome.ok:
         raise click.exceptions.Exit(1)
+
+
+def _folder_sync_lines(folder) -> list[str]:
+    """The summary of one folder of ``sync``: counts, what was skipped or failed, the push."""
+    connector, report = folder.connector, folder.report
+    if report is None:
+        return [f"{connector.name}: failed: {folder.error}"]
+    lines = [report.summary()]
+    lines += [f"  skipped {path}: {reason}" for path, reason in report.skipped]
+    lines += [f"  failed {path}: {reason} (run sync again to retry)" for path, reason in report.failed]
+    if report.held:
+        lines.append(f"  held: {report.held}; to apply it: cli.py sync --relay-id {connector.relay_id} "
+                     f"--folder-id {connector.folder_id} --confirm-deletions")
+    if folder.push is not None:
+        push = folder.push
+        if push.ok:
+            lines.append(f"  push to {push.where} ({push.branch}): {push.outcome.status}")
+        else:
+            lines.append(f"  push to {push.where} ({push.branch}) failed: {push.outcome.error}")
+    return lines
 
 
 def _sync_remotely(url, admin_token, selection, confirm_deletions, no_push) -> None:
@@ -483,9 +505,29 @@ def connectors() -> None:
 @_common
 def connectors_list(data_dir, log_level) -> None:
     """Show each connector, its remote and whether the remote's host key is trusted."""
-    from gitsync import service
+    from gitsync import oneshot
 
-    _echo_per_connector(_settings(data_dir=data_dir, log_level=log_level), service.describe_connectors)
+    def render(settings, config):
+        for info in oneshot.describe_connectors(settings, config):
+            yield _connector_line(info)
+
+    _echo_per_connector(_settings(data_dir=data_dir, log_level=log_level), render)
+
+
+def _connector_line(info) -> str:
+    """One line of ``connectors list``: folder, branch, prefix, remote and host-key trust."""
+    connector = info.connector
+    prefix = f" prefix={connector.prefix}" if connector.prefix else ""
+    prefix += " commit_per_author=true" if connector.commit_per_author else ""
+    line = f"{connector.name} branch={connector.branch}{prefix} remote="
+    if not connector.url:
+        return line + "(local only)"
+    if info.invalid is not None:
+        return line + f"invalid: {info.invalid}"
+    trust = ""
+    if info.host_key_trusted is not None:
+        trust = " host-key=" + ("trusted" if info.host_key_trusted else "UNKNOWN (add it to known_hosts)")
+    return line + f"{info.remote}{trust}"
 
 
 @connectors.command("validate")
@@ -496,12 +538,11 @@ def connectors_validate(data_dir, log_level, check_remote) -> None:
 
     With --check-remote, a remote that cannot be reached exits 1.
     """
-    from gitsync import service
-    from gitsync.preflight import connector_problems
+    from gitsync import oneshot
 
     settings = _settings(data_dir=data_dir, log_level=log_level)
     config = _connectors(settings)
-    problems = connector_problems(settings, config)
+    problems = oneshot.connector_problems(settings, config)
     for problem in problems:
         click.echo(f"problem: {problem}", err=True)
     if problems:
@@ -510,9 +551,14 @@ def connectors_validate(data_dir, log_level, check_remote) -> None:
                f"{len(config.known_hosts)} known_hosts line(s): ok")
     if check_remote:
         problems = 0
-        for line, ok in service.check_remotes(settings, config):
-            click.echo(line)
-            problems += not ok
+        for check in oneshot.check_remotes(settings, config):
+            name, branch = check.connector.name, check.connector.branch
+            if not check.ok:
+                click.echo(f"{name}: {check.where}: {check.error}")
+                problems += 1
+                continue
+            where = f"{branch} at {check.head[:10]}" if check.head else f"{branch} absent (will be created)"
+            click.echo(f"{name}: {check.where}: reachable, {where}")
         if problems:
             raise click.ClickException(f"{problems} remote(s) could not be reached")
 

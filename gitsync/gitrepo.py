@@ -61,6 +61,7 @@ __all__ = [
     "LockSweep",
     "RepositoryLocked",
     "STALE_LOCK_AGE",
+    "STALE_REF_LOCK_AGE",
     "PushRejected",
     "PushResult",
     "REF_IDENTITY",
@@ -94,6 +95,12 @@ BULK_THRESHOLD = 200
 #: and removed. A younger one may belong to a person running git in the checkout right
 #: now: it is left alone and reported.
 STALE_LOCK_AGE = 120.0
+
+#: The same for a lock on a ref, HEAD or packed-refs. git holds those only for the instant
+#: of a ref update (``git commit`` keeps ``index.lock`` while its editor is open, never a
+#: ref lock), so one older than this is a dead process's: after a SIGKILL mid-commit the
+#: next commit waits seconds, not minutes.
+STALE_REF_LOCK_AGE = 10.0
 
 #: Who the reflog names for ref updates that are not commits (tracking refs, rebuilds):
 #: given explicitly, so no user or machine git config is consulted for it.
@@ -399,7 +406,7 @@ def _move_ref(repo: Repo, ref: bytes, old: bytes | None, new: bytes, *, committe
         lock = ref.decode("utf-8", "replace") + ".lock"
         raise RepositoryLocked(
             f"{lock} exists in {repo.controldir()}: someone may be running git in the checkout; "
-            f"the update is retried (the lock is removed once older than {STALE_LOCK_AGE:.0f} s)",
+            f"the update is retried (the lock is removed once older than {STALE_REF_LOCK_AGE:.0f} s)",
             lock=lock,
         ) from None
     if ok:
@@ -864,15 +871,16 @@ class LockSweep:
 
 
 def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
-                      now: float | None = None) -> LockSweep:
+                      min_ref_age: float = STALE_REF_LOCK_AGE, now: float | None = None) -> LockSweep:
     """Remove ``*.lock`` files a killed process left in ``.git``; leave recent ones.
 
     Dulwich, like git, refuses to write while such a file exists, so one SIGKILL during
-    a commit would block every later commit. A lock on the index, HEAD, config or a ref
-    is removed only when older than ``min_age`` seconds: a younger one may be held by a
-    person running git in the checkout right now, so it is left and reported (and
-    removed by a later sweep once old). A lock on an object file is always ours (git
-    writes objects through temporary files, not locks) and is removed at any age.
+    a commit would block every later commit. A lock on the index or config is removed
+    only when older than ``min_age`` seconds, a lock on HEAD, packed-refs or a ref when
+    older than ``min_ref_age``: a younger one may be held by a person running git in the
+    checkout right now, so it is left and reported (and removed by a later sweep once
+    old). A lock on an object file is always ours (git writes objects through temporary
+    files, not locks) and is removed at any age.
 
     Only call this when no other process of ours can be writing the repository (the
     service holds the data-directory lock) and, in this process, under the repository
@@ -880,7 +888,8 @@ def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
 
     Args:
         path: the repository's working directory (its ``.git`` is cleaned).
-        min_age: seconds a lock must have existed to be taken as stale.
+        min_age: seconds an index or config lock must have existed to be taken as stale.
+        min_ref_age: the same for HEAD, packed-refs and ref locks.
         now: the current time (seconds since the epoch; tests pass it).
 
     Returns:
@@ -890,17 +899,17 @@ def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
     if not git_dir.is_dir():
         return LockSweep()
     current = time.time() if now is None else now
-    candidates = [git_dir / name for name in ("index.lock", "HEAD.lock", "config.lock", "packed-refs.lock")]
-    candidates += list((git_dir / "refs").rglob("*.lock"))
-    objects = list((git_dir / "objects").glob("??/*.lock"))
+    slow = [(git_dir / name, min_age) for name in ("index.lock", "config.lock")]
+    refs = [git_dir / "HEAD.lock", git_dir / "packed-refs.lock", *(git_dir / "refs").rglob("*.lock")]
+    objects = [(lock, 0.0) for lock in (git_dir / "objects").glob("??/*.lock")]
     removed, kept = [], []
-    for lock in candidates + objects:
+    for lock, stale_after in slow + [(lock, min_ref_age) for lock in refs] + objects:
         try:
             age = current - lock.lstat().st_mtime
         except FileNotFoundError:
             continue
         name = str(lock.relative_to(git_dir))
-        if age < min_age and lock not in objects:
+        if age < stale_after:
             kept.append(name)
             continue
         try:
@@ -911,8 +920,9 @@ def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
     if removed:
         log.warning("removed stale lock files path=%s files=%s", path, ",".join(removed))
     if kept:
-        log.warning("lock files younger than %.0f s left alone (someone may be running git in the "
-                    "checkout; they are removed once older) path=%s files=%s", min_age, path, ",".join(kept))
+        log.warning("recent lock files left alone (someone may be running git in the checkout; they "
+                    "are removed after %.0f s, ref locks after %.0f s) path=%s files=%s",
+                    min_age, min_ref_age, path, ",".join(kept))
     return LockSweep(tuple(removed), tuple(kept))
 
 
@@ -1140,6 +1150,10 @@ def _checkout_change(repo: Repo, old_commit: bytes | None, new_commit: bytes) ->
     ``core.symlinks=false``. A submodule entry becomes an empty directory. A path that
     cannot be checked out (refused, or something in the way) is left as it is, logged,
     and dropped from the index, so ``git status`` shows the difference.
+
+    Only files we wrote are replaced: a path the old tree has. Whatever is at a path the
+    remote adds (a person's untracked file, say) is kept, with a warning naming the path,
+    unless it already holds the same bytes (then it is simply tracked).
     """
     store = repo.object_store
     old_tree = store[old_commit].tree if old_commit else None
@@ -1175,16 +1189,25 @@ def _checkout_change(repo: Repo, old_commit: bytes | None, new_commit: bytes) ->
         if new is None or new.path is None or new.mode is None or new.sha is None:
             continue
         rel = os.fsdecode(new.path)
+        ours = change.old is not None and change.old.path == new.path  # the old tree had it
         try:
             if not validate_path(new.path, validate_path_element_default):
                 raise worktree.PathRefused(rel, "not a usable name in a checkout")
             if S_ISGITLINK(new.mode):
                 st = worktree.make_dirs(root, rel)
             else:
-                blob = store[new.sha]
+                data = store[new.sha].as_raw_string()
                 executable = stat.S_ISREG(new.mode) and bool(new.mode & 0o111)
-                st = worktree.write_file(root, rel, blob.as_raw_string(),
-                                         mode=0o755 if executable else 0o644, overwrite=True, fsync=False)
+                st = worktree.write_file(root, rel, data, mode=0o755 if executable else 0o644,
+                                         overwrite=ours, fsync=False)
+        except FileExistsError:
+            st = None if S_ISGITLINK(new.mode) else _same_bytes(root, rel, data)
+            if st is None:
+                log.warning("remote file not checked out: a file the service did not write is in "
+                            "the way, kept as it is (move it away to get the remote's) path=%r", rel)
+                if new.path in index:
+                    del index[new.path]
+                continue
         except OSError as exc:
             log.warning("remote file not checked out path=%r reason=%s", rel, exc)
             if new.path in index:
@@ -1192,6 +1215,18 @@ def _checkout_change(repo: Repo, old_commit: bytes | None, new_commit: bytes) ->
             continue
         index[new.path] = index_entry_from_stat(st, new.sha, mode=new.mode)
     index.write()
+
+
+def _same_bytes(root: str, rel: str, data: bytes) -> os.stat_result | None:
+    """The ``stat`` of the regular file at ``rel`` when it holds exactly ``data``, else None."""
+    try:
+        st = worktree.lstat(root, rel)
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != len(data):
+            return None
+        found, st = worktree.read_file(root, rel)
+    except OSError:  # a link on the way, gone, unreadable: not the same file
+        return None
+    return st if found == data else None
 
 
 def _str_ancestors(rel: str) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,13 +189,17 @@ class Publisher:
             return gitrepo.clear_stale_locks(engine.settings.repo_dir(connector))
 
     def publish(self, engine, connector: Connector, *, force_push: bool = False,
-                final: bool = False) -> Published:
+                final: bool = False, on_push: Callable[[], None] | None = None) -> Published:
         """Commit the folder's pending paths, then push when there is something to send.
 
         A push is skipped while the connector backs off after a failure (unless
         ``final``: the last push before stopping) and when no local commit is missing
         on the remote (unless ``force_push``: the startup push that also learns where the
         remote is). Locks as in :meth:`push`.
+
+        Args:
+            on_push: called after the commit, when a push is about to start (the
+                caller's status shows it).
         """
         with engine.lock(connector):
             try:
@@ -208,6 +212,8 @@ class Publisher:
             return Published(sha)
         if not force_push and not self.has_unpushed(engine, connector):
             return Published(sha)  # nothing to send: no network round trip
+        if on_push is not None:
+            on_push()
         return Published(sha, self.push(engine, connector))
 
     def has_unpushed(self, engine, connector: Connector) -> bool:

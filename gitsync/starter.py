@@ -23,6 +23,7 @@ from typing import Any
 
 from . import __version__
 from .config import ConnectorsConfig, Settings
+from .events import Accepted, AcceptStatus, WebhookEvent
 from .metrics import Metrics
 from .service_errors import ServiceUnavailable
 from .workqueue import JournalError, Lane, QueueClosed, WorkQueue
@@ -136,8 +137,8 @@ class ServiceStarter:
 
     # --- what the web layer calls ---------------------------------------------------
 
-    def accept(self, event: dict) -> dict:
-        """Durably queue a validated webhook event, before the service is open too.
+    def accept(self, event: WebhookEvent) -> Accepted:
+        """Durably queue a webhook event, before the service is open too.
 
         Raises:
             ServiceUnavailable: shutting down, or the journal is unwritable or not open.
@@ -145,14 +146,14 @@ class ServiceStarter:
         service = self._service
         if service is not None:
             return service.accept(event)
-        relay_id, doc_id = event["relay_id"], event["doc_uuid"]
+        relay_id, doc_id = event.relay_id, event.doc_uuid
         if relay_id not in self._relays:
             with self._lock:
                 self._early["ignored"] += 1
             log.warning("webhook ignored, no connector for relay relay=%s doc=%s (add a "
                         "[[git_connector]] for it, or set this relay's webhook prefix on the "
                         "Relay Server)", relay_id, doc_id)
-            return {"status": "ignored", "reason": "no connector for this relay", "doc_id": event["doc_id"]}
+            return Accepted(AcceptStatus.IGNORED, event.doc_id, reason="no connector for this relay")
         queue = self.queue
         if queue is None:  # the previous worker still holds the journal: wait for the service
             return self._require().accept(event)
@@ -169,7 +170,7 @@ class ServiceStarter:
             ) from None
         with self._lock:
             self._early["accepted" if created else "merged"] += 1
-        return {"status": "queued" if created else "merged", "doc_id": event["doc_id"]}
+        return Accepted(AcceptStatus.QUEUED if created else AcceptStatus.MERGED, event.doc_id)
 
     def health(self) -> dict:
         """``/health``: the service's answer once open; ``starting`` (ok) until then."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .ids import compound_id
 from .statedb import (
     DB_FILE,
     FileItem,
@@ -47,6 +48,7 @@ __all__ = [
     "DataDirLock",
     "FileRecord",
     "FolderState",
+    "HeldDeletion",
     "RelayState",
     "StateRegistry",
     "damaged_state_files",
@@ -227,6 +229,10 @@ class _TrackedDict(dict):
                 upserts.append((key, now))
         return False, upserts, deletes
 
+    def _removed(self) -> list[Any]:
+        """Keys changed since the last save that are absent now (caller holds the lock)."""
+        return [key for key in self._before if not dict.__contains__(self, key)]
+
     def _untake(self, reset: bool, keys: Iterable[Any]) -> None:
         """A save failed: write these again next time (caller holds the lock)."""
         self._reset = self._reset or reset
@@ -355,6 +361,44 @@ class _ClaimSet(set):
             self._owner._claimed_changed = True
 
 
+@dataclass(frozen=True)
+class HeldDeletion:
+    """A mass deletion the engine holds back until a later read confirms it.
+
+    The state keeps it as a plain record (``FolderState.held``, saved as JSON); this is
+    how readers outside the engine (status, health, metrics) see it.
+
+    Attributes:
+        reason: why it is held, for the operator.
+        since: when it was first seen (epoch seconds).
+        count: files it would delete.
+        docs: the doc ids it would delete.
+    """
+
+    reason: str
+    since: float | None
+    count: int
+    docs: tuple[str, ...] = ()
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any] | None) -> HeldDeletion | None:
+        """The held deletion of a saved record, or None when nothing is held.
+
+        Tolerates a record written by an older version (missing or odd fields).
+        """
+        if not record:
+            return None
+        since = record.get("since")
+        count = record.get("count")
+        docs = record.get("docs")
+        return cls(
+            reason=str(record.get("reason") or "mass deletion"),
+            since=float(since) if isinstance(since, int | float) else None,
+            count=count if isinstance(count, int) else len(docs) if isinstance(docs, list) else 0,
+            docs=tuple(str(d) for d in docs) if isinstance(docs, list) else (),
+        )
+
+
 class FolderState:
     """What we know about one shared folder's working tree.
 
@@ -453,6 +497,11 @@ class FolderState:
             if value != self._held:
                 self._held_changed = True
             self._held = value
+
+    @property
+    def held_deletion(self) -> HeldDeletion | None:
+        """:attr:`held` as a typed value (for readers outside the engine)."""
+        return HeldDeletion.from_record(self._held)
 
     @property
     def claimed(self) -> set[str]:
@@ -645,8 +694,25 @@ class RelayState:
                     self._untake(changes)
                     raise
 
+    def _prune_documents(self) -> None:
+        """Drop the hash and clock of each document that left every folder since the last
+        save (caller holds ``_track``).
+
+        Checked at save time, over the records removed since the last one, so a record
+        removed and added back in between (folder records on every sync) costs nothing,
+        and a document that moved to another folder of this relay keeps its rows.
+        """
+        removed = {doc_id for folder in self.folders.values() for doc_id in folder._files._removed()}
+        for doc_id in removed:
+            if any(doc_id in folder._files for folder in self.folders.values()):
+                continue
+            key = compound_id(self.relay_id, doc_id)
+            self._hashes.pop(key, None)
+            self._clocks.pop(key, None)
+
     def _take(self) -> RelayChanges:
         with self._track:
+            self._prune_documents()
             reset, upserts, deletes = self._hashes._take()
             c_reset, c_upserts, c_deletes = self._clocks._take()
             changes = RelayChanges(hashes_reset=reset, hashes_upsert=upserts, hashes_delete=deletes,

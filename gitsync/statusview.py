@@ -80,8 +80,8 @@ def offline_status(settings: Settings, config: ConnectorsConfig) -> dict[str, An
             "files": sum(1 for rec in folder.files.values() if rec.type != "folder"),
             "last_sync": iso_time(folder.last_sync),
             "uncommitted_paths": len(folder.dirty),
-            "held_deletion": ({k: iso_time(v) if k == "since" else v for k, v in folder.held.items() if k != "docs"}
-                              if folder.held else None),
+            "held_deletion": ({"reason": held.reason, "since": iso_time(held.since), "count": held.count}
+                              if (held := folder.held_deletion) else None),
         })
         repo_dir = settings.repo_dir(connector)
         if (repo_dir / ".git").exists():

@@ -24,6 +24,7 @@ from functools import partial
 from . import ydoc
 from .config import Connector, ConnectorsConfig, Settings, resolve_transport
 from .engine import SyncAborted, SyncReport
+from .events import WebhookEvent
 from .heads import HEADS_FILE, HeadStore, docs_to_fetch
 from .ids import InvalidId, compound_id, parse_compound_id
 from .relay import RelayError
@@ -71,7 +72,7 @@ class Transports:
         config: the connectors.
         engine: reads folder state and syncs folders.
         queue: the service's durable work queue.
-        accept: ``Service.accept``: takes ``{"relay_id", "doc_uuid", "doc_id"}``.
+        accept: ``Service.accept``: takes a :class:`~gitsync.events.WebhookEvent`.
         resync: runs a connector's guarded catch-up (the service's status and retry
             handling around :meth:`catch_up`); called after every reconnect once the
             startup sync is done.
@@ -160,7 +161,7 @@ class Transports:
         if cid.relay_id != connector.relay_id:
             return
         try:
-            self._accept({"relay_id": cid.relay_id, "doc_uuid": cid.doc_id, "doc_id": str(cid)})
+            self._accept(WebhookEvent(str(cid), cid.relay_id, cid.doc_id))
         except ServiceUnavailable:
             if self._stop.is_set():
                 return  # stopping: the next start's catch-up covers it

@@ -15,6 +15,7 @@ from pycrdt import Doc, Map, Text
 
 from gitsync.dev.relay import DevRelay, sample_vault, tiny_pdf, tiny_png
 from tests.fixtures_relay import TEST_API_KEY
+from tests.relay_faults import FaultyRelay
 
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
 
@@ -300,3 +301,12 @@ def test_compaction_dedups_ids_clears_ds_and_keeps_the_content(relay_server: Dev
     assert len(users["ids"]) == 2 and len(set(users["ids"])) == 2 and users["ds"] == []
     assert folder.text("a.md") == "he"
     assert len(set(_clocks(relay_server, cid)) - clients) == 1  # written by a client nobody claims
+
+
+def test_the_stand_in_carries_no_fault_injection():
+    """Faults live in the tests (tests/relay_faults.py), built on the stand-in's hooks."""
+    knobs = {"fail_next", "clear_faults", "set_raw", "set_blob_bytes", "set_download_url",
+             "frame_response", "pause", "resume", "hold", "release", "refuse_sockets",
+             "drop_sockets", "send_to_sockets"}
+    assert knobs & set(dir(DevRelay)) == set()
+    assert knobs <= set(dir(FaultyRelay))

@@ -11,13 +11,14 @@ from dulwich.repo import Repo
 
 from gitsync import gitrepo
 from gitsync.config import Connector, ConnectorsConfig, Settings
-from gitsync.dev.relay import DevRelay, FolderHandle
+from gitsync.dev.relay import FolderHandle
 from gitsync.engine import Engine, SyncAborted, describe_changes
 from gitsync.relay import RelayClient, Unauthorized
 from gitsync.state import StateRegistry
+from tests.relay_faults import FaultyRelay
 
 
-def make_engine(relay: DevRelay, data_dir: Path, folders: list[FolderHandle], *, prefix: str = "",
+def make_engine(relay: FaultyRelay, data_dir: Path, folders: list[FolderHandle], *, prefix: str = "",
                 key: str | None = None, **settings) -> tuple[Engine, list[Connector]]:
     connectors = [Connector(f.relay_id, f.folder_id, prefix=prefix) for f in folders]
     cfg = Settings(data_dir=data_dir, relay_server_url=relay.url, relay_server_api_key=relay.api_key,
@@ -32,7 +33,7 @@ def tree(engine: Engine, connector: Connector) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def folder(relay_server: DevRelay) -> FolderHandle:
+def folder(relay_server: FaultyRelay) -> FolderHandle:
     return relay_server.add_folder()
 
 
@@ -180,6 +181,25 @@ def test_uncommitted_paths_survive_a_restart(relay_server, folder, tmp_path):
         assert tree(engine, conn) == {"a.md": b"a\n"}
     finally:
         engine.close()
+
+
+def test_deleted_documents_leave_no_hash_or_clock_behind(relay_server, folder, tmp_path):
+    folder.put_markdown("a.md", "a\n")
+    folder.put_markdown("b.md", "b\n")
+    gone = folder.doc_compound_id("a.md")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    try:
+        engine.sync_folder(conn)
+        relay_state = engine.states.relay(folder.relay_id)
+        assert gone in relay_state.doc_hashes and gone in relay_state.doc_clocks
+        folder.delete("a.md")
+        engine.sync_folder(conn, full=False)
+    finally:
+        engine.close()
+    again = StateRegistry(tmp_path).relay(folder.relay_id)
+    assert gone not in again.doc_hashes and gone not in again.doc_clocks
+    kept = folder.doc_compound_id("b.md")
+    assert kept in again.doc_hashes and kept in again.doc_clocks
 
 
 def test_missing_folder_and_bad_key(relay_server, tmp_path):

@@ -17,9 +17,10 @@ from dulwich.repo import Repo
 
 from gitsync import gitrepo
 from gitsync.config import Connector, Settings
-from gitsync.dev.relay import DevRelay, FolderHandle
+from gitsync.dev.relay import FolderHandle
 from gitsync.ids import compound_id
 from gitsync.ycheck import MAX_DEPTH
+from tests.relay_faults import FaultyRelay
 from tests.yjs_craft import add_run, any_entry, deep_array, object_with
 
 pytestmark = pytest.mark.slow
@@ -57,7 +58,7 @@ print(json.dumps(reports))
 """
 
 
-def sync_in_child(relay: DevRelay, data_dir: Path, folders: list[FolderHandle]) -> list[dict]:
+def sync_in_child(relay: FaultyRelay, data_dir: Path, folders: list[FolderHandle]) -> list[dict]:
     """One startup sync of ``folders`` by a fresh engine process; its reports."""
     result = subprocess.run(
         [

@@ -406,6 +406,43 @@ def test_adopts_existing_remote_branch_when_local_is_empty(repo: Repo, git_remot
 
 
 @pytest.mark.ssh
+def test_a_file_in_the_way_of_a_remote_addition_is_kept_and_reported(
+        repo: Repo, git_remote, tmp_path: Path, git_binary: str, caplog):
+    """The checkout after a rebuild overwrites only files we wrote: a person's untracked
+    file at a path the remote adds stays, its path named in a warning."""
+    root = workdir(repo)
+    spec = parse_remote_url(git_remote.url)
+    vendor = vendor_for(git_remote)
+    write(root, "vault/a.md", "a\n")
+    commit_paths(repo, ["vault/a.md"], message="initial", author=AUTHOR, branch="main")
+    push_fast_forward(repo, spec, branch="main", vendor=vendor)
+
+    person = git_remote.clone(tmp_path / "person")
+    person.write("notes/plan.md", "the remote's plan\n")
+    person.write("notes/same.md", "same bytes\n")
+    person.commit_all("remote adds two files")
+    person.push()
+
+    write(root, "notes/plan.md", "a person's draft, never committed\n")  # untracked here
+    write(root, "notes/same.md", "same bytes\n")                         # untracked, equal
+    write(root, "vault/a.md", "a v2\n")
+    commit_paths(repo, ["vault/a.md"], message="sync", author=AUTHOR, branch="main")
+    caplog.set_level("WARNING", logger="gitsync.gitrepo")
+    result = push_fast_forward(repo, spec, branch="main", vendor=vendor)
+
+    assert (result.status, result.rebuilt) == ("pushed", 1)
+    assert git_remote.read("notes/plan.md") == "the remote's plan\n"
+    assert (root / "notes/plan.md").read_text() == "a person's draft, never committed\n"
+    assert (root / "notes/same.md").read_text() == "same bytes\n"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("notes/plan.md" in w and "kept" in w for w in warnings), warnings
+    assert not any("notes/same.md" in w for w in warnings), warnings
+    # git shows the difference: the remote's file is not in the index, the person's is untracked
+    status = git(git_binary, root, "status", "--porcelain").splitlines()
+    assert sorted(status) == ["?? notes/plan.md", "D  notes/plan.md"]
+
+
+@pytest.mark.ssh
 def test_unknown_host_key_is_unavailable_with_fingerprint(repo: Repo, git_remote):
     write(workdir(repo), "a.md", "a")
     commit_paths(repo, ["a.md"], message="one", author=AUTHOR, branch="main")
@@ -628,19 +665,20 @@ def test_checkout_and_index_ignore_the_global_git_config(repo: Repo, tmp_path: P
 def test_only_old_lock_files_are_removed(repo: Repo):
     git_dir = workdir(repo) / ".git"
     now = time.time()
-    for name, age in (("index.lock", 5), ("HEAD.lock", 600), ("refs/heads/main.lock", 30),
-                      ("objects/ab/cdef.lock", 1)):
+    for name, age in (("index.lock", 30), ("config.lock", 5), ("HEAD.lock", 600),
+                      ("refs/heads/main.lock", 30), ("refs/heads/other.lock", 2), ("objects/ab/cdef.lock", 1)):
         path = git_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
         os.utime(path, (now - age, now - age))
     sweep = clear_stale_locks(workdir(repo), now=now)
-    # a person's git may hold the young ones right now; object locks are only ever ours
-    assert sorted(sweep.removed) == ["HEAD.lock", "objects/ab/cdef.lock"]
-    assert sorted(sweep.kept) == ["index.lock", "refs/heads/main.lock"]
-    assert (git_dir / "index.lock").exists() and (git_dir / "refs/heads/main.lock").exists()
-    assert clear_stale_locks(workdir(repo), now=now + STALE_LOCK_AGE).removed == (
-        "index.lock", "refs/heads/main.lock")
+    # A person's git may hold the young ones right now (the index for as long as its commit
+    # editor is open, a ref only for an instant); object locks are only ever ours.
+    assert sorted(sweep.removed) == ["HEAD.lock", "objects/ab/cdef.lock", "refs/heads/main.lock"]
+    assert sorted(sweep.kept) == ["config.lock", "index.lock", "refs/heads/other.lock"]
+    assert (git_dir / "index.lock").exists() and not (git_dir / "refs/heads/main.lock").exists()
+    assert sorted(clear_stale_locks(workdir(repo), now=now + STALE_LOCK_AGE).removed) == [
+        "config.lock", "index.lock", "refs/heads/other.lock"]
 
 
 def test_a_held_index_lock_does_not_block_a_commit(repo: Repo):

@@ -18,10 +18,11 @@ import pytest
 import requests
 
 from gitsync.config import settings_from_env
-from gitsync.dev.relay import DevRelay, tiny_png
+from gitsync.dev.relay import tiny_png
 from gitsync.netguard import AddressPolicy, AddressRefused, address_class, guarded_adapter
 from gitsync.relay import BadResponse, RelayClient, Unavailable
 from tests.fixtures_relay import TEST_API_KEY
+from tests.relay_faults import FaultyRelay
 
 FAST = {"backoff": 0.001, "timeout": 5, "retries": 1}
 PUBLIC_RELAY = "https://93.184.215.14"  # only classified, never connected to
@@ -74,7 +75,7 @@ def connects() -> Iterator[list[str]]:
         _audit_log = None
 
 
-def attachment(relay: DevRelay) -> tuple[object, str, str]:
+def attachment(relay: FaultyRelay) -> tuple[object, str, str]:
     folder = relay.add_folder()
     doc_id = folder.put_attachment("img/pixel.png", tiny_png(), "image/png")
     return folder, doc_id, folder.entries()["/img/pixel.png"]["hash"]
@@ -84,7 +85,7 @@ def attachment(relay: DevRelay) -> tuple[object, str, str]:
 
 
 @pytest.mark.parametrize("relay_host", ["localhost", "127.0.0.1"])
-def test_a_loopback_relay_may_serve_loopback_downloads(relay_server: DevRelay, relay_host):
+def test_a_loopback_relay_may_serve_loopback_downloads(relay_server: FaultyRelay, relay_host):
     """The stand-in's download URLs name 127.0.0.1 whatever name the relay is given."""
     folder, doc_id, digest = attachment(relay_server)
     base = relay_server.url.replace("127.0.0.1", relay_host)
@@ -110,7 +111,7 @@ def test_a_loopback_relay_may_serve_loopback_downloads(relay_server: DevRelay, r
     ],
 )
 def test_download_urls_to_other_address_classes_are_refused_before_connecting(
-    relay_server: DevRelay, url: str, kind: str
+    relay_server: FaultyRelay, url: str, kind: str
 ):
     folder, doc_id, digest = attachment(relay_server)
     port = relay_server.url.rsplit(":", 1)[1]
@@ -129,7 +130,7 @@ def test_download_urls_to_other_address_classes_are_refused_before_connecting(
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://h/1"])
-def test_download_urls_that_are_not_http_are_refused(relay_server: DevRelay, url: str):
+def test_download_urls_that_are_not_http_are_refused(relay_server: FaultyRelay, url: str):
     folder, doc_id, digest = attachment(relay_server)
     relay_server.set_download_url(digest, url)
     with RelayClient(relay_server.url, TEST_API_KEY, **FAST) as client, connects() as seen:
@@ -138,7 +139,7 @@ def test_download_urls_that_are_not_http_are_refused(relay_server: DevRelay, url
     assert all(_loopback(h) for h in seen)
 
 
-def test_hash_mismatch_names_no_computed_hash(relay_server: DevRelay, tmp_path):
+def test_hash_mismatch_names_no_computed_hash(relay_server: FaultyRelay, tmp_path):
     folder, doc_id, digest = attachment(relay_server)
     relay_server.set_blob_bytes(digest, b"whatever an internal URL answered")
     with RelayClient(relay_server.url, TEST_API_KEY, **FAST) as client:
@@ -196,7 +197,7 @@ def test_a_name_is_judged_by_what_it_resolves_to():
     assert AddressPolicy("http://localhost:9").relay_classes() == {"loopback"}
 
 
-def test_guarded_adapter_checks_where_it_connects(relay_server: DevRelay):
+def test_guarded_adapter_checks_where_it_connects(relay_server: FaultyRelay):
     """The address check lives in the connection, so it also covers redirects."""
     folder, doc_id, digest = attachment(relay_server)
     blob = relay_server._signed_blob_url(digest)
@@ -213,7 +214,7 @@ def test_guarded_adapter_checks_where_it_connects(relay_server: DevRelay):
         assert relay_server.blob_fetch_count(digest) == fetched
 
 
-def test_the_setting_reaches_the_client(relay_server: DevRelay):
+def test_the_setting_reaches_the_client(relay_server: FaultyRelay):
     on = settings_from_env({"RELAY_GIT_ALLOW_PRIVATE_ATTACHMENT_URLS": "true"})
     assert on.allow_private_attachment_urls is True
     assert settings_from_env({}).allow_private_attachment_urls is False

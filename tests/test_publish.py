@@ -241,3 +241,27 @@ def test_a_stale_branch_lock_is_cleared_by_the_next_publish(relay_server, tmp_pa
             assert gitrepo.read_tree_paths(remote, "main") == {"a.md": b"b\n"}
     finally:
         engine.close()
+
+
+def test_publish_says_when_a_push_starts_and_only_then(relay_server, tmp_path):
+    bare = tmp_path / "remote.git"
+    Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "a\n")
+    conn = Connector(folder.relay_id, folder.folder_id, url=str(bare))
+    engine, publisher, _ = make_publisher(relay_server, tmp_path / "data", conn)
+    pushes: list[bool] = []
+
+    def on_push() -> None:  # called before the push: nothing is on the remote yet
+        with Repo(str(bare)) as repo:
+            pushes.append(b"refs/heads/main" in repo.refs)
+
+    try:
+        engine.sync_folder(conn)
+        done = publisher.publish(engine, conn, on_push=on_push)
+        assert done.commit and done.push is not None and done.push.ok
+        assert pushes == [False]
+        again = publisher.publish(engine, conn, on_push=on_push)  # nothing to commit or send
+        assert again.commit is None and again.push is None and pushes == [False]
+    finally:
+        engine.close()

@@ -14,7 +14,7 @@ import pytest
 import requests
 from pycrdt import Doc, Map, Text
 
-from gitsync.dev.relay import DevRelay, tiny_pdf, tiny_png
+from gitsync.dev.relay import tiny_pdf, tiny_png
 from gitsync.ids import InvalidId
 from gitsync.relay import (
     BadResponse,
@@ -25,12 +25,13 @@ from gitsync.relay import (
     Unavailable,
 )
 from tests.fixtures_relay import TEST_API_KEY
+from tests.relay_faults import FaultyRelay
 
 FAST = {"backoff": 0.001, "timeout": 5}
 
 
 @pytest.fixture
-def client(relay_server: DevRelay) -> Iterator[RelayClient]:
+def client(relay_server: FaultyRelay) -> Iterator[RelayClient]:
     c = RelayClient(relay_server.url, TEST_API_KEY, retries=3, **FAST)
     yield c
     c.close()
@@ -55,7 +56,7 @@ def _decode(update: bytes) -> Doc:
 # -- documents ---------------------------------------------------------------------------
 
 
-def test_get_update_round_trip(relay_server: DevRelay, client: RelayClient):
+def test_get_update_round_trip(relay_server: FaultyRelay, client: RelayClient):
     folder = relay_server.add_folder()
     folder.put_markdown("notes/a.md", "héllo wörld 👋\nline two")
 
@@ -69,7 +70,7 @@ def test_get_update_round_trip(relay_server: DevRelay, client: RelayClient):
     assert relay_server.fetch_count(folder.compound_id) == 1
 
 
-def test_get_update_sees_edits(relay_server: DevRelay, client: RelayClient):
+def test_get_update_sees_edits(relay_server: FaultyRelay, client: RelayClient):
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "one two three")
     folder.edit_markdown("a.md", "one 2 three")
@@ -77,13 +78,13 @@ def test_get_update_sees_edits(relay_server: DevRelay, client: RelayClient):
     assert str(note.get("contents", type=Text)) == "one 2 three"
 
 
-def test_never_written_document_is_empty_update(relay_server: DevRelay, client: RelayClient):
+def test_never_written_document_is_empty_update(relay_server: FaultyRelay, client: RelayClient):
     folder = relay_server.add_folder()
     folder.put_markdown("empty.md", "")
     assert client.get_update(folder.doc_compound_id("empty.md")) == b"\x00\x00"
 
 
-def test_unknown_document_raises_not_found(relay_server: DevRelay, client: RelayClient):
+def test_unknown_document_raises_not_found(relay_server: FaultyRelay, client: RelayClient):
     cid = f"{uuid.uuid4()}-{uuid.uuid4()}"
     with pytest.raises(NotFound) as info:
         client.get_update(cid)
@@ -98,7 +99,7 @@ def test_invalid_compound_id_raises_before_any_request(relay_server, client: Rel
     assert relay_server.total_fetches == 0
 
 
-def test_wrong_key_raises_unauthorized_without_key(relay_server: DevRelay):
+def test_wrong_key_raises_unauthorized_without_key(relay_server: FaultyRelay):
     folder = relay_server.add_folder()
     secret = "wrong-secret-key-4711"
     with RelayClient(relay_server.url, secret, **FAST) as c:
@@ -121,7 +122,7 @@ def test_client_errors_are_not_retried(relay_server, client, status, error):
     assert relay_server.fetch_count(folder.compound_id) == 1
 
 
-def test_two_server_errors_then_success(relay_server: DevRelay, client: RelayClient, caplog):
+def test_two_server_errors_then_success(relay_server: FaultyRelay, client: RelayClient, caplog):
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "x")
     relay_server.fail_next(2)
@@ -131,14 +132,14 @@ def test_two_server_errors_then_success(relay_server: DevRelay, client: RelayCli
     assert caplog.text.count("will retry") == 2
 
 
-def test_rate_limit_is_retried(relay_server: DevRelay, client: RelayClient):
+def test_rate_limit_is_retried(relay_server: FaultyRelay, client: RelayClient):
     folder = relay_server.add_folder()
     relay_server.fail_next(1, status=429)
     assert client.get_update(folder.compound_id)
     assert relay_server.fetch_count(folder.compound_id) == 2
 
 
-def test_persistent_server_error_raises_unavailable(relay_server: DevRelay):
+def test_persistent_server_error_raises_unavailable(relay_server: FaultyRelay):
     folder = relay_server.add_folder()
     relay_server.fail_next(100, status=503)
     with RelayClient(relay_server.url, TEST_API_KEY, retries=2, **FAST) as c:
@@ -163,7 +164,7 @@ def test_connection_refused_raises_unavailable(refused_url: str):
     assert info.value.status is None
 
 
-def test_stop_event_cuts_retry_wait_short(relay_server: DevRelay):
+def test_stop_event_cuts_retry_wait_short(relay_server: FaultyRelay):
     folder = relay_server.add_folder()
     stop = threading.Event()
     stop.set()
@@ -183,7 +184,7 @@ def test_stop_event_cuts_retry_wait_short(relay_server: DevRelay):
     ],
 )
 def test_error_body_where_bytes_expected_raises_bad_response(
-    relay_server: DevRelay, client: RelayClient, body: bytes, content_type: str
+    relay_server: FaultyRelay, client: RelayClient, body: bytes, content_type: str
 ):
     folder = relay_server.add_folder()
     relay_server.set_raw(folder.compound_id, body, content_type=content_type)
@@ -193,18 +194,18 @@ def test_error_body_where_bytes_expected_raises_bad_response(
     assert f"/d/{folder.compound_id}/as-update" in str(info.value)
 
 
-def test_corrupt_bytes_are_returned_undecoded(relay_server: DevRelay, client: RelayClient):
+def test_corrupt_bytes_are_returned_undecoded(relay_server: FaultyRelay, client: RelayClient):
     """Bytes with the right content type pass through; decoding is ydoc's job."""
     folder = relay_server.add_folder()
     relay_server.set_raw(folder.compound_id, b"\xff\xfe garbage")
     assert client.get_update(folder.compound_id) == b"\xff\xfe garbage"
 
 
-def test_ready(relay_server: DevRelay, client: RelayClient):
+def test_ready(relay_server: FaultyRelay, client: RelayClient):
     assert client.ready() is True
 
 
-def test_repr_hides_key(relay_server: DevRelay):
+def test_repr_hides_key(relay_server: FaultyRelay):
     with RelayClient(relay_server.url, "super-secret-key", **FAST) as c:
         assert "super-secret-key" not in repr(c)
         assert "REDACTED" in repr(c)
@@ -212,7 +213,7 @@ def test_repr_hides_key(relay_server: DevRelay):
         assert "pw" not in repr(c)
 
 
-def test_client_is_shared_by_threads(relay_server: DevRelay):
+def test_client_is_shared_by_threads(relay_server: FaultyRelay):
     folder = relay_server.add_folder()
     texts = {f"n{i}.md": f"note {i} ✓" for i in range(40)}
     for path, text in texts.items():
@@ -231,7 +232,7 @@ def test_client_is_shared_by_threads(relay_server: DevRelay):
 # -- attachments -------------------------------------------------------------------------
 
 
-def test_download_attachment_verifies_hash(relay_server: DevRelay, client: RelayClient):
+def test_download_attachment_verifies_hash(relay_server: FaultyRelay, client: RelayClient):
     folder = relay_server.add_folder()
     data = tiny_png()
     doc_id = folder.put_attachment("img/pixel.png", data, "image/png")
@@ -245,7 +246,7 @@ def test_download_attachment_verifies_hash(relay_server: DevRelay, client: Relay
     assert relay_server.blob_fetch_count(entry["hash"]) == 1
 
 
-def test_hash_mismatch_raises_bad_response(relay_server: DevRelay, client: RelayClient):
+def test_hash_mismatch_raises_bad_response(relay_server: FaultyRelay, client: RelayClient):
     folder = relay_server.add_folder()
     doc_id = folder.put_attachment("doc.pdf", tiny_pdf(), "application/pdf")
     digest = folder.entries()["/doc.pdf"]["hash"]
@@ -265,14 +266,14 @@ def test_invalid_hash_raises_bad_response_without_request(relay_server, client):
     assert relay_server.blob_fetch_count("not-a-hash") == 0
 
 
-def test_unknown_hash_raises_not_found(relay_server: DevRelay, client: RelayClient):
+def test_unknown_hash_raises_not_found(relay_server: FaultyRelay, client: RelayClient):
     folder = relay_server.add_folder()
     doc_id = folder.put_attachment("a.bin", b"abc")
     with pytest.raises(NotFound):
         client.download_attachment(folder.relay_id, doc_id, "0" * 64)
 
 
-def test_falls_back_to_folder_form_of_file_id(relay_server: DevRelay, client: RelayClient):
+def test_falls_back_to_folder_form_of_file_id(relay_server: FaultyRelay, client: RelayClient):
     relay_server.require_folder_file_ids = True
     folder = relay_server.add_folder()
     data = b"\x00binary\xffdata"
@@ -287,7 +288,7 @@ def test_falls_back_to_folder_form_of_file_id(relay_server: DevRelay, client: Re
     assert got == data
 
 
-def test_blob_server_errors_are_retried(relay_server: DevRelay, client: RelayClient):
+def test_blob_server_errors_are_retried(relay_server: FaultyRelay, client: RelayClient):
     folder = relay_server.add_folder()
     doc_id = folder.put_attachment("f.bin", b"payload")
     digest = folder.entries()["/f.bin"]["hash"]
@@ -296,7 +297,7 @@ def test_blob_server_errors_are_retried(relay_server: DevRelay, client: RelayCli
     assert relay_server.blob_fetch_count(digest) == 1  # faults answer before counting
 
 
-def test_no_secret_in_errors_or_logs(relay_server: DevRelay, refused_url: str, caplog):
+def test_no_secret_in_errors_or_logs(relay_server: FaultyRelay, refused_url: str, caplog):
     """API key, presigned URL and its signature never reach a message or a log line."""
     caplog.set_level(logging.DEBUG)
     folder = relay_server.add_folder()

@@ -21,7 +21,7 @@ from dulwich.repo import Repo
 
 from gitsync import gitrepo
 from gitsync.config import ConfigError, Connector, ConnectorsConfig, Settings, settings_from_env
-from gitsync.dev.relay import DevRelay, FolderHandle, tiny_png
+from gitsync.dev.relay import FolderHandle, tiny_png
 from gitsync.engine import TMP_MARK, Engine
 from gitsync.relay import (
     DEFAULT_MAX_ATTACHMENT_BYTES,
@@ -32,6 +32,7 @@ from gitsync.relay import (
     _Inflater,
 )
 from tests.fixtures_relay import TEST_API_KEY
+from tests.relay_faults import FaultyRelay
 
 ROOT = Path(__file__).resolve().parents[1]
 CAP = 64 * 1024  # the update cap of these tests
@@ -39,7 +40,7 @@ ATTACHMENT_CAP = 128 * 1024
 MiB = 1024 * 1024
 
 
-def client(relay: DevRelay, **kwargs) -> RelayClient:
+def client(relay: FaultyRelay, **kwargs) -> RelayClient:
     options = {"retries": 1, "backoff": 0.001, "timeout": 10, "max_update_bytes": CAP,
                "max_attachment_bytes": ATTACHMENT_CAP}
     return RelayClient(relay.url or "", TEST_API_KEY, **{**options, **kwargs})
@@ -83,7 +84,7 @@ def test_bad_caps_name_the_setting(env, message):
 # -- the client --------------------------------------------------------------------------
 
 
-def test_declared_length_over_the_cap_is_refused_before_reading(relay_server: DevRelay):
+def test_declared_length_over_the_cap_is_refused_before_reading(relay_server: FaultyRelay):
     folder = relay_server.add_folder()
     folder.put_markdown("big.md", "x" * (2 * CAP))
     cid = folder.doc_compound_id("big.md")
@@ -98,7 +99,7 @@ def test_declared_length_over_the_cap_is_refused_before_reading(relay_server: De
 
 
 @pytest.mark.parametrize("framing", [{}, {"chunked": True}])
-def test_update_over_the_cap_raises_too_large(relay_server: DevRelay, framing):
+def test_update_over_the_cap_raises_too_large(relay_server: FaultyRelay, framing):
     folder = relay_server.add_folder()
     folder.put_markdown("big.md", "x" * (2 * CAP))
     cid = folder.doc_compound_id("big.md")
@@ -110,7 +111,7 @@ def test_update_over_the_cap_raises_too_large(relay_server: DevRelay, framing):
     assert "64 KiB cap" in str(info.value)
 
 
-def test_small_gzip_answer_that_inflates_past_the_cap(relay_server: DevRelay):
+def test_small_gzip_answer_that_inflates_past_the_cap(relay_server: FaultyRelay):
     folder = relay_server.add_folder()
     folder.put_markdown("bomb.md", "a" * (40 * CAP))
     cid = folder.doc_compound_id("bomb.md")
@@ -120,7 +121,7 @@ def test_small_gzip_answer_that_inflates_past_the_cap(relay_server: DevRelay):
         c.get_update(cid)
 
 
-def test_gzip_answer_within_the_cap_is_decoded(relay_server: DevRelay):
+def test_gzip_answer_within_the_cap_is_decoded(relay_server: FaultyRelay):
     """A server that compresses although identity was asked for still works."""
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "hello " * 1000)
@@ -130,7 +131,7 @@ def test_gzip_answer_within_the_cap_is_decoded(relay_server: DevRelay):
         assert c.get_update(cid) == relay_server.get_update(cid)
 
 
-def test_body_shorter_than_declared_fails_that_document_only(relay_server: DevRelay):
+def test_body_shorter_than_declared_fails_that_document_only(relay_server: FaultyRelay):
     folder = relay_server.add_folder()
     folder.put_markdown("short.md", "short")
     cid = folder.doc_compound_id("short.md")
@@ -142,7 +143,7 @@ def test_body_shorter_than_declared_fails_that_document_only(relay_server: DevRe
 
 
 @pytest.mark.parametrize("framing", [{}, {"chunked": True}, {"gzip": True}])
-def test_attachment_over_the_cap_leaves_no_file(relay_server: DevRelay, tmp_path, framing):
+def test_attachment_over_the_cap_leaves_no_file(relay_server: FaultyRelay, tmp_path, framing):
     folder = relay_server.add_folder()
     data = b"\x00" * (3 * ATTACHMENT_CAP)
     doc_id = folder.put_attachment("big.bin", data)
@@ -154,7 +155,7 @@ def test_attachment_over_the_cap_leaves_no_file(relay_server: DevRelay, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_attachment_streams_to_a_verified_temporary_file(relay_server: DevRelay, tmp_path):
+def test_attachment_streams_to_a_verified_temporary_file(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     data = os.urandom(ATTACHMENT_CAP - 1)
     doc_id = folder.put_attachment("a.bin", data)
@@ -192,7 +193,7 @@ def test_inflater_output_is_bounded_per_input():
 # -- the engine: skipped with a reason, the rest syncs, nothing lost ---------------------
 
 
-def make_engine(relay: DevRelay, data_dir: Path, folder: FolderHandle, **settings):
+def make_engine(relay: FaultyRelay, data_dir: Path, folder: FolderHandle, **settings):
     connector = Connector(folder.relay_id, folder.folder_id)
     cfg = Settings(data_dir=data_dir, relay_server_url=relay.url, relay_server_api_key=relay.api_key,
                    max_update_bytes=CAP, max_attachment_bytes=ATTACHMENT_CAP, **settings)
@@ -202,7 +203,7 @@ def make_engine(relay: DevRelay, data_dir: Path, folder: FolderHandle, **setting
     return Engine(cfg, relay_client, ConnectorsConfig((connector,))), connector
 
 
-def test_oversized_documents_are_skipped_and_the_rest_syncs(relay_server: DevRelay, tmp_path):
+def test_oversized_documents_are_skipped_and_the_rest_syncs(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     small = {f"ok/note {i}.md": f"note {i}\n" for i in range(12)}
     for path, text in small.items():
@@ -314,7 +315,7 @@ print(json.dumps({"before_kib": before, "after_kib": after, "path": str(path), "
 
 
 @pytest.mark.slow
-def test_a_200_mb_attachment_downloads_in_bounded_memory(relay_server: DevRelay, tmp_path):
+def test_a_200_mb_attachment_downloads_in_bounded_memory(relay_server: FaultyRelay, tmp_path):
     size = 200 * MiB
     digest = relay_server.put_generated_blob(size)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -380,7 +381,7 @@ def test_a_folder_sync_with_a_200_mb_attachment_stays_in_bounded_memory(relay_se
 # -- redirects are followed by hand (requests would read their bodies whole) -------------
 
 
-def test_redirects_are_followed_without_reading_their_bodies(relay_server: DevRelay, tmp_path):
+def test_redirects_are_followed_without_reading_their_bodies(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "hello\n")
     data = os.urandom(5000)

@@ -22,6 +22,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Response
 
 from gitsync.config import ConfigError, Settings
+from gitsync.events import Accepted, AcceptStatus, WebhookEvent
 from gitsync.web import attach_service, create_app, get_service
 from gitsync.web.auth import decode_signing_secret, sign
 
@@ -42,12 +43,12 @@ class RecordingService:
     """Stands in for gitsync.service: records what the web layer hands over."""
 
     def __init__(self, key: tuple[str, str] | None = None):
-        self.accepted: list[dict[str, Any]] = []
+        self.accepted: list[WebhookEvent] = []
         self.key = key
 
-    def accept(self, event: dict[str, Any]) -> dict[str, Any]:
+    def accept(self, event: WebhookEvent) -> Accepted:
         self.accepted.append(event)
-        return {"status": "queued", "doc_id": event["doc_id"]}
+        return Accepted(AcceptStatus.QUEUED, event.doc_id)
 
     def status(self) -> dict[str, Any]:
         return {"folders": [], "counts": {"queued": len(self.accepted)}}
@@ -60,7 +61,7 @@ class RecordingService:
 
 
 class FailingService(RecordingService):
-    def accept(self, event: dict[str, Any]) -> dict[str, Any]:
+    def accept(self, event: WebhookEvent) -> Accepted:
         raise OSError("journal full")
 
 
@@ -141,39 +142,33 @@ def test_valid_bearer_queues_event(client, service):
     assert response.status_code == 202
     assert response.get_json() == {"status": "queued", "doc_id": COMPOUND}
     assert service.accepted == [
-        {
-            "doc_id": COMPOUND,
-            "relay_id": RELAY,
-            "doc_uuid": DOC,
-            "event_id": "evt_V1StGXR8_Z5jdHi6B-myT",
-            "timestamp": "2026-11-24T08:00:00Z",
-            "user": None,
-        }
+        WebhookEvent(COMPOUND, RELAY, DOC, event_id="evt_V1StGXR8_Z5jdHi6B-myT",
+                     timestamp="2026-11-24T08:00:00Z", user=None)
     ]
 
 
 def test_older_form_with_top_level_doc_id(client, service):
     response = post(client, {"doc_id": COMPOUND, "timestamp": "2024-01-01T00:00:00Z"}, bearer())
     assert response.status_code == 202
-    assert service.accepted[0]["doc_uuid"] == DOC
-    assert service.accepted[0]["timestamp"] == "2024-01-01T00:00:00Z"
-    assert service.accepted[0]["event_id"] is None
+    assert service.accepted[0].doc_uuid == DOC
+    assert service.accepted[0].timestamp == "2024-01-01T00:00:00Z"
+    assert service.accepted[0].event_id is None
 
 
 def test_three_uuid_form_and_upper_case_ids(client, service):
     doc_id = f"{RELAY}-{MIDDLE}-{DOC}".upper()
     response = post(client, event(doc_id, extra_field=[1, 2]), bearer())
     assert response.status_code == 202
-    assert service.accepted[0]["relay_id"] == RELAY
-    assert service.accepted[0]["doc_uuid"] == DOC
-    assert service.accepted[0]["doc_id"] == f"{RELAY}-{MIDDLE}-{DOC}"
+    assert service.accepted[0].relay_id == RELAY
+    assert service.accepted[0].doc_uuid == DOC
+    assert service.accepted[0].doc_id == f"{RELAY}-{MIDDLE}-{DOC}"
 
 
 def test_user_is_passed_as_hint(client, service):
     body = event()
     body["payload"]["user"] = "alice@example.com"
     assert post(client, body, bearer()).status_code == 202
-    assert service.accepted[0]["user"] == "alice@example.com"
+    assert service.accepted[0].user == "alice@example.com"
 
 
 @pytest.mark.parametrize("event_type", ["document.deleted", "relay.created"])
@@ -407,7 +402,7 @@ def test_valid_signature_is_queued(signed_client, service, prefix):
     body = json.dumps(event()).encode()
     response = post(signed_client, body, signed_headers(body, prefix=prefix))
     assert response.status_code == 202
-    assert service.accepted[0]["doc_uuid"] == DOC
+    assert service.accepted[0].doc_uuid == DOC
 
 
 def test_tech_notes_vector_through_the_app():

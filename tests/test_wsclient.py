@@ -11,7 +11,7 @@ import pytest
 from pycrdt import Text
 
 from gitsync import yframes
-from gitsync.dev.relay import DevRelay, FolderHandle
+from gitsync.dev.relay import FolderHandle
 from gitsync.ids import compound_id
 from gitsync.wsclient import (
     FolderSocket,
@@ -22,6 +22,7 @@ from gitsync.wsclient import (
 )
 from tests.e2e.harness import wait_for
 from tests.fixtures_relay import TEST_API_KEY
+from tests.relay_faults import FaultyRelay
 
 
 class Recorder:
@@ -57,7 +58,7 @@ def ready(sock: FolderSocket, folder: FolderHandle) -> None:
 
 
 @pytest.fixture
-def make_socket(relay_server: DevRelay) -> Iterator:
+def make_socket(relay_server: FaultyRelay) -> Iterator:
     made: list[FolderSocket] = []
 
     def make(folder: FolderHandle, *, key: str = TEST_API_KEY, recorder: Recorder | None = None,
@@ -119,7 +120,7 @@ def test_documents_routed_elsewhere_send_no_event_here(relay_server, make_socket
     assert folder.doc_compound_id("a.md") not in rec.docs()
 
 
-def _add_docs(relay: DevRelay, folder: FolderHandle, n: int) -> list[str]:
+def _add_docs(relay: FaultyRelay, folder: FolderHandle, n: int) -> list[str]:
     guids = []
     for i in range(n):
         cid = compound_id(folder.relay_id, str(uuid.uuid4()))
@@ -238,7 +239,7 @@ def test_an_event_not_taken_reconnects(relay_server, make_socket):
 
 
 def test_a_read_only_key_listens(relay_server, make_socket):
-    with DevRelay(api_key="rw", read_only_key="ro") as relay:
+    with FaultyRelay(api_key="rw", read_only_key="ro") as relay:
         folder = relay.add_folder()
         folder.put_markdown("a.md", "one")
         before = relay.get_update(folder.compound_id)

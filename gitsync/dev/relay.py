@@ -9,12 +9,16 @@ Like the real server with ``RELAY_SERVER_WEBHOOK_CONFIG``, it can POST a webhook
 document change to configured URLs, each taking only the documents whose id starts with
 its ``prefix`` (see :meth:`DevRelay.set_webhooks`): one attempt, no retry.
 
-What it offers beyond the protocol is for tests: fault injection (fail the next N
-requests, serve raw bytes for a document, serve wrong bytes for a hash, answer gzip
-whatever was asked for, send chunked or with a false ``Content-Length``), large
-generated attachments that are never held in memory, per-document fetch counters, a
-switch requiring the 3-UUID attachment id, and a builder API (:class:`FolderHandle`)
-that edits folders and documents as Yjs transactions.
+What it offers beyond the protocol: large generated attachments that are never held in
+memory, per-document fetch counters, a delay per document read (a Relay Server further
+away, for benchmarks), a switch requiring the 3-UUID attachment id, and a builder API
+(:class:`FolderHandle`) that edits folders and documents as Yjs transactions.
+
+Fault injection is not here. The stand-in has one small extension point instead: a
+subclass may override :meth:`DevRelay.intercept` (answer a request itself, or hold it)
+and :meth:`DevRelay.reframe` (change how an answer is put on the wire), and reach the
+open websockets through :meth:`DevRelay.sockets`. The test suite builds its faults on
+these (``tests/relay_faults.py``).
 
 The document websocket (``/d/{id}/ws/{id}?token=...``) is served on the same port by
 upgrading the HTTP request (:mod:`gitsync.dev.wsserver`) and speaks the real frames
@@ -22,8 +26,8 @@ upgrading the HTTP request (:mod:`gitsync.dev.wsserver`) and speaks the real fra
 messages when a document routed to the socket's document changes (every mutation of
 this class goes through :meth:`DevRelay.edit`, :meth:`DevRelay.apply_update` or
 :meth:`DevRelay.put_update`, which publish), and heads answers computed from the stored
-documents. Test knobs drop every socket, refuse upgrades, send raw frames, forget a
-head or unroute a document.
+documents. A document may be unrouted, or its head forgotten or indexed by bare UUID,
+as the real server's index sometimes has it.
 
 Documents are stored as full Yjs v1 updates (bytes); every edit loads the bytes into a
 fresh ``pycrdt.Doc``, changes it in one transaction, and stores the new state.  No
@@ -41,7 +45,6 @@ server's compaction (duplicate ids removed, ``ds`` cleared).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import hmac
 import json
@@ -73,7 +76,10 @@ from .wsserver import OP_BINARY, WsClosed, WsConnection, accept_key
 __all__ = [
     "DEMO_USER",
     "DevRelay",
+    "DocSocket",
     "FolderHandle",
+    "Reply",
+    "Request",
     "connectors_snippet",
     "main",
     "sample_vault",
@@ -89,18 +95,61 @@ DEMO_USER = "demo-user"
 _NANOID_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
 _ATTACHMENT_TYPES = {"image", "pdf", "audio", "video", "base", "file"}
 _ROUTE = re.compile(r"^/(d|doc|f)/([0-9A-Za-z-]+)/(as-update|update|download-url)$")
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _GENERATED_BLOCK = 1 << 20
-_REDIRECT_BODY = 256 * 1024
 
 
 @dataclass(frozen=True)
-class _Framing:
-    """How one answer is put on the wire (test knob, see :meth:`DevRelay.frame_response`)."""
+class Request:
+    """One request as the extension hooks see it (:meth:`DevRelay.intercept`).
 
-    gzip: bool = False
-    chunked: bool = False
-    content_length: int | None = None
+    Attributes:
+        method: ``GET`` or ``POST``.
+        path: the URL path, without the query string.
+        route: ``as-update``, ``update``, ``download-url``, ``blob``, ``socket`` or ``other``.
+        target: the document key (``as-update``, ``update``, ``socket``) or the sha256
+            digest named (``blob``, ``download-url``); None when the request names none.
+        query: the raw query string (may hold a signature or a token).
+    """
+
+    method: str
+    path: str
+    route: str
+    target: str | None = None
+    query: str = ""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer exactly as it is written: status line, headers, body pieces.
+
+    :meth:`of` builds an honest one. An extension may build any other (a body already
+    chunk-encoded, a ``Content-Length`` that lies) and sets ``close`` when the
+    connection cannot carry another request after it.
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    chunks: Iterable[bytes] = ()
+    close: bool = False
+
+    @classmethod
+    def of(cls, status: int, body: bytes, content_type: str) -> Reply:
+        """``body`` whole, with its type and true length."""
+        return cls.streamed(status, [body], len(body), content_type)
+
+    @classmethod
+    def streamed(cls, status: int, chunks: Iterable[bytes], length: int, content_type: str) -> Reply:
+        """``length`` bytes produced by ``chunks`` while they are sent."""
+        return cls(status, (("Content-Type", content_type), ("Content-Length", str(length))), chunks)
+
+    @classmethod
+    def error(cls, status: int, message: str) -> Reply:
+        """The stand-in's JSON error body."""
+        return cls.of(status, json.dumps({"error": message}).encode(), "application/json")
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), None when absent."""
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
 
 @dataclass(frozen=True)
@@ -236,24 +285,21 @@ class _Handler(BaseHTTPRequestHandler):
             if role is None:
                 return self._error(401, "missing or invalid bearer token")
         match = _ROUTE.match(path)
-        if match and match.group(3) == "as-update":
-            relay._count(match.group(2))
-            relay._open.wait(timeout=60)  # paused: hold document reads (see pause())
-            relay._wait_if_held(match.group(2))
+        request = relay._request(method, path, match, parts.query)
+        if request.route == "as-update":
+            relay._count(match.group(2) if match else "")
             if relay.read_delay:
                 threading.Event().wait(relay.read_delay)  # a Relay Server further away
-        fault = relay._take_fault(path)
-        if fault in (301, 302, 303, 307, 308):
-            return self._redirect(fault)
-        if fault is not None:
-            return self._error(fault, "injected failure")
+        override = relay.intercept(request)
+        if override is not None:
+            return self._reply(override)
         if is_blob and method == "GET":
-            return self._blob(path[len("/blob/") :], query)
+            return self._blob(request, path[len("/blob/") :], query)
         if not match:
             return self._error(404, "not found")
         kind, ident, action = match.groups()
         if method == "GET" and kind in ("d", "doc") and action == "as-update":
-            return self._as_update(ident)
+            return self._as_update(request, ident)
         if method == "POST" and kind == "d" and action == "update":
             if role != "write":
                 return self._error(403, "read-only token cannot write")
@@ -262,22 +308,16 @@ class _Handler(BaseHTTPRequestHandler):
             return self._download_url(ident, (query.get("hash") or [""])[0])
         return self._error(404, "not found")
 
-    def _as_update(self, ident: str) -> None:
+    def _as_update(self, request: Request, ident: str) -> None:
         relay = self.server.relay
         try:
             key = relay._key(ident)
         except InvalidId:
             return self._error(404, "not a document id")
-        with relay._lock:
-            raw = relay._raw.get(key)
-        framing = relay._framing_for(key)
-        if raw is not None:
-            data, ctype, status = raw
-            return self._send(status, data, ctype, framing)
         data = relay.get_update(key)
         if data is None:
             return self._error(404, f"document {ident} not found")
-        return self._send(200, data, "application/octet-stream", framing)
+        return self._reply(relay.reframe(request, Reply.of(200, data, "application/octet-stream")))
 
     def _post_update(self, ident: str, body: bytes) -> None:
         try:
@@ -301,12 +341,11 @@ class _Handler(BaseHTTPRequestHandler):
             known = digest in relay._blobs or digest in relay._generated
         if not known:
             return self._error(404, "no file with that hash")
-        with relay._lock:
-            url = relay._download_urls.get(digest) or relay._signed_blob_url(digest)
+        url = relay._signed_blob_url(digest)
         body = json.dumps({"downloadUrl": url}).encode()
         return self._send(200, body, "application/json")
 
-    def _blob(self, digest: str, query: dict[str, list[str]]) -> None:
+    def _blob(self, request: Request, digest: str, query: dict[str, list[str]]) -> None:
         relay = self.server.relay
         if self.headers.get("Authorization"):
             # Like S3: a presigned URL plus an Authorization header is an error.
@@ -318,14 +357,13 @@ class _Handler(BaseHTTPRequestHandler):
             blob = relay._blobs.get(digest)
             generated = relay._generated.get(digest)
             relay._blob_fetches[digest] = relay._blob_fetches.get(digest, 0) + 1
-        framing = relay._framing_for(digest)
         if generated is not None:
-            return self._send_chunks(200, generated.chunks(), generated.size, generated.mimetype,
-                                     framing)
+            return self._reply(relay.reframe(request, Reply.streamed(
+                200, generated.chunks(), generated.size, generated.mimetype)))
         if blob is None:
             return self._error(404, "no such blob")
         data, mimetype = blob
-        return self._send(200, data, mimetype, framing)
+        return self._reply(relay.reframe(request, Reply.of(200, data, mimetype)))
 
     def _websocket(self, first: str, second: str, query: dict[str, list[str]]) -> None:
         """Check the upgrade like the real server (statuses before any upgrade), then
@@ -340,11 +378,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(401, "no token provided" if verdict == "missing" else "invalid token")
         if verdict == "other":
             return self._error(403, "token not valid for this document")
-        if relay._ws_refuse is not None:
-            return self._error(relay._ws_refuse, "injected failure")
         try:
-            key = relay._key(first)
+            key: str | None = relay._key(first)
         except InvalidId:
+            key = None
+        parts = urlsplit(self.path)
+        override = relay.intercept(Request("GET", parts.path, "socket", key, parts.query))
+        if override is not None:
+            return self._reply(override)
+        if key is None:
             return self._error(400, "not a document id")
         client_key = self.headers.get("Sec-WebSocket-Key")
         if (self.headers.get("Upgrade") or "").lower() != "websocket" or not client_key:
@@ -357,56 +399,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.close_connection = True
         self.connection.settimeout(None)
-        relay._serve_socket(_DocSocket(WsConnection(self.connection, self.rfile), key, verdict))
+        relay._serve_socket(DocSocket(WsConnection(self.connection, self.rfile), key, verdict))
 
     def _error(self, status: int, message: str) -> None:
-        self._send(status, json.dumps({"error": message}).encode(), "application/json")
+        self._reply(Reply.error(status, message))
 
-    def _redirect(self, status: int) -> None:
-        """Send the client back to the same URL, with a body it has no reason to read."""
-        self.send_response(status)
-        self.send_header("Location", self.path)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(_REDIRECT_BODY))
+    def _send(self, status: int, body: bytes, ctype: str) -> None:
+        self._reply(Reply.of(status, body, ctype))
+
+    def _reply(self, reply: Reply) -> None:
+        """Write ``reply`` as it is (headers and body pieces verbatim)."""
+        self.send_response(reply.status)
+        for name, value in reply.headers:
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(b"r" * _REDIRECT_BODY)
-
-    def _send(self, status: int, body: bytes, ctype: str, framing: _Framing | None = None) -> None:
-        if framing is not None and framing.gzip:
-            body = gzip.compress(body, compresslevel=6)
-        self._send_chunks(status, [body], len(body), ctype, framing)
-
-    def _send_chunks(self, status: int, chunks: Iterable[bytes], length: int, ctype: str,
-                     framing: _Framing | None) -> None:
-        """Send an answer, framed as the test knobs say (honest by default)."""
-        framing = framing or _Framing()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        if framing.gzip:
-            self.send_header("Content-Encoding", "gzip")
-        if framing.content_length is not None:
-            self.send_header("Content-Length", str(framing.content_length))
-            # A false length leaves the connection unusable: end it after this answer,
-            # so a client waiting for missing bytes sees the end of the stream.
-            self.close_connection = framing.content_length != length
-        elif framing.chunked:
-            self.send_header("Transfer-Encoding", "chunked")
-        else:
-            self.send_header("Content-Length", str(length))
-        self.end_headers()
+        if reply.close:
+            self.close_connection = True
         if self.command == "HEAD":
             return
-        for chunk in chunks:
-            if framing.chunked and framing.content_length is None:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            else:
-                self.wfile.write(chunk)
-        if framing.chunked and framing.content_length is None:
-            self.wfile.write(b"0\r\n\r\n")
+        for chunk in reply.chunks:
+            self.wfile.write(chunk)
 
 
-class _DocSocket:
-    """One document websocket: the document it serves, its role and subscriptions."""
+class DocSocket:
+    """One open document websocket: the document it serves, its role and subscriptions."""
 
     def __init__(self, ws: WsConnection, key: str, role: str):
         self.ws = ws
@@ -415,11 +431,16 @@ class _DocSocket:
         self.subscriptions: set[str] = set()
 
     def send(self, frame: bytes) -> bool:
+        """Send ``frame`` as one binary message; False when the socket is gone."""
         try:
             self.ws.send_binary(frame)
             return True
         except WsClosed:
             return False
+
+    def abort(self) -> None:
+        """Cut the TCP connection without a close frame."""
+        self.ws.abort()
 
 
 class DevRelay:
@@ -449,21 +470,11 @@ class DevRelay:
         self._host, self._port = host, port
         self._lock = threading.RLock()
         self._docs: dict[str, bytes] = {}
-        self._raw: dict[str, tuple[bytes, str, int]] = {}
         self._blobs: dict[str, tuple[bytes, str]] = {}
         self._generated: dict[str, _Generated] = {}
-        self._framing: dict[str, _Framing] = {}
         self._fetches: dict[str, int] = {}
         self._blob_fetches: dict[str, int] = {}
-        self._download_urls: dict[str, str] = {}
-        self._faults: list[tuple[int, str | None]] = []
-        self._open = threading.Event()
-        self._held_docs: set[str] = set()
-        self._held_gate = threading.Event()
-        self._held_gate.set()
-        self._held_waiting = 0
         self.read_delay = 0.0  # seconds added to every document read (benchmarks)
-        self._open.set()
         self._secret = secrets.token_bytes(32)
         # the client the stand-in writes ``users`` registrations with (no user claims it)
         self._server_client = secrets.randbits(32)
@@ -474,9 +485,8 @@ class DevRelay:
         self._forgotten: set[str] = set()
         self._backfilled: set[str] = set()  # heads indexed by bare document UUID
         self._doc_tokens: dict[str, str] = {}
-        self._sockets: set[_DocSocket] = set()
+        self._sockets: set[DocSocket] = set()
         self._ws_lock = threading.Lock()
-        self._ws_refuse: int | None = None
         self._heads_queries = 0
         self._events_sent = 0
         self._socket_attempts = 0
@@ -524,7 +534,6 @@ class DevRelay:
 
     def stop(self) -> None:
         """Shut down, join the serving thread and close the socket (idempotent)."""
-        self._open.set()
         sender, self._sender = self._sender, None
         if sender is not None:
             self._outbox.put(None)
@@ -678,12 +687,6 @@ class DevRelay:
             self._blobs[digest] = (bytes(data), mimetype)
         return digest
 
-    def set_blob_bytes(self, digest: str, data: bytes) -> None:
-        """Fault injection: serve ``data`` for ``digest`` (a hash mismatch when they differ)."""
-        with self._lock:
-            mimetype = self._blobs.get(digest, (b"", "application/octet-stream"))[1]
-            self._blobs[digest] = (bytes(data), mimetype)
-
     def put_generated_blob(
         self, size: int, *, seed: bytes = b"devrelay", mimetype: str = "application/octet-stream"
     ) -> str:
@@ -699,11 +702,6 @@ class DevRelay:
             self._generated[digest] = blob
         return digest
 
-    def set_download_url(self, digest: str, url: str) -> None:
-        """Fault injection: answer ``url`` as the download URL of ``digest``."""
-        with self._lock:
-            self._download_urls[digest] = url
-
     def blob_fetch_count(self, digest: str) -> int:
         with self._lock:
             return self._blob_fetches.get(digest, 0)
@@ -714,67 +712,44 @@ class DevRelay:
     def _signed_blob_url(self, digest: str) -> str:
         return f"{self.url}/blob/{digest}?sig={self._sign(digest)}"
 
-    # -- fault injection and counters -------------------------------------------------
+    # -- extension point --------------------------------------------------------------
 
-    def fail_next(self, n: int, status: int = 500, *, path_prefix: str | None = None) -> None:
-        """The next ``n`` requests (any path but ``/ready``, or only those whose path
-        starts with ``path_prefix``, e.g. ``"/blob/"``) answer ``status``; a redirect
-        status (301, 302, 303, 307, 308) sends the client back to the same URL."""
-        with self._lock:
-            self._faults.extend([(status, path_prefix)] * n)
+    def intercept(self, request: Request) -> Reply | None:
+        """Called before the stand-in answers ``request``; returns None to let it answer.
 
-    def clear_faults(self) -> None:
-        """Forget every injected failure not yet served."""
-        with self._lock:
-            self._faults.clear()
-
-    def set_raw(
-        self,
-        compound: str,
-        data: bytes | None,
-        *,
-        content_type: str = "application/octet-stream",
-        status: int = 200,
-    ) -> None:
-        """Serve ``data`` verbatim for this document's as-update (None: back to normal)."""
-        key = self._key(compound)
-        with self._lock:
-            if data is None:
-                self._raw.pop(key, None)
-            else:
-                self._raw[key] = (bytes(data), content_type, status)
-
-    def frame_response(
-        self,
-        target: str,
-        *,
-        gzip: bool = False,
-        chunked: bool = False,
-        content_length: int | None = None,
-    ) -> None:
-        """Test knob: change how the answers for ``target`` are put on the wire.
-
-        Args:
-            target: a document's compound id (its as-update) or a blob's sha256 digest.
-            gzip: compress the body and say ``Content-Encoding: gzip``, whatever the
-                client asked for.
-            chunked: send ``Transfer-Encoding: chunked`` (the size is found by reading).
-            content_length: declare this length whatever the body is; the connection
-                is closed after the body when it differs.
-
-        All defaults: honest framing again.
+        Called in the serving thread after the bearer token was accepted (blobs carry no
+        token), and for a websocket after its token was checked, before the upgrade. An
+        override may answer instead (return a :class:`Reply`) or block for a while (a
+        slow server). Not called for ``/ready``. The default does nothing.
         """
-        key = target.lower() if _DIGEST.match(target.lower()) else self._key(target)
-        framing = _Framing(gzip=gzip, chunked=chunked, content_length=content_length)
-        with self._lock:
-            if framing == _Framing():
-                self._framing.pop(key, None)
-            else:
-                self._framing[key] = framing
+        return None
 
-    def _framing_for(self, key: str) -> _Framing | None:
-        with self._lock:
-            return self._framing.get(key)
+    def reframe(self, request: Request, reply: Reply) -> Reply:
+        """Called with each successful document (as-update) and blob answer before it is
+        written; returns what is written. The default returns ``reply`` unchanged."""
+        return reply
+
+    def sockets(self, compound: str | None = None) -> list[DocSocket]:
+        """The open websockets (of one document)."""
+        key = self._key(compound) if compound else None
+        with self._ws_lock:
+            return [s for s in self._sockets if key is None or s.key == key]
+
+    def _request(self, method: str, path: str, match: re.Match[str] | None, query: str) -> Request:
+        """What the hooks are told about a request (its route and the key it names)."""
+        if path.startswith("/blob/"):
+            return Request(method, path, "blob", path[len("/blob/"):], query)
+        if match is None:
+            return Request(method, path, "other", None, query)
+        action = match.group(3)
+        if action == "download-url":
+            return Request(method, path, action, (parse_qs(query).get("hash") or [None])[0], query)
+        try:
+            return Request(method, path, action, self._key(match.group(2)), query)
+        except InvalidId:
+            return Request(method, path, action, None, query)
+
+    # -- counters -----------------------------------------------------------------------
 
     def fetch_count(self, compound: str) -> int:
         """How many authorized as-update requests named this document."""
@@ -785,45 +760,6 @@ class DevRelay:
     def total_fetches(self) -> int:
         with self._lock:
             return sum(self._fetches.values())
-
-    def pause(self) -> None:
-        """Hold every document read until :meth:`resume` (a slow or stuck server)."""
-        self._open.clear()
-
-    def resume(self) -> None:
-        self._open.set()
-
-    def hold(self, compound_ids: Iterable[str]) -> None:
-        """Hold reads of these documents (only) until :meth:`release` (test knob)."""
-        with self._lock:
-            self._held_docs = {self._key(c) for c in compound_ids}
-            self._held_gate.clear()
-
-    def release(self) -> None:
-        with self._lock:
-            self._held_docs = set()
-        self._held_gate.set()
-
-    @property
-    def held_waiting(self) -> int:
-        """Reads currently held by :meth:`hold`."""
-        with self._lock:
-            return self._held_waiting
-
-    def _wait_if_held(self, ident: str) -> None:
-        try:
-            key = self._key(ident)
-        except InvalidId:
-            return
-        with self._lock:
-            if key not in self._held_docs:
-                return
-            self._held_waiting += 1
-        try:
-            self._held_gate.wait(timeout=60)
-        finally:
-            with self._lock:
-                self._held_waiting -= 1
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -840,14 +776,6 @@ class DevRelay:
             return
         with self._lock:
             self._fetches[key] = self._fetches.get(key, 0) + 1
-
-    def _take_fault(self, path: str) -> int | None:
-        with self._lock:
-            for i, (status, prefix) in enumerate(self._faults):
-                if prefix is None or path.startswith(prefix):
-                    del self._faults[i]
-                    return status
-            return None
 
     def _authorize(self, header: str | None) -> str | None:
         if not header or not header.startswith("Bearer "):
@@ -890,30 +818,9 @@ class DevRelay:
             self._doc_tokens[token] = self._key(compound)
         return token
 
-    def refuse_sockets(self, status: int | None) -> None:
-        """Answer every websocket upgrade with ``status`` (None: accept again)."""
-        self._ws_refuse = status
-
-    def drop_sockets(self) -> int:
-        """Cut every websocket's TCP connection without a close frame; returns how many."""
-        with self._ws_lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            sock.ws.abort()
-        return len(sockets)
-
-    def send_to_sockets(self, frame: bytes, compound: str | None = None) -> int:
-        """Send raw bytes as one binary message to every socket (of one document)."""
-        key = self._key(compound) if compound else None
-        with self._ws_lock:
-            sockets = [s for s in self._sockets if key is None or s.key == key]
-        return sum(1 for s in sockets if s.send(frame))
-
     def socket_count(self, compound: str | None = None) -> int:
         """Open websockets (of one document)."""
-        key = self._key(compound) if compound else None
-        with self._ws_lock:
-            return sum(1 for s in self._sockets if key is None or s.key == key)
+        return len(self.sockets(compound))
 
     @property
     def heads_queries(self) -> int:
@@ -998,7 +905,7 @@ class DevRelay:
             self._snapshots[key] = snapshot
         return yframes.Head(snapshot=snapshot, last_seen=self._modified.get(key, 0))
 
-    def _serve_socket(self, sock: _DocSocket) -> None:
+    def _serve_socket(self, sock: DocSocket) -> None:
         """Greet like the real server, then answer frames until the connection ends."""
         with self._ws_lock:
             self._sockets.add(sock)
@@ -1023,7 +930,7 @@ class DevRelay:
             with self._ws_lock:
                 self._sockets.discard(sock)
 
-    def _on_socket_message(self, sock: _DocSocket, message: yframes.Message) -> None:
+    def _on_socket_message(self, sock: DocSocket, message: yframes.Message) -> None:
         if isinstance(message, yframes.SyncStep1):
             with self._lock:
                 doc = _load(self._docs.get(sock.key, _EMPTY_UPDATE))

@@ -173,7 +173,8 @@ _PUBLIC_KEY = {
 _STATUS = {
     "type": "object",
     "description": "Version, health, per-folder state, last success, failure count, last "
-    "error, held deletions, unpushed commits, push and transport, plus counts by outcome. "
+    "error, held deletions, unpushed commits, push and transport, plus counts by outcome "
+    "and the state of each background thread (`loops`). "
     "Times are ISO 8601 in UTC. Never contains a secret.",
     "additionalProperties": True,
 }

@@ -17,7 +17,8 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..ids import InvalidId, parse_compound_id
+from ..events import Accepted, AcceptStatus, WebhookEvent
+from ..ids import InvalidId
 from ..service_errors import ServiceUnavailable
 from .auth import AuthError, WebhookAuth
 
@@ -39,8 +40,8 @@ class EventError(ValueError):
     """The webhook body is not a usable event; the message names the field at fault."""
 
 
-def parse_event(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any] | None:
-    """Turn a raw webhook body into the event dict handed to ``service.accept``.
+def parse_event(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> WebhookEvent | None:
+    """Turn a raw webhook body into the event handed to ``service.accept``.
 
     Accepts the current form ``{"eventType", "eventId", "payload": {"doc_id", "user",
     "timestamp", ...}}`` and the older one with ``doc_id`` (and ``timestamp``) at the top
@@ -49,8 +50,8 @@ def parse_event(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, An
     the decoder sees it.
 
     Returns:
-        ``{"doc_id", "relay_id", "doc_uuid", "event_id", "timestamp", "user"}`` (ids
-        lower-case), or None for an event type other than ``document.updated``.
+        The event (ids lower-case; ``event_id``, ``timestamp`` and ``user`` kept only
+        when strings), or None for an event type other than ``document.updated``.
 
     Raises:
         EventError: not UTF-8 JSON, nested deeper than ``max_depth``, not an object, no
@@ -89,21 +90,18 @@ def parse_event(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, An
     doc_id = source["doc_id"]
     if not isinstance(doc_id, str):
         raise EventError("payload.doc_id must be a string")
-    try:
-        cid = parse_compound_id(doc_id)
-    except InvalidId as exc:
-        raise EventError(str(exc)) from None
     event_id = data.get("eventId")
     timestamp = source.get("timestamp")
     user = source.get("user")
-    return {
-        "doc_id": str(cid),
-        "relay_id": cid.relay_id,
-        "doc_uuid": cid.doc_id,
-        "event_id": event_id if isinstance(event_id, str) else None,
-        "timestamp": timestamp if isinstance(timestamp, str) else None,
-        "user": user if isinstance(user, str) else None,
-    }
+    try:
+        return WebhookEvent.for_document(
+            doc_id,
+            event_id=event_id if isinstance(event_id, str) else None,
+            timestamp=timestamp if isinstance(timestamp, str) else None,
+            user=user if isinstance(user, str) else None,
+        )
+    except InvalidId as exc:
+        raise EventError(str(exc)) from None
 
 
 def handle_webhook(
@@ -142,20 +140,16 @@ def handle_webhook(
     if service is None:
         return 503, {"error": "service not running"}
     try:
-        result = service.accept(event)
+        result: Accepted = service.accept(event)
     except ServiceUnavailable as exc:
         # Not accepted, so not acknowledged: the Relay Server logs the failure and the
         # next edit (or our reconcile) brings the change.
-        log.warning("webhook not queued doc=%s reason=%s", event["doc_id"], exc)
+        log.warning("webhook not queued doc=%s reason=%s", event.doc_id, exc)
         return 503, {"error": str(exc)}
-    log.debug(
-        "webhook accepted doc=%s status=%s",
-        event["doc_id"],
-        result.get("status") if isinstance(result, dict) else None,
-    )
-    if isinstance(result, dict) and result.get("status") == "ignored":
-        return 200, result  # acknowledged, nothing to do: not "accepted for processing"
-    return 202, result
+    log.debug("webhook accepted doc=%s status=%s", event.doc_id, result.status.value)
+    if result.status == AcceptStatus.IGNORED:
+        return 200, result.as_json()  # acknowledged, nothing to do: not "accepted for processing"
+    return 202, result.as_json()
 
 
 def _nested_deeper_than(text: str, limit: int) -> bool:

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
-from gitsync.dev.relay import DevRelay
 from tests.e2e.harness import ADMIN_TOKEN, InProcessService, head_files, wait_for, write_connectors
+from tests.relay_faults import FaultyRelay
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def folder_lines(output: str) -> list[str]:
     return lines[start:]
 
 
-def test_status_online_and_offline_print_the_same_view_and_keep_failures(relay_server: DevRelay, tmp_path):
+def test_status_online_and_offline_print_the_same_view_and_keep_failures(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "a\n")
     write_connectors(tmp_path, [folder])
@@ -57,14 +57,14 @@ def test_status_online_and_offline_print_the_same_view_and_keep_failures(relay_s
     assert ADMIN_TOKEN not in online.output + stopped.output
 
 
-def test_status_url_without_the_token_says_what_to_set(relay_server: DevRelay, tmp_path):
+def test_status_url_without_the_token_says_what_to_set(relay_server: FaultyRelay, tmp_path):
     write_connectors(tmp_path, [])
     with InProcessService(relay_server, tmp_path) as svc:
         result = run(["status", "--url", svc.url])
     assert result.exit_code == 1 and "set ADMIN_TOKEN" in result.output
 
 
-def test_sync_while_the_service_runs_asks_it(relay_server: DevRelay, tmp_path):
+def test_sync_while_the_service_runs_asks_it(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "a\n")
     write_connectors(tmp_path, [folder])

@@ -24,10 +24,10 @@ from werkzeug.serving import make_server
 from cli import cli
 from gitsync import gitrepo
 from gitsync.config import Settings, load_connectors
-from gitsync.dev.relay import DevRelay
 from gitsync.service import Service
 from gitsync.web import create_app
 from tests.e2e.harness import wait_for
+from tests.relay_faults import FaultyRelay
 
 API_KEY = "API-KEY-MARKER-1a7"
 WEBHOOK_SECRET = "WEBHOOK-MARKER-2b8"
@@ -68,7 +68,7 @@ def refusing_git_server() -> Iterator[str]:
         thread.join()
 
 
-def connectors_file(data_dir: Path, relay: DevRelay, host: str) -> list[str]:
+def connectors_file(data_dir: Path, relay: FaultyRelay, host: str) -> list[str]:
     """Three connectors whose pushes fail; returns their URLs."""
     urls = [
         f"http://user:{URL_PASSWORD}@{host}/a.git",
@@ -93,7 +93,7 @@ def assert_clean(text: str, markers: list[str]) -> None:
 
 def test_no_secret_reaches_logs_status_cli_errors_or_git_config(tmp_path, refusing_git_server, caplog):
     caplog.set_level(logging.DEBUG)
-    relay = DevRelay(api_key=API_KEY)
+    relay = FaultyRelay(api_key=API_KEY)
     relay.start()
     key_text = private_key_text()
     markers = [API_KEY, WEBHOOK_SECRET, HTTPS_USER, HTTPS_PASSWORD, URL_PASSWORD, "p@ss",

@@ -11,7 +11,8 @@ from dulwich.repo import Repo
 
 from cli import cli
 from gitsync import gitrepo, ydoc
-from gitsync.dev.relay import DevRelay, FolderHandle, tiny_pdf, tiny_png
+from gitsync.dev.relay import FolderHandle, tiny_pdf, tiny_png
+from tests.relay_faults import FaultyRelay
 
 
 def run(args: list[str], env: dict[str, str]):
@@ -19,7 +20,7 @@ def run(args: list[str], env: dict[str, str]):
     return result
 
 
-def base_env(relay: DevRelay, data_dir: Path, key: str | None = None) -> dict[str, str]:
+def base_env(relay: FaultyRelay, data_dir: Path, key: str | None = None) -> dict[str, str]:
     return {
         "RELAY_SERVER_URL": relay.url or "",
         "RELAY_SERVER_API_KEY": key or relay.api_key,
@@ -31,7 +32,7 @@ def sync_args(folder: FolderHandle, *extra: str) -> list[str]:
     return ["sync", "--relay-id", folder.relay_id, "--folder-id", folder.folder_id, *extra]
 
 
-def expected_files(relay: DevRelay, folder: FolderHandle, blobs: dict[str, bytes]) -> dict[str, bytes]:
+def expected_files(relay: FaultyRelay, folder: FolderHandle, blobs: dict[str, bytes]) -> dict[str, bytes]:
     """What the repository must hold: every file of the folder at its path, exact bytes."""
     out: dict[str, bytes] = {}
     for key, entry in folder.entries().items():
@@ -77,7 +78,7 @@ def build_vault(folder: FolderHandle, notes: int = 195) -> dict[str, bytes]:
     return blobs
 
 
-def test_sync_200_documents_then_noop_then_edit_rename_delete(relay_server: DevRelay, tmp_path):
+def test_sync_200_documents_then_noop_then_edit_rename_delete(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     blobs = build_vault(folder)
     env = base_env(relay_server, tmp_path)
@@ -312,7 +313,7 @@ def test_status_reads_the_state_database_while_it_is_written_and_reports_damage(
     assert "set aside (state.db.damaged)" in result.output and "files: 1" in result.output
 
 
-def test_sync_credits_the_writers_named_in_authors(relay_server: DevRelay, tmp_path: Path):
+def test_sync_credits_the_writers_named_in_authors(relay_server: FaultyRelay, tmp_path: Path):
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "first\n", user="user-ada")
     data_dir = tmp_path / "data"

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
-from dulwich.errors import NotGitRepository
 from dulwich.repo import Repo
 from werkzeug.serving import make_server
 
@@ -53,15 +52,33 @@ def write_connectors(data_dir: Path, folders: list[FolderHandle], *, url: str | 
     (data_dir / "git_connectors.toml").write_text("\n".join(lines))
 
 
-def head_files(data_dir: Path, folder: FolderHandle, branch: str = "main") -> dict[str, bytes]:
-    repo_dir = data_dir / "repos" / folder.relay_id / folder.folder_id
-    if not (repo_dir / ".git").exists():
-        return {}
+def has_branch(git_dir: Path, branch: str = "main") -> bool:
+    """True once ``refs/heads/<branch>`` exists (loose, or in ``packed-refs``).
+
+    A ref is written by renaming a complete lock file into place, and the service's first
+    commit comes after the repository was fully created: once the branch exists, the
+    whole ``.git`` does. Before, there is nothing committed to read.
+    """
+    if (git_dir / "refs" / "heads" / branch).is_file():
+        return True
     try:
-        repo = Repo(str(repo_dir))
-    except NotGitRepository:  # being created by the service right now
+        packed = (git_dir / "packed-refs").read_bytes()
+    except FileNotFoundError:
+        return False
+    ref = f" refs/heads/{branch}".encode()
+    return any(line.rstrip().endswith(ref) for line in packed.splitlines())
+
+
+def head_files(data_dir: Path, folder: FolderHandle, branch: str = "main") -> dict[str, bytes]:
+    """The files of ``branch`` in the service's checkout of ``folder``; {} before its first commit.
+
+    The repository is opened only once the branch exists (:func:`has_branch`), so a
+    ``.git`` the service is still creating is never read.
+    """
+    repo_dir = data_dir / "repos" / folder.relay_id / folder.folder_id
+    if not has_branch(repo_dir / ".git", branch):
         return {}
-    with repo:
+    with Repo(str(repo_dir)) as repo:
         return gitrepo.read_tree_paths(repo, branch)
 
 

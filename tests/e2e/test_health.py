@@ -8,8 +8,8 @@ import logging
 import pytest
 import requests
 
-from gitsync.dev.relay import DevRelay
 from tests.fixtures_ssh import GitRemote
+from tests.relay_faults import FaultyRelay
 
 from .harness import InProcessService, head_files, wait_for, write_connectors
 
@@ -21,8 +21,8 @@ def health(svc: InProcessService) -> tuple[int, dict]:
     return reply.status_code, reply.json()
 
 
-def test_a_refused_api_key_is_unhealthy(relay_server: DevRelay, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="gitsync.service")
+def test_a_refused_api_key_is_unhealthy(relay_server: FaultyRelay, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="gitsync.loops")
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "a\n")
     write_connectors(tmp_path, [folder], transport="webhook")
@@ -37,8 +37,8 @@ def test_a_refused_api_key_is_unhealthy(relay_server: DevRelay, tmp_path, caplog
     assert line.getMessage() == "initial sync complete folders=1 failed=1" and line.levelno == logging.WARNING
 
 
-def test_a_working_service_is_ok_and_the_startup_line_is_info(relay_server: DevRelay, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="gitsync.service")
+def test_a_working_service_is_ok_and_the_startup_line_is_info(relay_server: FaultyRelay, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="gitsync.loops")
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "a\n")
     write_connectors(tmp_path, [folder])
@@ -50,7 +50,7 @@ def test_a_working_service_is_ok_and_the_startup_line_is_info(relay_server: DevR
     assert line.getMessage() == "initial sync complete folders=1 failed=0" and line.levelno == logging.INFO
 
 
-def test_an_unreachable_relay_degrades_past_the_grace_period_and_heals(relay_server: DevRelay, tmp_path):
+def test_an_unreachable_relay_degrades_past_the_grace_period_and_heals(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "a\n")
     write_connectors(tmp_path, [folder])
@@ -69,7 +69,7 @@ def test_an_unreachable_relay_degrades_past_the_grace_period_and_heals(relay_ser
         wait_for(lambda: health(svc)[1]["status"] == "ok", "healed")
 
 
-def test_a_refused_websocket_is_unhealthy(relay_server: DevRelay, tmp_path):
+def test_a_refused_websocket_is_unhealthy(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "a\n")
     write_connectors(tmp_path, [folder], transport="websocket")
@@ -82,7 +82,7 @@ def test_a_refused_websocket_is_unhealthy(relay_server: DevRelay, tmp_path):
 
 
 @pytest.mark.ssh
-def test_a_permanently_rejected_push_is_unhealthy(relay_server: DevRelay, git_remote: GitRemote, tmp_path):
+def test_a_permanently_rejected_push_is_unhealthy(relay_server: FaultyRelay, git_remote: GitRemote, tmp_path):
     from tests.test_publish import server_hook
 
     server_hook(git_remote, "pre-receive", "echo 'GH001: Large files detected' >&2\nexit 1\n")

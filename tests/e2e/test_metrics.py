@@ -11,7 +11,7 @@ from dulwich.repo import Repo
 from prometheus_client.parser import text_string_to_metric_families
 
 from gitsync import __version__
-from gitsync.dev.relay import DevRelay
+from tests.relay_faults import FaultyRelay
 
 from .harness import ADMIN_TOKEN, InProcessService, head_files, wait_for, write_connectors
 
@@ -34,7 +34,7 @@ def value(samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_metrics_follow_a_webhook_to_a_push(relay_server: DevRelay, tmp_path):
+def test_metrics_follow_a_webhook_to_a_push(relay_server: FaultyRelay, tmp_path):
     bare = tmp_path / "remote.git"
     Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
     folder = relay_server.add_folder()
@@ -94,7 +94,7 @@ def _remote_text(bare) -> bytes | None:
             return None
 
 
-def test_fetch_errors_and_queue_age_while_the_relay_fails(relay_server: DevRelay, tmp_path):
+def test_fetch_errors_and_queue_age_while_the_relay_fails(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "one\n")
     write_connectors(tmp_path, [folder])
@@ -115,7 +115,7 @@ def test_fetch_errors_and_queue_age_while_the_relay_fails(relay_server: DevRelay
         relay_server.clear_faults()
 
 
-def test_registries_are_per_service(relay_server: DevRelay, tmp_path):
+def test_registries_are_per_service(relay_server: FaultyRelay, tmp_path):
     """Two services in one process: each scrape shows its own connectors only."""
     one, two = relay_server.add_folder(), relay_server.add_folder()
     write_connectors(tmp_path / "a", [one])
@@ -127,7 +127,7 @@ def test_registries_are_per_service(relay_server: DevRelay, tmp_path):
     assert not any(dict(labels).get("folder") == one.folder_id for _, labels in second)
 
 
-def test_metrics_need_the_admin_token_unless_public(relay_server: DevRelay, tmp_path):
+def test_metrics_need_the_admin_token_unless_public(relay_server: FaultyRelay, tmp_path):
     write_connectors(tmp_path / "a", [])
     with InProcessService(relay_server, tmp_path / "a") as svc:
         assert requests.get(f"{svc.url}/metrics", timeout=5).status_code == 401
@@ -143,7 +143,7 @@ def test_metrics_need_the_admin_token_unless_public(relay_server: DevRelay, tmp_
         assert requests.get(f"{svc.url}/metrics", timeout=5).status_code == 200
 
 
-def test_metrics_under_gunicorn(relay_server: DevRelay, tmp_path):
+def test_metrics_under_gunicorn(relay_server: FaultyRelay, tmp_path):
     from .harness import GunicornService
 
     folder = relay_server.add_folder()

@@ -8,14 +8,14 @@ import logging
 import pytest
 import requests
 
-from gitsync.dev.relay import DevRelay
+from tests.relay_faults import FaultyRelay
 
 from .harness import SECRET, InProcessService, head_files, wait_for, write_connectors
 
 pytestmark = pytest.mark.slow
 
 
-def test_webhooks_are_accepted_while_the_startup_sync_runs(relay_server: DevRelay, tmp_path):
+def test_webhooks_are_accepted_while_the_startup_sync_runs(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     for i in range(20):
         folder.put_markdown(f"bulk/n{i}.md", f"{i}\n")
@@ -102,4 +102,4 @@ def test_one_broken_repository_does_not_stop_the_others(relay_server, tmp_path):
         wait_for(lambda: head_files(tmp_path, healthy) == {"h.md": b"h2\n"}, "a later commit")
         status = {f["folder_id"]: f for f in svc.service.status()["folders"]}
         assert status[broken.folder_id]["last_error"]
-        assert all(t.is_alive() for t in svc.service._threads if t.name != "reconciler")
+        assert all(t.is_alive() for t in svc.service.threads if t.name != "reconciler")

@@ -6,15 +6,15 @@ import threading
 
 import pytest
 
-from gitsync.dev.relay import DevRelay
 from gitsync.engine import Engine
+from tests.relay_faults import FaultyRelay
 
 from .harness import GunicornService, InProcessService, head_files, wait_for, write_connectors
 
 pytestmark = pytest.mark.slow
 
 
-def test_webhook_edit_reaches_a_commit(relay_server: DevRelay, tmp_path):
+def test_webhook_edit_reaches_a_commit(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "one\n")
     write_connectors(tmp_path, [folder])
@@ -100,7 +100,7 @@ def test_five_folders_in_parallel_without_interleaving(relay_server, tmp_path, m
         for i in range(8):
             folder.put_markdown(f"f{n}/doc{i}.md", f"v0 {n} {i}\n")
     write_connectors(tmp_path, folders)
-    monkeypatch.setattr("gitsync.service.Engine", _OverlapDetectingEngine)
+    monkeypatch.setattr("gitsync.oneshot.Engine", _OverlapDetectingEngine)
     with InProcessService(relay_server, tmp_path, workers=6) as svc:
         wait_for(lambda: svc.service.initial_sync_done.is_set(), "startup sync")
         for n, folder in enumerate(folders):
@@ -207,11 +207,11 @@ def test_webhooks_during_the_startup_sync_never_mark_a_document_foreign(relay_se
         folder.edit_markdown("fresh.md", "v2\n")
         assert svc.post(relay_server, cid).status_code == 202
         wait_for(lambda: head_files(tmp_path, folder).get("fresh.md") == b"v2\n", "the later edit")
-        assert not svc.service._foreign
+        assert not svc.service.workers._foreign
 
 
 def test_documents_of_unsynced_folders_cost_bounded_work(relay_server, tmp_path, monkeypatch):
-    monkeypatch.setattr("gitsync.service.UNKNOWN_GRACE", 0.5)
+    monkeypatch.setattr("gitsync.loops.UNKNOWN_GRACE", 0.5)
     synced = relay_server.add_folder()
     synced.put_markdown("a.md", "a\n")
     # `other` is a folder of the same relay that no connector syncs
@@ -222,7 +222,7 @@ def test_documents_of_unsynced_folders_cost_bounded_work(relay_server, tmp_path,
         wait_for(lambda: svc.service.initial_sync_done.is_set(), "startup sync")
         cid = foreign.doc_compound_id("x.md")
         svc.post(relay_server, cid)
-        wait_for(lambda: (synced.relay_id, foreign.doc_id("x.md")) in svc.service._foreign, "the doc to be classified")
+        wait_for(lambda: (synced.relay_id, foreign.doc_id("x.md")) in svc.service.workers._foreign, "the doc to be classified")
         relay_server.reset_counters()
         for _ in range(5):
             done = svc.service.queue.snapshot()["done"]

@@ -6,6 +6,7 @@ import pytest
 
 from gitsync.config import Settings, load_connectors
 from gitsync.dev.relay import DevRelay
+from gitsync.events import AcceptStatus, WebhookEvent
 from gitsync.service import Service
 from gitsync.service_errors import ServiceUnavailable
 from gitsync.starter import ServiceStarter
@@ -21,9 +22,8 @@ def _settings(relay: DevRelay, data_dir) -> Settings:
                     workers=2, debounce=0.1)
 
 
-def _event(relay: DevRelay, compound: str) -> dict:
-    relay_id, doc_uuid = compound[:36], compound[37:]
-    return {"relay_id": relay_id, "doc_uuid": doc_uuid, "doc_id": compound}
+def _event(relay: DevRelay, compound: str) -> WebhookEvent:
+    return WebhookEvent.for_document(compound)
 
 
 def test_a_webhook_accepted_while_the_service_opens_is_processed_by_it(relay_server, tmp_path):
@@ -34,7 +34,7 @@ def test_a_webhook_accepted_while_the_service_opens_is_processed_by_it(relay_ser
     starter = ServiceStarter(settings, load_connectors(settings.connectors_path), wait=0.0)
     try:
         answer = starter.accept(_event(relay_server, folder.doc_compound_id("a.md")))
-        assert answer["status"] == "queued"
+        assert answer.status == AcceptStatus.QUEUED
         health = starter.health()
         assert health["status"] == "ok" and health["state"] == "starting" and health["queue"] == 1
         with pytest.raises(ServiceUnavailable, match="starting"):

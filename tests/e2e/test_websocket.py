@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from gitsync.dev.relay import DevRelay
+from tests.relay_faults import FaultyRelay
 
 from .harness import InProcessService, head_files, wait_for, write_connectors
 
@@ -19,11 +19,11 @@ def transport(svc: InProcessService) -> dict:
     return svc.service.status()["folders"][0]["transport"]
 
 
-def connected(svc: InProcessService, relay: DevRelay, folder) -> bool:
+def connected(svc: InProcessService, relay: FaultyRelay, folder) -> bool:
     return transport(svc)["state"] == "connected" and relay.socket_count(folder.compound_id) == 1
 
 
-def test_events_drive_commits_with_no_webhook(relay_server: DevRelay, tmp_path):
+def test_events_drive_commits_with_no_webhook(relay_server: FaultyRelay, tmp_path):
     folder = relay_server.add_folder()
     folder.put_markdown("a.md", "one\n")
     write_connectors(tmp_path, [folder], transport="websocket")
