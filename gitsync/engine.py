@@ -710,16 +710,13 @@ class Engine:
             if not force and known_sha == out.update_sha and intact:
                 out.skip = "unchanged"
                 return out
-            if ydoc.is_never_written(update) and exists:
+            document = ydoc.read_document(update, "canvas" if kind == "canvas" else "text")
+            if document.never_written and exists:
                 # registered but not uploaded yet: never blank a file on such a read
                 out.skip = "document not uploaded yet; keeping the file"
                 out.update_sha = None
                 return out
-            if kind == "canvas":
-                out.data = ydoc.render_canvas(ydoc.read_canvas(update))
-            else:
-                out.data = ydoc.read_text(update).encode("utf-8")
-            out.authorship = ydoc.read_authorship(update)
+            out.data, out.authorship = document.content, document.authorship
         except Unauthorized:
             raise
         except NotFound:
@@ -869,12 +866,23 @@ class Engine:
         """
         repo_root = self.settings.repo_dir(connector)
         rel = self._repo_path(connector, path)
+        # One walk to the parent directory for the look, the decision and the write: the
+        # directories it holds cannot be swapped for links in between, and a folder of
+        # 10,000 documents pays 10,000 walks, not 30,000. Missing parents are made here;
+        # when nothing is at the path the document is always written, so none is made
+        # for a document that is then skipped.
         try:
-            worktree.check(repo_root, rel)
-            st = worktree.lstat(repo_root, rel)
+            with worktree.opened(repo_root, rel, create=True) as at:
+                return self._write_at(connector, state, entry, path, rel, at, data, report, staged)
         except worktree.PathRefused as exc:
             self._refused(connector, path, exc, report)
             return False
+
+    def _write_at(self, connector, state: FolderState, entry: ydoc.Entry, path: str, rel: str,
+                  at: worktree.Held, data: bytes | None, report: SyncReport, staged: _Staged | None) -> bool:
+        """:meth:`_write_file` in the held parent directory ``at``."""
+        repo_root = self.settings.repo_dir(connector)
+        st = at.lstat()
         if staged is not None:
             sha, size = staged.sha256, staged.size
         else:
@@ -911,7 +919,8 @@ class Engine:
         if staged is not None:
             worktree.place_file(repo_root, staged.path, rel, mode=0o644, overwrite=ours)
         else:
-            worktree.write_file(repo_root, rel, data, mode=0o644, overwrite=ours, fsync=False)
+            assert data is not None
+            at.write(data, mode=0o644, overwrite=ours, fsync=False)
         state.files[entry.id] = FileRecord(path=path, type=entry.type, hash=entry.hash,
                                            sha256=sha, size=size)
         if new:

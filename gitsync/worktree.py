@@ -37,6 +37,7 @@ from typing import BinaryIO
 from .plan import TMP_PREFIX
 
 __all__ = [
+    "Held",
     "PathRefused",
     "TMP_PREFIX",
     "check",
@@ -44,6 +45,7 @@ __all__ = [
     "lstat",
     "make_dirs",
     "move",
+    "opened",
     "read_file",
     "remove_empty_dir",
     "write_file",
@@ -288,30 +290,73 @@ def write_file(root: StrPath, rel: str, data: bytes, *, mode: int = 0o644, overw
         FileExistsError: something is at ``rel`` and ``overwrite`` is false.
         IsADirectoryError: a directory is at ``rel``.
     """
-    with _parent(root, rel, create=True) as (dir_fd, name):
+    with opened(root, rel, create=True) as at:
+        at.write(data, mode=mode, overwrite=overwrite, fsync=fsync)
+        st = at.lstat()
+    if st is None:  # removed right after the rename: report it as the caller would see it
+        raise FileNotFoundError(errno.ENOENT, "removed right after it was written", rel)
+    return st
+
+
+class Held:
+    """The parent directory of one path, held open: several operations, one walk.
+
+    From :func:`opened`. The engine looks at what is at a path, decides, then writes:
+    with one walk for all three, a directory swapped for a link between them cannot
+    redirect the write (it acts on the directory it holds), and the walk is paid once.
+    """
+
+    __slots__ = ("fd", "name", "rel")
+
+    def __init__(self, fd: int, name: str, rel: str):
+        self.fd, self.name, self.rel = fd, name, rel
+
+    def lstat(self) -> os.stat_result | None:
+        """The ``lstat`` of the path (a link is not followed), or None when nothing is there."""
+        try:
+            return os.stat(self.name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def write(self, data: bytes, *, mode: int = 0o644, overwrite: bool = False, fsync: bool = True) -> None:
+        """Write ``data`` atomically (see :func:`write_file`)."""
         tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC, 0o600,
-                     dir_fd=dir_fd)
+                     dir_fd=self.fd)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fchmod(handle.fileno(), mode)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fchmod(fd, mode)
                 if fsync:
-                    os.fsync(handle.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             if overwrite:
-                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                os.replace(tmp, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
             else:
-                _rename_noreplace(dir_fd, tmp, dir_fd, name)
+                _rename_noreplace(self.fd, tmp, self.fd, self.name)
         except BaseException:
             try:
-                os.unlink(tmp, dir_fd=dir_fd)
+                os.unlink(tmp, dir_fd=self.fd)
             except FileNotFoundError:
                 pass
             raise
         if fsync:
-            os.fsync(dir_fd)
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            os.fsync(self.fd)
+
+
+@contextmanager
+def opened(root: StrPath, rel: str, *, create: bool = False) -> Iterator[Held]:
+    """The parent directory of ``rel`` held open (walked without links) for several operations.
+
+    Raises:
+        PathRefused: a bad name, or a link or non-directory among the ancestors.
+        FileNotFoundError: an ancestor is missing (and ``create`` is false).
+    """
+    with _parent(root, rel, create=create) as (fd, name):
+        yield Held(fd, name, rel)
 
 
 def move(root: StrPath, src: str, dst: str, *, fsync: bool = True) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dulwich.repo import Repo
 
-from gitsync import gitrepo
+from gitsync import gitrepo, ydoc
 from gitsync.config import Connector, ConnectorsConfig, Settings
 from gitsync.dev.relay import DevRelay, FolderHandle
 from gitsync.engine import Engine, SyncAborted, describe_changes
@@ -640,5 +640,33 @@ def test_files_written_before_a_crash_lost_the_state_are_recognised_as_ours(rela
         assert not (root / "gone.md").exists()  # ours, owned by no document: removed
         engine.commit(conn)
         assert tree(engine, conn) == {"new.md": b"new\n", "sub/moved.md": b"moving\n"}
+    finally:
+        engine.close()
+
+
+def test_a_fetched_note_and_canvas_are_each_decoded_once(relay_server, folder, tmp_path, monkeypatch):
+    # The never-written check, the content and the authorship come from one decoding:
+    # each decoding of a small note costs about as much as its fetch.
+    folder.put_markdown("a.md", "A\n")
+    folder.put_canvas("b.canvas", {"nodes": [{"id": "n1", "type": "text", "text": "t", "x": 0, "y": 0,
+                                              "width": 1, "height": 1}], "edges": []})
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    decoded: list[bytes] = []
+    real_load = ydoc._load
+
+    def counting_load(update):
+        decoded.append(bytes(update))
+        return real_load(update)
+
+    monkeypatch.setattr(ydoc, "_load", counting_load)
+    try:
+        engine.sync_docs(conn, [folder.doc_id("a.md")])  # unknown yet: nothing fetched
+        assert decoded == []
+        engine.sync_folder(conn)
+        for path in ("a.md", "b.canvas"):
+            update = relay_server.get_update(folder.doc_compound_id(path))
+            assert decoded.count(update) == 1, path
+        assert (engine.settings.repo_dir(conn) / "a.md").read_bytes() == b"A\n"
+        assert b'"text":"t"' in (engine.settings.repo_dir(conn) / "b.canvas").read_bytes()
     finally:
         engine.close()
