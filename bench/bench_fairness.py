@@ -111,23 +111,25 @@ def main() -> None:
             session.headers["Authorization"] = f"Bearer {SECRET}"
             wait_for(service.healthy, "/health", 60)
             # the big folder's sync is under way once a few hundred documents were read
-            wait_for(lambda: relay.total_fetches() > 200, "the big folder's startup sync", 120)
+            wait_for(lambda: relay.total_fetches > 200, "the big folder's startup sync", 120)
             busy_small: list[float] = []
             busy_big: list[float] = []
             in_flight = []
             for r in range(args.rounds):
-                if relay.total_fetches() >= args.docs:
+                if relay.total_fetches >= args.docs:
                     break
                 busy_small.append(edit_to_remote(relay, service, session, remote, urls["small"], small,
                                                  "s.md", f"small busy {r}\n"))
                 busy_big.append(edit_to_remote(relay, service, session, remote, urls["big"], big,
                                                "target.md", f"target busy {r}\n"))
-                in_flight.append(relay.total_fetches())
+                in_flight.append(relay.total_fetches)
             t_sync = time.monotonic()
-            wait_for(lambda: on_remote(remote, urls["big"], "d0/note 0.md") is not None
-                     and service.idle(), "the big folder on its remote", 600, 0.2)
-            print(f"startup sync of the big folder: {relay.total_fetches()} reads in all; the edits "
-                  f"above ended after {', '.join(map(str, in_flight))} reads; idle "
+            wait_for(lambda: remote.files(urls["big"]) == args.docs + 1, "the big folder on its remote",
+                     600, 0.2)
+            time.sleep(args.commit_interval)  # the last interval's commit, if any, is pushed
+            print(f"during the big sync: small {fmt(busy_small)}; big {fmt(busy_big)}", flush=True)
+            print(f"startup sync of the big folder: {relay.total_fetches} reads in all; the edits "
+                  f"above ended after {', '.join(map(str, in_flight))} reads; all on the remote "
                   f"{time.monotonic() - t_sync:.1f} s after the last", flush=True)
             idle_small = [edit_to_remote(relay, service, session, remote, urls["small"], small, "s.md",
                                          f"small idle {r}\n") for r in range(max(len(busy_small), 3))]

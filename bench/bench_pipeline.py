@@ -17,7 +17,7 @@ local`` a bare repository on the local disk.
     python bench/bench_pipeline.py [--docs 10000] [--delays 0,20] [--rounds 2]
         [--fetch-concurrency N] [--remote ssh|local] [--profile DIR]
 
-``--profile DIR`` runs the child under ``py-spy record`` and writes one speedscope
+``--profile DIR`` runs the child under ``py-spy record --gil`` (what holds the GIL) and writes one speedscope
 profile per run to DIR (the figures of a profiled run are not comparable).
 """
 
@@ -110,8 +110,8 @@ class Remote:
 
 
 def end_to_end(relay: DevRelay, folder, n: int, remote: Remote, *, concurrency: int | None,
-               profile: Path | None, tag: str) -> tuple[float, float, float]:
-    """(docs/s, seconds, peak RSS MiB) of a one-time sync in a child process."""
+               profile: Path | None, tag: str) -> tuple[float, float, float, float]:
+    """(docs/s, seconds, peak RSS MiB, CPU seconds) of a one-time sync in a child process."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
@@ -126,7 +126,7 @@ def end_to_end(relay: DevRelay, folder, n: int, remote: Remote, *, concurrency: 
         argv = [sys.executable, str(ROOT / "cli.py"), "sync", "--all"]
         if profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
-            argv = ["py-spy", "record", "-r", "200", "-t", "-f", "speedscope", "-o",
+            argv = ["py-spy", "record", "--gil", "--nonblocking", "-r", "200", "-f", "speedscope", "-o",
                     str(profile / f"{tag}.json"), "--"] + argv
         with tempfile.TemporaryFile("w+") as out:
             t0 = time.perf_counter()
@@ -138,10 +138,11 @@ def end_to_end(relay: DevRelay, folder, n: int, remote: Remote, *, concurrency: 
                 out.seek(0)
                 raise SystemExit(f"sync failed: {out.read()}")
         rss_mib = usage.ru_maxrss / 1024
+        cpu = usage.ru_utime + usage.ru_stime
         on_remote = remote.files(url)
         if on_remote != n:
             raise SystemExit(f"the remote holds {on_remote} files, expected {n}")
-        return n / elapsed, elapsed, rss_mib
+        return n / elapsed, elapsed, rss_mib, cpu
 
 
 def main() -> None:
@@ -175,11 +176,11 @@ def main() -> None:
             for delay, fc in zip(delays, conc, strict=True):
                 relay.read_delay = delay / 1000
                 for r in range(args.rounds):
-                    rate, secs, rss = end_to_end(relay, folder, args.docs, remote, concurrency=fc or None,
+                    rate, secs, rss, cpu = end_to_end(relay, folder, args.docs, remote, concurrency=fc or None,
                                                  profile=args.profile, tag=f"d{delay:.0f}-r{r}")
                     base = bare_fetch_loop(relay, ids)
                     print(f"delay {delay:.0f} ms, fetch concurrency {fc or 'default'}, round {r + 1}: "
-                          f"end to end {rate:.0f} docs/s ({secs:.1f} s, peak RSS {rss:.0f} MiB); "
+                          f"end to end {rate:.0f} docs/s ({secs:.1f} s, {cpu:.1f} s CPU, peak RSS {rss:.0f} MiB); "
                           f"bare 8-connection fetch loop {base:.0f} docs/s; ratio {rate / base:.2f}",
                           flush=True)
     finally:

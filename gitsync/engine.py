@@ -241,6 +241,10 @@ class Engine:
         self._applied: dict[tuple[str, str], int] = {}
         self.on_change: Callable[[Connector], None] | None = None
         self._doc_index: dict[tuple[str, str], tuple[str, str]] = {}
+        # New documents a full sync is writing, per folder: (sync ticket, doc -> (entry,
+        # path)). A webhook for one of them is served at once (see sync_docs), not after
+        # the whole sync, which for a big folder's first sync takes minutes.
+        self._arriving: dict[tuple[str, str], tuple[int, dict[str, tuple[ydoc.Entry, str]]]] = {}
         self._commits_since_pack: dict[tuple[str, str], int] = {}
         for connector in connectors.connectors:
             self._index_folder(connector, self._folder_state(connector))
@@ -311,6 +315,13 @@ class Engine:
                 del self._doc_index[key]
             for doc_id in state.files:
                 self._doc_index[(connector.relay_id, doc_id)] = connector.key
+            for doc_id in self._arriving.get(connector.key, (0, {}))[1]:
+                self._doc_index[(connector.relay_id, doc_id)] = connector.key
+
+    def _arrival(self, connector: Connector, doc_id: str) -> tuple[ydoc.Entry, str] | None:
+        """The entry and path of a document a running full sync is about to create."""
+        with self._meta_lock:
+            return self._arriving.get(connector.key, (0, {}))[1].get(doc_id)
 
     def locate(self, relay_id: str, doc_id: str) -> tuple[Connector, str] | None:
         """Which connector a document belongs to: ``(connector, "folder"|"doc")``."""
@@ -469,10 +480,18 @@ class Engine:
                 self.attribution.keep(connector, connector.folder_id, index_seen)
             jobs = self._fetch_jobs(connector, state, targets, force=set(writes), verify=full)
             self._flush(connector)
+            arriving = {d: (op.entry, op.path) for d, op in writes.items() if d not in state.files}
+            with self._meta_lock:
+                self._arriving[connector.key] = (ticket, arriving)
             self._index_folder(connector, state)
         self._notify(connector, report)
-        self._fetch_and_apply(connector, jobs, report, lane=lane, progress=progress,
-                              paths={d: op.path for d, op in writes.items()}, from_index=set(writes))
+        try:
+            self._fetch_and_apply(connector, jobs, report, lane=lane, progress=progress,
+                                  paths={d: op.path for d, op in writes.items()}, from_index=set(writes))
+        finally:
+            with self._meta_lock:
+                if self._arriving.get(connector.key, (0,))[0] == ticket:
+                    del self._arriving[connector.key]
         with self.lock(connector):
             if leftover is not None:
                 self._release_claims(connector, state, leftover)
@@ -648,15 +667,22 @@ class Engine:
             self.repo(connector)
             state = self._folder_state(connector)
             targets: dict[str, ydoc.Entry] = {}
+            paths: dict[str, str] = {}
             for doc_id in doc_ids:
                 rec = state.files.get(doc_id)
+                arrival = self._arrival(connector, doc_id) if rec is None else None
+                if arrival is not None:
+                    # listed by the folder and not written yet: a full sync is on its way to
+                    # it; fetched now (of the two reads, the later one is written)
+                    targets[doc_id], paths[doc_id] = arrival
+                    continue
                 if rec is None or rec.type == "folder":
                     report.unknown.append(doc_id)
                     continue
                 targets[doc_id] = ydoc.Entry(path=rec.path, id=doc_id, type=rec.type, hash=rec.hash)
             jobs = self._fetch_jobs(connector, state, targets, force=set())
         if jobs:
-            self._fetch_and_apply(connector, jobs, report, lane=lane)
+            self._fetch_and_apply(connector, jobs, report, lane=lane, paths=paths)
             with self.lock(connector):
                 state.last_sync = time.time()
                 self._flush(connector)
