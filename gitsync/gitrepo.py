@@ -88,6 +88,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: More objects than this in one commit go into one pack instead of loose objects.
+COMMIT_CHUNK = 2000  # new blobs a commit holds in memory before writing them out
 BULK_THRESHOLD = 200
 
 #: Seconds after which a ``.lock`` file in ``.git`` is taken to be left by a dead process
@@ -534,7 +535,7 @@ def commit_parts(
             old = view.lookup(bpath)
             if max_file_bytes is not None:
                 try:
-                    before = worktree.lstat(root, rel)
+                    before = reader.lstat(rel)
                 except OSError:
                     before = None
                 if before is not None and stat.S_ISREG(before.st_mode) and before.st_size > max_file_bytes:
@@ -570,6 +571,11 @@ def commit_parts(
             if old == (mode, blob.id):
                 continue
             staged.add_object(blob)
+            if len(staged.objects) >= COMMIT_CHUNK:
+                # A first sync's commit of 10,000 files holds at most this many blobs:
+                # written (one pack each) and dropped; nothing points at them until the
+                # branch moves, after the last chunk is durable.
+                staged.flush(repo)
             changes[bpath] = (mode, blob.id)
             owner[bpath] = index
             blocker = view.blocking_file(bpath)

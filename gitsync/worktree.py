@@ -251,6 +251,24 @@ class Reader:
     def read(self, rel: str) -> tuple[bytes, os.stat_result]:
         """As :func:`read_file`."""
         parts = _segments(rel)
+        if not self._enter(parts, rel):
+            return read_file(self.root, rel)  # the walk's error, named after this path
+        assert self._fd is not None
+        with _open_regular(self._fd, parts[-1], rel) as (handle, st):
+            return handle.read(), st
+
+    def lstat(self, rel: str) -> os.stat_result | None:
+        """As :func:`lstat`."""
+        parts = _segments(rel)
+        if not self._enter(parts, rel):
+            return lstat(self.root, rel)
+        try:
+            return os.stat(parts[-1], dir_fd=self._fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def _enter(self, parts: list[str], rel: str) -> bool:
+        """Hold the parent directory of ``parts``; False when the walk to it fails."""
         parent = tuple(parts[:-1])
         if parent != self._parent:
             self.close()
@@ -258,11 +276,9 @@ class Reader:
                 with _walk(self.root, list(parent), rel, create=False) as fd:
                     self._fd = os.dup(fd)
             except OSError:
-                return read_file(self.root, rel)  # the same error, named after this path
+                return False
             self._parent = parent
-        assert self._fd is not None
-        with _open_regular(self._fd, parts[-1], rel) as (handle, st):
-            return handle.read(), st
+        return True
 
     def close(self) -> None:
         if self._fd is not None:
