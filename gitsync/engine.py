@@ -366,16 +366,17 @@ class Engine:
         """
         leftover = set(state.claimed)
         repo_root = self.settings.repo_dir(connector)
-        for op in ops:
-            path = op.dst if isinstance(op, Move) else op.path if isinstance(op, Write) else None
-            if path is None or path in state.claimed:
-                continue
-            try:
-                free = worktree.lstat(repo_root, self._repo_path(connector, path)) is None
-            except OSError:
-                free = False  # refused: the op reports it
-            if free:
-                state.claimed.add(path)
+        wanted = {op.dst if isinstance(op, Move) else op.path if isinstance(op, Write) else None for op in ops}
+        wanted.discard(None)
+        # by directory: one walk per directory, not per path (a first sync claims them all)
+        with worktree.Reader(repo_root) as reader:
+            for path in sorted(wanted - state.claimed, key=lambda p: p.rpartition("/")[0]):
+                try:
+                    free = reader.lstat(self._repo_path(connector, path)) is None
+                except OSError:
+                    free = False  # refused: the op reports it
+                if free:
+                    state.claimed.add(path)
         if len(state.claimed) > len(leftover):
             self._save(connector)  # durable before the first file is written
         return leftover
