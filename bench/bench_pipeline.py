@@ -2,22 +2,30 @@
 """Initial sync end to end against a bare fetch loop measured in the same run.
 
 For each added delay (0 ms: the stand-in answers at once; 20 ms: a Relay Server across
-the internet) it prints:
+the internet) and each round it prints:
 
-- baseline: 8 threads with keep-alive connections fetching every document once (no
-  decoding, no writing, no git), documents per second;
 - end to end: ``cli.py sync --all`` in a child process (fetch, decode, write, one
-  commit, push to a local bare repository), from process start to exit, documents per
-  second, and the child's peak RSS.
+  commit, push), from process start until it exits with every file on the remote,
+  documents per second, and the child's peak RSS;
+- baseline, measured right after against the same stand-in: 8 threads with keep-alive
+  connections fetching every document once (no decoding, no writing, no git).
 
-    python bench/bench_pipeline.py [--docs 10000] [--delays 0,20]
+The remote is a bare repository behind a private OpenSSH server on 127.0.0.1 (the
+tests' fixture code; needs sshd and git for the server side), or with ``--remote
+local`` a bare repository on the local disk.
+
+    python bench/bench_pipeline.py [--docs 10000] [--delays 0,20] [--rounds 2]
+        [--fetch-concurrency N] [--remote ssh|local] [--profile DIR]
+
+``--profile DIR`` runs the child under ``py-spy record --gil`` (what holds the GIL) and writes one speedscope
+profile per run to DIR (the figures of a profiled run are not comparable).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +37,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_service import bulk_add_notes  # noqa: E402
 
 from gitsync.dev.relay import DevRelay  # noqa: E402
 from gitsync.ids import compound_id  # noqa: E402
@@ -54,53 +65,126 @@ def bare_fetch_loop(relay: DevRelay, ids: list[str], threads: int = 8) -> float:
     return len(ids) / (time.perf_counter() - t0)
 
 
-def end_to_end(relay: DevRelay, folder, n: int) -> tuple[float, float, float]:
-    """(docs/s, seconds, peak RSS MiB) of a one-time sync in a child process."""
+class Remote:
+    """Where the child pushes: a bare repository over SSH (sshd on loopback) or on disk."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.server = None
+        if kind == "ssh":
+            from tests.fixtures_ssh import SSHServer, _ensure_user, _make_base
+
+            self.git = shutil.which("git", path="/usr/local/bin:/usr/bin:/bin")
+            if self.git is None:
+                raise SystemExit("the git binary is needed on the server side (apt-get install git)")
+            self.server = SSHServer(_make_base(), _ensure_user(), log_level="INFO")
+            self.server.start()
+        self._count = 0
+
+    def new(self, tmp: Path) -> tuple[str, str, dict[str, str]]:
+        """(url, extra connectors-file text, extra environment) of a fresh bare repository."""
+        self._count += 1
+        if self.server is None:
+            from dulwich.repo import Repo
+
+            bare = tmp / "remote.git"
+            Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
+            return str(bare), "", {}
+        from tests.fixtures_ssh import make_bare_repo
+
+        bare = make_bare_repo(self.server, self.git, f"pipeline{self._count}")
+        url = f"ssh://{self.server.user}@{self.server.host}:{self.server.port}{bare}"
+        hosts = f'known_hosts = ["{self.server.known_hosts_line}"]\n'
+        return url, hosts, {"SSH_PRIVATE_KEY": self.server.client_private_key}
+
+    def files(self, url: str) -> int:
+        """Files on the remote's main branch (checks the push really happened)."""
+        path = url.split(str(self.server.port), 1)[1] if self.server else url
+        out = subprocess.run([shutil.which("git") or "git", "--git-dir", path, "ls-tree", "-r",
+                              "--name-only", "main"], capture_output=True, text=True, check=True)
+        return len(out.stdout.splitlines())
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def end_to_end(relay: DevRelay, folder, n: int, remote: Remote, *, concurrency: int | None,
+               profile: Path | None, tag: str) -> tuple[float, float, float, float]:
+    """(docs/s, seconds, peak RSS MiB, CPU seconds) of a one-time sync in a child process."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
-        bare = Path(tmp) / "remote.git"
-        from dulwich.repo import Repo
-
-        Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
+        url, hosts, extra = remote.new(Path(tmp))
         (data / "git_connectors.toml").write_text(
-            f'[[git_connector]]\nrelay_id = "{folder.relay_id}"\n'
-            f'shared_folder_id = "{folder.folder_id}"\nurl = "{bare}"\n')
+            hosts + f'[[git_connector]]\nrelay_id = "{folder.relay_id}"\n'
+            f'shared_folder_id = "{folder.folder_id}"\nurl = "{url}"\n')
         env = dict(os.environ, RELAY_SERVER_URL=relay.url, RELAY_SERVER_API_KEY=relay.api_key,
-                   RELAY_GIT_DATA_DIR=str(data))
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "sync", "--all"], env=env,
-                              capture_output=True, text=True)
-        elapsed = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise SystemExit(f"sync failed: {proc.stdout}\n{proc.stderr}")
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        rss_mib = max(peak, before) / 1024
-        return n / elapsed, elapsed, rss_mib
+                   RELAY_GIT_DATA_DIR=str(data), **extra)
+        if concurrency:
+            env["RELAY_GIT_FETCH_CONCURRENCY"] = str(concurrency)
+        argv = [sys.executable, str(ROOT / "cli.py"), "sync", "--all"]
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            argv = ["py-spy", "record", "--gil", "--nonblocking", "-r", "200", "-f", "speedscope", "-o",
+                    str(profile / f"{tag}.json"), "--"] + argv
+        with tempfile.TemporaryFile("w+") as out:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+            elapsed = time.perf_counter() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                out.seek(0)
+                raise SystemExit(f"sync failed: {out.read()}")
+        rss_mib = usage.ru_maxrss / 1024
+        cpu = usage.ru_utime + usage.ru_stime
+        on_remote = remote.files(url)
+        if on_remote != n:
+            raise SystemExit(f"the remote holds {on_remote} files, expected {n}")
+        return n / elapsed, elapsed, rss_mib, cpu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--delays", default="0,20", help="added ms per document read, comma separated")
+    parser.add_argument("--rounds", type=int, default=1, help="end to end + baseline pairs per delay")
+    parser.add_argument("--fetch-concurrency", default="",
+                        help="RELAY_GIT_FETCH_CONCURRENCY per delay, comma separated (default: the service's)")
+    parser.add_argument("--remote", choices=("ssh", "local"), default="ssh")
+    parser.add_argument("--profile", type=Path, default=None)
     args = parser.parse_args()
-    with DevRelay(api_key="bench") as relay:
-        folder = relay.add_folder()
-        t0 = time.perf_counter()
-        for i in range(args.docs):
-            folder.put_markdown(f"d{i % 20}/note {i}.md", f"# Note {i}\n\n" + "lorem ipsum " * 40)
-        print(f"built {args.docs} documents in the stand-in: {time.perf_counter() - t0:.1f} s")
-        ids = [compound_id(folder.relay_id, entry["id"]) for entry in folder.entries().values()
-               if entry.get("type") != "folder"]
-        ids = [c for c in ids if c]
-        for delay in [float(d) for d in args.delays.split(",")]:
-            relay.read_delay = delay / 1000
-            rate, secs, rss = end_to_end(relay, folder, args.docs)
-            base = bare_fetch_loop(relay, ids)
-            print(f"delay {delay:.0f} ms: end to end {rate:.0f} docs/s ({secs:.1f} s, peak RSS "
-                  f"{rss:.0f} MiB); bare 8-connection fetch loop {base:.0f} docs/s; "
-                  f"ratio {rate / base:.2f}")
+    delays = [float(d) for d in args.delays.split(",")]
+    conc = [int(c) for c in args.fetch_concurrency.split(",") if c] or [0]
+    if len(conc) == 1:
+        conc = conc * len(delays)
+    if len(conc) != len(delays):
+        parser.error("give one --fetch-concurrency, or one per delay")
+    remote = Remote(args.remote)
+    try:
+        with DevRelay(api_key="bench") as relay:
+            folder = relay.add_folder()
+            t0 = time.perf_counter()
+            bulk_add_notes(folder, {f"d{i % 20}/note {i}.md": f"# Note {i}\n\n" + "lorem ipsum " * 40
+                                    for i in range(args.docs)})
+            print(f"built {args.docs} documents in the stand-in: {time.perf_counter() - t0:.1f} s; "
+                  f"remote: {args.remote}", flush=True)
+            ids = [compound_id(folder.relay_id, entry["id"]) for entry in folder.entries().values()
+                   if entry.get("type") != "folder"]
+            ids = [c for c in ids if c]
+            for delay, fc in zip(delays, conc, strict=True):
+                relay.read_delay = delay / 1000
+                for r in range(args.rounds):
+                    rate, secs, rss, cpu = end_to_end(relay, folder, args.docs, remote, concurrency=fc or None,
+                                                 profile=args.profile, tag=f"d{delay:.0f}-r{r}")
+                    base = bare_fetch_loop(relay, ids)
+                    print(f"delay {delay:.0f} ms, fetch concurrency {fc or 'default'}, round {r + 1}: "
+                          f"end to end {rate:.0f} docs/s ({secs:.1f} s, {cpu:.1f} s CPU, peak RSS {rss:.0f} MiB); "
+                          f"bare 8-connection fetch loop {base:.0f} docs/s; ratio {rate / base:.2f}",
+                          flush=True)
+    finally:
+        remote.close()
 
 
 if __name__ == "__main__":

@@ -133,7 +133,8 @@ def head_tree(repo_dir: Path, prefix: str) -> dict[str, bytes]:
 class Service:
     """``python -m gunicorn -c gunicorn.conf.py --chdir ROOT wsgi:app`` as in the e2e harness."""
 
-    def __init__(self, relay: DevRelay, data_dir: Path, commit_interval: float, debounce: float):
+    def __init__(self, relay: DevRelay, data_dir: Path, commit_interval: float, debounce: float | None,
+                 extra_env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
@@ -144,7 +145,6 @@ class Service:
                 "WEBHOOK_SECRET": SECRET,
                 "RELAY_GIT_DATA_DIR": str(data_dir),
                 "RELAY_GIT_COMMIT_INTERVAL": str(commit_interval),
-                "RELAY_GIT_DEBOUNCE": str(debounce),
                 "RELAY_GIT_RECONCILE_INTERVAL": "0",
                 "GUNICORN_BIND": f"127.0.0.1:{self.port}",
                 "PORT": str(self.port),
@@ -153,6 +153,9 @@ class Service:
                 "RELAY_GIT_LOG_LEVEL": "WARNING",
             }
         )
+        if debounce is not None:
+            env["RELAY_GIT_DEBOUNCE"] = str(debounce)
+        env.update(extra_env or {})
         argv = [
             sys.executable,
             "-m",

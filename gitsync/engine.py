@@ -241,6 +241,10 @@ class Engine:
         self._applied: dict[tuple[str, str], int] = {}
         self.on_change: Callable[[Connector], None] | None = None
         self._doc_index: dict[tuple[str, str], tuple[str, str]] = {}
+        # New documents a full sync is writing, per folder: (sync ticket, doc -> (entry,
+        # path)). A webhook for one of them is served at once (see sync_docs), not after
+        # the whole sync, which for a big folder's first sync takes minutes.
+        self._arriving: dict[tuple[str, str], tuple[int, dict[str, tuple[ydoc.Entry, str]]]] = {}
         self._commits_since_pack: dict[tuple[str, str], int] = {}
         for connector in connectors.connectors:
             self._index_folder(connector, self._folder_state(connector))
@@ -311,6 +315,13 @@ class Engine:
                 del self._doc_index[key]
             for doc_id in state.files:
                 self._doc_index[(connector.relay_id, doc_id)] = connector.key
+            for doc_id in self._arriving.get(connector.key, (0, {}))[1]:
+                self._doc_index[(connector.relay_id, doc_id)] = connector.key
+
+    def _arrival(self, connector: Connector, doc_id: str) -> tuple[ydoc.Entry, str] | None:
+        """The entry and path of a document a running full sync is about to create."""
+        with self._meta_lock:
+            return self._arriving.get(connector.key, (0, {}))[1].get(doc_id)
 
     def locate(self, relay_id: str, doc_id: str) -> tuple[Connector, str] | None:
         """Which connector a document belongs to: ``(connector, "folder"|"doc")``."""
@@ -355,16 +366,17 @@ class Engine:
         """
         leftover = set(state.claimed)
         repo_root = self.settings.repo_dir(connector)
-        for op in ops:
-            path = op.dst if isinstance(op, Move) else op.path if isinstance(op, Write) else None
-            if path is None or path in state.claimed:
-                continue
-            try:
-                free = worktree.lstat(repo_root, self._repo_path(connector, path)) is None
-            except OSError:
-                free = False  # refused: the op reports it
-            if free:
-                state.claimed.add(path)
+        wanted = {op.dst if isinstance(op, Move) else op.path if isinstance(op, Write) else None for op in ops}
+        wanted.discard(None)
+        # by directory: one walk per directory, not per path (a first sync claims them all)
+        with worktree.Reader(repo_root) as reader:
+            for path in sorted(wanted - state.claimed, key=lambda p: p.rpartition("/")[0]):
+                try:
+                    free = reader.lstat(self._repo_path(connector, path)) is None
+                except OSError:
+                    free = False  # refused: the op reports it
+                if free:
+                    state.claimed.add(path)
         if len(state.claimed) > len(leftover):
             self._save(connector)  # durable before the first file is written
         return leftover
@@ -469,10 +481,18 @@ class Engine:
                 self.attribution.keep(connector, connector.folder_id, index_seen)
             jobs = self._fetch_jobs(connector, state, targets, force=set(writes), verify=full)
             self._flush(connector)
+            arriving = {d: (op.entry, op.path) for d, op in writes.items() if d not in state.files}
+            with self._meta_lock:
+                self._arriving[connector.key] = (ticket, arriving)
             self._index_folder(connector, state)
         self._notify(connector, report)
-        self._fetch_and_apply(connector, jobs, report, lane=lane, progress=progress,
-                              paths={d: op.path for d, op in writes.items()}, from_index=set(writes))
+        try:
+            self._fetch_and_apply(connector, jobs, report, lane=lane, progress=progress,
+                                  paths={d: op.path for d, op in writes.items()}, from_index=set(writes))
+        finally:
+            with self._meta_lock:
+                if self._arriving.get(connector.key, (0,))[0] == ticket:
+                    del self._arriving[connector.key]
         with self.lock(connector):
             if leftover is not None:
                 self._release_claims(connector, state, leftover)
@@ -648,15 +668,22 @@ class Engine:
             self.repo(connector)
             state = self._folder_state(connector)
             targets: dict[str, ydoc.Entry] = {}
+            paths: dict[str, str] = {}
             for doc_id in doc_ids:
                 rec = state.files.get(doc_id)
+                arrival = self._arrival(connector, doc_id) if rec is None else None
+                if arrival is not None:
+                    # listed by the folder and not written yet: a full sync is on its way to
+                    # it; fetched now (of the two reads, the later one is written)
+                    targets[doc_id], paths[doc_id] = arrival
+                    continue
                 if rec is None or rec.type == "folder":
                     report.unknown.append(doc_id)
                     continue
                 targets[doc_id] = ydoc.Entry(path=rec.path, id=doc_id, type=rec.type, hash=rec.hash)
             jobs = self._fetch_jobs(connector, state, targets, force=set())
         if jobs:
-            self._fetch_and_apply(connector, jobs, report, lane=lane)
+            self._fetch_and_apply(connector, jobs, report, lane=lane, paths=paths)
             with self.lock(connector):
                 state.last_sync = time.time()
                 self._flush(connector)
@@ -710,16 +737,13 @@ class Engine:
             if not force and known_sha == out.update_sha and intact:
                 out.skip = "unchanged"
                 return out
-            if ydoc.is_never_written(update) and exists:
+            document = ydoc.read_document(update, "canvas" if kind == "canvas" else "text")
+            if document.never_written and exists:
                 # registered but not uploaded yet: never blank a file on such a read
                 out.skip = "document not uploaded yet; keeping the file"
                 out.update_sha = None
                 return out
-            if kind == "canvas":
-                out.data = ydoc.render_canvas(ydoc.read_canvas(update))
-            else:
-                out.data = ydoc.read_text(update).encode("utf-8")
-            out.authorship = ydoc.read_authorship(update)
+            out.data, out.authorship = document.content, document.authorship
         except Unauthorized:
             raise
         except NotFound:
@@ -869,12 +893,23 @@ class Engine:
         """
         repo_root = self.settings.repo_dir(connector)
         rel = self._repo_path(connector, path)
+        # One walk to the parent directory for the look, the decision and the write: the
+        # directories it holds cannot be swapped for links in between, and a folder of
+        # 10,000 documents pays 10,000 walks, not 30,000. Missing parents are made here;
+        # when nothing is at the path the document is always written, so none is made
+        # for a document that is then skipped.
         try:
-            worktree.check(repo_root, rel)
-            st = worktree.lstat(repo_root, rel)
+            with worktree.opened(repo_root, rel, create=True) as at:
+                return self._write_at(connector, state, entry, path, rel, at, data, report, staged)
         except worktree.PathRefused as exc:
             self._refused(connector, path, exc, report)
             return False
+
+    def _write_at(self, connector, state: FolderState, entry: ydoc.Entry, path: str, rel: str,
+                  at: worktree.Held, data: bytes | None, report: SyncReport, staged: _Staged | None) -> bool:
+        """:meth:`_write_file` in the held parent directory ``at``."""
+        repo_root = self.settings.repo_dir(connector)
+        st = at.lstat()
         if staged is not None:
             sha, size = staged.sha256, staged.size
         else:
@@ -911,7 +946,8 @@ class Engine:
         if staged is not None:
             worktree.place_file(repo_root, staged.path, rel, mode=0o644, overwrite=ours)
         else:
-            worktree.write_file(repo_root, rel, data, mode=0o644, overwrite=ours, fsync=False)
+            assert data is not None
+            at.write(data, mode=0o644, overwrite=ours, fsync=False)
         state.files[entry.id] = FileRecord(path=path, type=entry.type, hash=entry.hash,
                                            sha256=sha, size=size)
         if new:

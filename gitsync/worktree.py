@@ -37,13 +37,16 @@ from typing import BinaryIO
 from .plan import TMP_PREFIX
 
 __all__ = [
+    "Held",
     "PathRefused",
+    "Reader",
     "TMP_PREFIX",
     "check",
     "delete_file",
     "lstat",
     "make_dirs",
     "move",
+    "opened",
     "read_file",
     "remove_empty_dir",
     "write_file",
@@ -192,27 +195,33 @@ def open_file(root: StrPath, rel: str) -> Iterator[tuple[BinaryIO, os.stat_resul
         PathRefused: ``rel`` is a link or not a regular file (a FIFO, a device), or a
             link or non-directory is among its ancestors.
     """
-    with _parent(root, rel) as (dir_fd, name):
-        before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if stat.S_ISDIR(before.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "is a directory", rel)
-        if stat.S_ISLNK(before.st_mode):
-            raise PathRefused(rel, "it is a symbolic link, and links are never read", errno.ELOOP)
-        if not stat.S_ISREG(before.st_mode):
-            raise PathRefused(rel, "it is not a regular file")
-        # O_NONBLOCK: a FIFO swapped in after the stat must not block the open.
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | _CLOEXEC
-        try:
-            fd = os.open(name, flags, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise PathRefused(rel, "it became a symbolic link while being read", errno.ELOOP) from None
-            raise
-        with os.fdopen(fd, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
-                raise PathRefused(rel, "it was replaced while being read")
-            yield handle, st
+    with _parent(root, rel) as (dir_fd, name), _open_regular(dir_fd, name, rel) as opened_file:
+        yield opened_file
+
+
+@contextmanager
+def _open_regular(dir_fd: int, name: str, rel: str) -> Iterator[tuple[BinaryIO, os.stat_result]]:
+    """:func:`open_file` in the directory ``dir_fd`` already walked to."""
+    before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISDIR(before.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", rel)
+    if stat.S_ISLNK(before.st_mode):
+        raise PathRefused(rel, "it is a symbolic link, and links are never read", errno.ELOOP)
+    if not stat.S_ISREG(before.st_mode):
+        raise PathRefused(rel, "it is not a regular file")
+    # O_NONBLOCK: a FIFO swapped in after the stat must not block the open.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | _CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PathRefused(rel, "it became a symbolic link while being read", errno.ELOOP) from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            raise PathRefused(rel, "it was replaced while being read")
+        yield handle, st
 
 
 def read_file(root: StrPath, rel: str) -> tuple[bytes, os.stat_result]:
@@ -222,6 +231,65 @@ def read_file(root: StrPath, rel: str) -> tuple[bytes, os.stat_result]:
     """
     with open_file(root, rel) as (handle, st):
         return handle.read(), st
+
+
+class Reader:
+    """Reads many files, walking to a directory once for a run of paths in it.
+
+    For a commit of thousands of files: sorted by parent directory, the paths of one
+    directory cost one walk between them instead of one each. The directory is held
+    open only until a path of another directory comes (or :meth:`close`); the
+    guarantees are those of :func:`read_file`. Use under the locks that keep the
+    service's own moves out while it runs (a commit holds them).
+    """
+
+    def __init__(self, root: StrPath):
+        self.root = root
+        self._parent: tuple[str, ...] | None = None
+        self._fd: int | None = None
+
+    def read(self, rel: str) -> tuple[bytes, os.stat_result]:
+        """As :func:`read_file`."""
+        parts = _segments(rel)
+        if not self._enter(parts, rel):
+            return read_file(self.root, rel)  # the walk's error, named after this path
+        assert self._fd is not None
+        with _open_regular(self._fd, parts[-1], rel) as (handle, st):
+            return handle.read(), st
+
+    def lstat(self, rel: str) -> os.stat_result | None:
+        """As :func:`lstat`."""
+        parts = _segments(rel)
+        if not self._enter(parts, rel):
+            return lstat(self.root, rel)
+        try:
+            return os.stat(parts[-1], dir_fd=self._fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def _enter(self, parts: list[str], rel: str) -> bool:
+        """Hold the parent directory of ``parts``; False when the walk to it fails."""
+        parent = tuple(parts[:-1])
+        if parent != self._parent:
+            self.close()
+            try:
+                with _walk(self.root, list(parent), rel, create=False) as fd:
+                    self._fd = os.dup(fd)
+            except OSError:
+                return False
+            self._parent = parent
+        return True
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._parent = None, None
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def hash_file(root: StrPath, rel: str) -> tuple[str, os.stat_result]:
@@ -288,30 +356,78 @@ def write_file(root: StrPath, rel: str, data: bytes, *, mode: int = 0o644, overw
         FileExistsError: something is at ``rel`` and ``overwrite`` is false.
         IsADirectoryError: a directory is at ``rel``.
     """
-    with _parent(root, rel, create=True) as (dir_fd, name):
+    with opened(root, rel, create=True) as at:
+        at.write(data, mode=mode, overwrite=overwrite, fsync=fsync)
+        st = at.lstat()
+    if st is None:  # removed right after the rename: report it as the caller would see it
+        raise FileNotFoundError(errno.ENOENT, "removed right after it was written", rel)
+    return st
+
+
+class Held:
+    """The parent directory of one path, held open: several operations, one walk.
+
+    From :func:`opened`. The engine looks at what is at a path, decides, then writes:
+    with one walk for all three, a directory swapped for a link between them cannot
+    redirect the write (it acts on the directory it holds), and the walk is paid once.
+    """
+
+    __slots__ = ("fd", "name", "rel")
+
+    def __init__(self, fd: int, name: str, rel: str):
+        self.fd, self.name, self.rel = fd, name, rel
+
+    def lstat(self) -> os.stat_result | None:
+        """The ``lstat`` of the path (a link is not followed), or None when nothing is there."""
+        try:
+            return os.stat(self.name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def read(self) -> tuple[bytes, os.stat_result]:
+        """The bytes and ``fstat`` of the regular file there (see :func:`read_file`)."""
+        with _open_regular(self.fd, self.name, self.rel) as (handle, st):
+            return handle.read(), st
+
+    def write(self, data: bytes, *, mode: int = 0o644, overwrite: bool = False, fsync: bool = True) -> None:
+        """Write ``data`` atomically (see :func:`write_file`)."""
         tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC, 0o600,
-                     dir_fd=dir_fd)
+                     dir_fd=self.fd)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fchmod(handle.fileno(), mode)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fchmod(fd, mode)
                 if fsync:
-                    os.fsync(handle.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             if overwrite:
-                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                os.replace(tmp, self.name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
             else:
-                _rename_noreplace(dir_fd, tmp, dir_fd, name)
+                _rename_noreplace(self.fd, tmp, self.fd, self.name)
         except BaseException:
             try:
-                os.unlink(tmp, dir_fd=dir_fd)
+                os.unlink(tmp, dir_fd=self.fd)
             except FileNotFoundError:
                 pass
             raise
         if fsync:
-            os.fsync(dir_fd)
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            os.fsync(self.fd)
+
+
+@contextmanager
+def opened(root: StrPath, rel: str, *, create: bool = False) -> Iterator[Held]:
+    """The parent directory of ``rel`` held open (walked without links) for several operations.
+
+    Raises:
+        PathRefused: a bad name, or a link or non-directory among the ancestors.
+        FileNotFoundError: an ancestor is missing (and ``create`` is false).
+    """
+    with _parent(root, rel, create=create) as (fd, name):
+        yield Held(fd, name, rel)
 
 
 def move(root: StrPath, src: str, dst: str, *, fsync: bool = True) -> bool:

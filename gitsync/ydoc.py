@@ -42,6 +42,8 @@ __all__ = [
     "render_canvas",
     "Authorship",
     "read_authorship",
+    "Document",
+    "read_document",
     "read_users",
     "state_vector",
 ]
@@ -379,7 +381,10 @@ def read_canvas(update: bytes) -> dict[str, list[dict[str, Any]]]:
         CorruptUpdate: the bytes are not a Yjs v1 update, nest deeper than
             :data:`gitsync.ycheck.MAX_DEPTH` levels, or hold content with no plain value.
     """
-    doc = _load(update)
+    return _canvas(_load(update))
+
+
+def _canvas(doc: Doc) -> dict[str, list[dict[str, Any]]]:
     roots = set(doc.keys())
     nodes = _canvas_items(_map_values(doc, "nodes"), "node")
     for node in nodes:
@@ -566,6 +571,44 @@ def read_users(update: bytes) -> dict[int, str]:
         CorruptUpdate: the bytes are not a Yjs v1 update.
     """
     return _users(_load(update))
+
+
+@dataclass(frozen=True)
+class Document:
+    """A text or canvas document read in one decoding (see :func:`read_document`).
+
+    Attributes:
+        never_written: the state vector is empty (see :func:`is_never_written`).
+        content: the file's bytes: the text as UTF-8, or the rendered canvas.
+        authorship: state vector and ``users`` map (see :func:`read_authorship`).
+    """
+
+    never_written: bool
+    content: bytes
+    authorship: Authorship
+
+
+def read_document(update: bytes, kind: str) -> Document:
+    """Everything a fetch needs from a ``text`` or ``canvas`` document, decoded once.
+
+    The same as :func:`is_never_written`, :func:`read_text` (or :func:`read_canvas` and
+    :func:`render_canvas`) and :func:`read_authorship` one after the other, at the cost
+    of one decoding instead of three.
+
+    Raises:
+        CorruptUpdate: as :func:`read_text` and :func:`read_canvas`.
+        ValueError: ``kind`` is neither ``text`` nor ``canvas``.
+    """
+    if kind not in ("text", "canvas"):
+        raise ValueError(f"read_document reads text and canvas documents, not {kind!r}")
+    doc = _load(update)
+    vector = doc.get_state()
+    if kind == "canvas":
+        content = render_canvas(_canvas(doc))
+    else:
+        content = _text(doc, "contents").encode("utf-8")
+    return Document(never_written=vector == _EMPTY_STATE_VECTOR, content=content,
+                    authorship=Authorship(state_vector=vector, users=_users(doc)))
 
 
 def read_authorship(update: bytes) -> Authorship:

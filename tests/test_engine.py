@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from dulwich.repo import Repo
 
-from gitsync import gitrepo
+from gitsync import gitrepo, ydoc
 from gitsync.config import Connector, ConnectorsConfig, Settings
 from gitsync.dev.relay import FolderHandle
 from gitsync.engine import Engine, SyncAborted, describe_changes
@@ -662,3 +663,72 @@ def test_files_written_before_a_crash_lost_the_state_are_recognised_as_ours(rela
         assert tree(engine, conn) == {"new.md": b"new\n", "sub/moved.md": b"moving\n"}
     finally:
         engine.close()
+
+
+def test_a_fetched_note_and_canvas_are_each_decoded_once(relay_server, folder, tmp_path, monkeypatch):
+    # The never-written check, the content and the authorship come from one decoding:
+    # each decoding of a small note costs about as much as its fetch.
+    folder.put_markdown("a.md", "A\n")
+    folder.put_canvas("b.canvas", {"nodes": [{"id": "n1", "type": "text", "text": "t", "x": 0, "y": 0,
+                                              "width": 1, "height": 1}], "edges": []})
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder])
+    decoded: list[bytes] = []
+    real_load = ydoc._load
+
+    def counting_load(update):
+        decoded.append(bytes(update))
+        return real_load(update)
+
+    monkeypatch.setattr(ydoc, "_load", counting_load)
+    try:
+        engine.sync_docs(conn, [folder.doc_id("a.md")])  # unknown yet: nothing fetched
+        assert decoded == []
+        engine.sync_folder(conn)
+        for path in ("a.md", "b.canvas"):
+            update = relay_server.get_update(folder.doc_compound_id(path))
+            assert decoded.count(update) == 1, path
+        assert (engine.settings.repo_dir(conn) / "a.md").read_bytes() == b"A\n"
+        assert b'"text":"t"' in (engine.settings.repo_dir(conn) / "b.canvas").read_bytes()
+    finally:
+        engine.close()
+
+
+def test_a_webhook_for_a_document_a_full_sync_has_not_reached_is_served_at_once(relay_server, folder, tmp_path):
+    # A big folder's first sync takes minutes; an edit to one of its documents must not
+    # wait for all of it. The other documents' reads are held so the sync stays in flight.
+    others = [f"a{i:02d}.md" for i in range(20)]
+    for name in others:
+        folder.put_markdown(name, f"{name}\n")
+    folder.put_markdown("zz.md", "first\n")
+    target = folder.doc_compound_id("zz.md")
+    engine, (conn,) = make_engine(relay_server, tmp_path, [folder], fetch_concurrency=3)
+    relay_server.hold(folder.doc_compound_id(name) for name in others)
+    errors: list[BaseException] = []
+
+    def full_sync() -> None:
+        try:
+            engine.sync_folder(conn)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=full_sync)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while relay_server.held_waiting < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert relay_server.held_waiting == 3  # every bulk thread waits on a held read
+        assert relay_server.fetch_count(target) == 0  # the sync has not reached it
+        folder.edit_markdown("zz.md", "edited\n")
+        assert engine.locate(folder.relay_id, folder.doc_id("zz.md")) == (conn, "doc")
+        report = engine.sync_docs(conn, [folder.doc_id("zz.md")])
+        assert report.unknown == [] and report.created == 1
+        assert (engine.settings.repo_dir(conn) / "zz.md").read_bytes() == b"edited\n"
+    finally:
+        relay_server.release()
+        worker.join(60)
+    assert not errors and not worker.is_alive()
+    engine.commit(conn)
+    files = tree(engine, conn)
+    assert files["zz.md"] == b"edited\n" and len(files) == 21
+    engine.close()

@@ -700,3 +700,29 @@ def test_files_over_the_size_limit_are_left_out(repo: Repo):
                             max_file_bytes=10)
     assert result.commit and result.left_out == (("big.bin", 50),)
     assert read_tree_paths(repo, "main") == {"small.md": b"s"}
+
+
+def test_a_large_commit_writes_its_blobs_in_chunks_and_stays_whole(repo: Repo, git_binary: str, monkeypatch):
+    # A first sync commits thousands of files: their blobs are written out every
+    # COMMIT_CHUNK instead of all held until the end; the commit is the same.
+    from gitsync import gitrepo
+
+    flushed: list[int] = []
+    real_flush = gitrepo._Staged.flush
+
+    def counting_flush(self, target):
+        flushed.append(len(self.objects))
+        real_flush(self, target)
+
+    monkeypatch.setattr(gitrepo, "COMMIT_CHUNK", 4)
+    monkeypatch.setattr(gitrepo._Staged, "flush", counting_flush)
+    root = workdir(repo)
+    files = {f"d{i % 3}/n{i}.md": f"note {i}\n" for i in range(11)}
+    for rel, text in files.items():
+        write(root, rel, text)
+    head = commit_paths(repo, list(files), message="Add", author=AUTHOR, branch="main")
+    assert head is not None
+    assert read_tree_paths(repo, "main") == {rel: text.encode() for rel, text in files.items()}
+    assert max(flushed) <= 4 + 5 and len(flushed) >= 3  # chunks of 4 blobs, then trees and commit
+    assert "dangling" not in git(git_binary, root, "fsck", "--strict", "--no-dangling")
+    assert git(git_binary, root, "status", "--porcelain") == ""

@@ -76,6 +76,7 @@ OPS = {
     "move_source": lambda r: worktree.move(r, TARGET, "moved.md"),
     "move_destination": lambda r: worktree.move(r, "mine.md", TARGET),
     "make_dirs": lambda r: worktree.make_dirs(r, TARGET),
+    "opened": lambda r: worktree.opened(r, TARGET, create=True).__enter__(),
 }
 
 
@@ -183,6 +184,22 @@ def test_write_file_is_atomic_and_never_replaces_unless_asked(root):
     assert stat.S_IMODE(st.st_mode) == 0o755
     debris = [p for p in root.rglob("*") if p.name.startswith(worktree.TMP_PREFIX)]
     assert debris == []  # failed writes clean up their temporary files
+
+
+def test_a_held_directory_swapped_for_a_link_keeps_the_write_inside(root, outside):
+    # One walk serves the look and the write: replacing the directory by a link after
+    # the walk cannot send the write outside (it lands in the directory held, moved).
+    worktree.write_file(root, "a/b/c/old.md", b"old\n")
+    with worktree.opened(root, TARGET, create=True) as at:
+        assert at.lstat() is None
+        os.rename(root / "a/b", root / "moved")
+        os.symlink(outside, root / "a/b")
+        at.write(b"new\n", fsync=False)
+        with pytest.raises(FileExistsError):
+            at.write(b"clobbered\n")
+    assert (root / "moved/c/f.md").read_bytes() == b"new\n"
+    assert (outside / "b/c/f.md").read_bytes() == SECRET
+    assert [p.name for p in root.rglob("*") if p.name.startswith(worktree.TMP_PREFIX)] == []
 
 
 @pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "link-unlink"])

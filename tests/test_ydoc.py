@@ -77,6 +77,42 @@ def build(fill) -> bytes:
 # --------------------------------------------------------------------------- JS fixtures
 
 
+class TestReadDocument:
+    """One decoding gives what the three separate reads give."""
+
+    @pytest.mark.parametrize("name", ["note_unicode", "note_never_written", "note_emptied"])
+    def test_text_fixtures(self, name):
+        data = fixture(name)
+        document = ydoc.read_document(data, "text")
+        assert document.never_written is is_never_written(data)
+        assert document.content == read_text(data).encode("utf-8")
+        assert document.authorship == ydoc.read_authorship(data)
+
+    def test_canvas_fixture(self):
+        data = fixture("canvas")
+        document = ydoc.read_document(data, "canvas")
+        assert document.content == render_canvas(read_canvas(data))
+        assert document.never_written is False
+        assert document.authorship == ydoc.read_authorship(data)
+
+    def test_users_are_read(self):
+        def fill(doc):
+            doc.get("contents", type=Text).insert(0, "hi")
+            users = doc.get("users", type=Map)
+            users["ada"] = Map({"ids": [doc.client_id]})
+
+        data = build(fill)
+        document = ydoc.read_document(data, "text")
+        assert document.content == b"hi"
+        assert document.authorship.users == ydoc.read_users(data) != {}
+
+    def test_corrupt_and_unknown_kind(self):
+        with pytest.raises(CorruptUpdate):
+            ydoc.read_document(b"\xff\xff\xff", "text")
+        with pytest.raises(ValueError, match="not 'folder'"):
+            ydoc.read_document(fixture("note_unicode"), "folder")
+
+
 class TestJsFixtures:
     def test_folder(self):
         entries = read_folder(fixture("folder"))

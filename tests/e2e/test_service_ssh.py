@@ -25,7 +25,10 @@ def test_service_pushes_and_keeps_external_commits(relay_server: DevRelay, git_r
     write_connectors(data_dir, [folder], url=git_remote.url, prefix="vault",
                      known_hosts=[git_remote.known_hosts_line])
     with InProcessService(relay_server, data_dir, ssh_private_key=git_remote.client_private_key) as svc:
-        wait_for(lambda: git_remote.read("vault/a.md") == "ours v1\n", "the first push")
+        # both notes: the startup sync may commit and push a.md before b.md is written
+        # (leading edge), and a clone between the two pushes would be behind
+        wait_for(lambda: git_remote.read("vault/a.md") == "ours v1\n" and git_remote.read("vault/b.md") == "b\n",
+                 "the startup sync pushed")
         pubkey = requests.get(f"{svc.url}/api/pubkey", timeout=5).json()
         assert pubkey["key_type"] == "ssh-ed25519" and pubkey["public_key"].startswith("ssh-ed25519 ")
 
