@@ -130,6 +130,8 @@ def head_tree(repo_dir: Path, prefix: str) -> dict[str, bytes]:
         return gitrepo.read_tree_paths(repo, "main", prefix)
 
 
+ADMIN_TOKEN = "bench-admin-token"
+
 class Service:
     """``python -m gunicorn -c gunicorn.conf.py --chdir ROOT wsgi:app`` as in the e2e harness."""
 
@@ -151,6 +153,7 @@ class Service:
                 "GUNICORN_GRACEFUL_TIMEOUT": "30",
                 "PYTHONPATH": str(ROOT),
                 "RELAY_GIT_LOG_LEVEL": "WARNING",
+                "ADMIN_TOKEN": ADMIN_TOKEN,  # /api/status is served only with one
             }
         )
         if debounce is not None:
@@ -194,7 +197,8 @@ class Service:
 
     def status(self) -> dict:
         self.check_alive()
-        return self.session.get(f"{self.url}/api/status", timeout=10).json()
+        return self.session.get(f"{self.url}/api/status", timeout=10,
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
 
     def idle(self) -> bool:
         """Nothing queued, deferred or in progress, and every written path committed."""
