@@ -39,7 +39,7 @@ from .fetch import FetchPool, Lane
 from .ids import compound_id
 from .plan import Delete, Mkdir, Move, Rmdir, Tracked, Write, diff_folders, mass_deletion
 from .relay import NotFound, RelayClient, RelayError, TooLarge, Unauthorized, Unavailable
-from .state import DataDirLock, FileRecord, FolderState, StateRegistry
+from .state import DataDirLock, FileRecord, FolderState, HeldDeletion, StateRegistry
 
 __all__ = ["Engine", "SyncReport", "SyncAborted", "describe_changes"]
 
@@ -530,22 +530,22 @@ class Engine:
         if reason is None:
             if state.held:
                 log.info("held deletion withdrawn relay=%s folder=%s", connector.relay_id, connector.folder_id)
-            state.held = None
+            state.held_deletion = None
             return list(plan.ops)
-        doomed = sorted(op.doc_id for op in plan.ops if isinstance(op, Delete))
+        doomed = tuple(sorted(op.doc_id for op in plan.ops if isinstance(op, Delete)))
         now = time.time()
-        held = state.held
+        held = state.held_deletion
         if confirm or (
             held
-            and set(held.get("docs", [])) <= set(doomed)
-            and now - float(held.get("since", now)) >= self.hold_confirm_seconds
+            and set(held.docs) <= set(doomed)
+            and now - (held.since if held.since is not None else now) >= self.hold_confirm_seconds
         ):
             log.warning("mass deletion confirmed, applying relay=%s folder=%s files=%d",
                         connector.relay_id, connector.folder_id, len(doomed))
-            state.held = None
+            state.held_deletion = None
             return list(plan.ops)
-        since = held["since"] if held and set(held.get("docs", [])) == set(doomed) else now
-        state.held = {"reason": reason, "since": since, "count": len(doomed), "docs": doomed}
+        since = held.since if held and held.since is not None and set(held.docs) == set(doomed) else now
+        state.held_deletion = HeldDeletion(reason=reason, since=since, count=len(doomed), docs=doomed)
         report.held = reason
         log.error(
             "mass deletion held, not applied relay=%s folder=%s files=%d reason=%s (applied when a "

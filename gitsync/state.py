@@ -365,8 +365,8 @@ class _ClaimSet(set):
 class HeldDeletion:
     """A mass deletion the engine holds back until a later read confirms it.
 
-    The state keeps it as a plain record (``FolderState.held``, saved as JSON); this is
-    how readers outside the engine (status, health, metrics) see it.
+    The state saves it as a plain JSON record (``FolderState.held``); the engine, status,
+    health and metrics use this typed value (``FolderState.held_deletion``).
 
     Attributes:
         reason: why it is held, for the operator.
@@ -397,6 +397,10 @@ class HeldDeletion:
             count=count if isinstance(count, int) else len(docs) if isinstance(docs, list) else 0,
             docs=tuple(str(d) for d in docs) if isinstance(docs, list) else (),
         )
+
+    def to_record(self) -> dict[str, Any]:
+        """The plain record the state saves (JSON)."""
+        return {"reason": self.reason, "since": self.since, "count": self.count, "docs": list(self.docs)}
 
 
 class FolderState:
@@ -500,8 +504,12 @@ class FolderState:
 
     @property
     def held_deletion(self) -> HeldDeletion | None:
-        """:attr:`held` as a typed value (for readers outside the engine)."""
+        """The mass deletion held back for this folder, if any."""
         return HeldDeletion.from_record(self._held)
+
+    @held_deletion.setter
+    def held_deletion(self, value: HeldDeletion | None) -> None:
+        self.held = value.to_record() if value is not None else None
 
     @property
     def claimed(self) -> set[str]:
