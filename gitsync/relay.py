@@ -438,6 +438,10 @@ class RelayClient:
         self._manager, self._pool, self._absolute_form = _direct_pool(
             self.base_url, resolved["proxies"], resolved["verify"], pool_size
         )
+        # "scheme://host:port/" as written in base_url: a URL starting with it is on
+        # the Relay Server's origin without parsing it (the common case, by far).
+        parts = urlsplit(self.base_url)
+        self._origin_prefix = f"{parts.scheme}://{parts.netloc}/"
         # Download URLs go through their own session, whose connections check the
         # address they connect to (the Relay Server's own requests need no such check).
         self._addresses = AddressPolicy(
@@ -696,7 +700,7 @@ class RelayClient:
         direct = session is None and self._pool is not None
         session = session or self._session
         for _ in range(_MAX_REDIRECTS + 1):
-            if direct and _origin(url) == self._origin:
+            if direct and (url.startswith(self._origin_prefix) or _origin(url) == self._origin):
                 resp = self._send_direct(url, label, authorized=not isinstance(auth, _NoAuth))
             else:
                 resp = self._send(session, url, auth, label)
@@ -719,6 +723,8 @@ class RelayClient:
         assert self._pool is not None
         if self._absolute_form:
             target = url  # a plain HTTP proxy takes the whole URL
+        elif url.startswith(self._origin_prefix):
+            target = url[len(self._origin_prefix) - 1:]
         else:
             parts = urlsplit(url)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
