@@ -5,12 +5,13 @@ Server itself (document updates, download URLs, readiness) go through one urllib
 connection pool kept for its origin and sized for the engine's fetch concurrency:
 a document fetch runs many thousand times in a full sync, and ``requests`` costs
 more CPU per request than the rest of the fetch.  Attachment downloads, redirects
-to another origin and SOCKS proxies use ``requests`` sessions.  Transient failures (connection errors, timeouts, HTTP 5xx and 429) are
-retried with exponential backoff and jitter; anything else becomes one of a few typed
-errors the engine acts on.  No API key, presigned URL or query string reaches an
-exception message, a log line or a repr.
+to another origin and SOCKS proxies use ``requests`` sessions.  Transient failures
+(connection errors, timeouts, HTTP 5xx and 429) are retried with exponential backoff
+and jitter; anything else becomes one of a few typed errors the engine acts on.  No
+API key, presigned URL or query string reaches an exception message, a log line or
+a repr.
 
-Every body is streamed and counted here, never read whole by ``requests``: a document
+Every body is streamed and counted here, never read whole by the HTTP library: a document
 update and an attachment each have a size cap, a declared ``Content-Length`` over the
 cap is refused before a byte is read, and reading stops one byte past it.  We ask for
 ``identity`` encoding; a server that compresses anyway is decoded with a bounded
@@ -442,6 +443,7 @@ class RelayClient:
         # the Relay Server's origin without parsing it (the common case, by far).
         parts = urlsplit(self.base_url)
         self._origin_prefix = f"{parts.scheme}://{parts.netloc}/"
+        self._bare_origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         # Download URLs go through their own session, whose connections check the
         # address they connect to (the Relay Server's own requests need no such check).
         self._addresses = AddressPolicy(
@@ -721,13 +723,14 @@ class RelayClient:
     def _send_direct(self, url: str, label: str, *, authorized: bool) -> _Reply:
         """One GET on the Relay Server's urllib3 pool (no retries, no redirects)."""
         assert self._pool is not None
-        if self._absolute_form:
-            target = url  # a plain HTTP proxy takes the whole URL
-        elif url.startswith(self._origin_prefix):
+        if url.startswith(self._origin_prefix):
             target = url[len(self._origin_prefix) - 1:]
         else:
             parts = urlsplit(url)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if self._absolute_form:
+            # A plain HTTP proxy takes the whole URL, never with the URL's user info.
+            target = self._bare_origin + target
         headers = self._headers
         if not authorized:
             headers = {k: v for k, v in headers.items() if k != "Authorization"}
