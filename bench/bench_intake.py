@@ -15,9 +15,9 @@ figures side by side:
 3. intake: ``wrk -t2 -c32 -d10s`` posting valid webhooks while the startup full sync of
    a ``--notes`` document folder runs: requests/s, p50 and p99 latency, non-2xx, and
    the documents the service fetched from the stand-in per second meanwhile (the
-   sync's progress, plus the webhooks' own fetches). Two
-   loads: every request for one document (merged into pending work) and each request
-   for a document picked at random from the folder (new work, journaled and fsync'd);
+   sync's progress, plus the webhooks' own fetches). Two loads: every request for one
+   document (merged into pending work) and each request for a document picked at
+   random from the folder (new work, journaled and fsync'd);
 4. cost: the same one-document load against an idle service (a one-note folder,
    startup sync done): requests/s, and the worker's CPU time per request, which
    depends far less on what else runs on the machine than requests/s do.
