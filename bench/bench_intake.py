@@ -13,9 +13,11 @@ figures side by side:
    a request line, half a header block, a body that never comes), ``GET /health`` and
    a valid webhook on fresh connections: latency, or "no answer" within 5 s;
 3. intake: ``wrk -t2 -c32 -d10s`` posting valid webhooks while the startup full sync of
-   a ``--notes`` document folder runs: requests/s, p50 and p99 latency, non-2xx. Two
-   loads: every request for one document (merged into pending work) and each request
-   for a document picked at random from the folder (new work, journaled and fsync'd);
+   a ``--notes`` document folder runs: requests/s, p50 and p99 latency, non-2xx, and
+   the documents the service fetched from the stand-in per second meanwhile (the
+   sync's progress, plus the webhooks' own fetches). Two loads: every request for one
+   document (merged into pending work) and each request for a document picked at
+   random from the folder (new work, journaled and fsync'd);
 4. cost: the same one-document load against an idle service (a one-note folder,
    startup sync done): requests/s, and the worker's CPU time per request, which
    depends far less on what else runs on the machine than requests/s do.
@@ -274,12 +276,16 @@ def measure(name: str, root: Path, relay: DevRelay, folder: FolderHandle, docs: 
     try:
         service.health_after_start()
         fixed = json.dumps(relay.webhook_payload(docs[0]))
+        before = relay.total_fetches
         result["wrk_fixed"] = run_wrk(service.url, _WRK_FIXED.format(secret=SECRET, body=fixed),
                                       args, tmp)
+        result["fetches_fixed"] = (relay.total_fetches - before) / args.duration
         result["sync_running_after_fixed"] = service.status()["initial_sync"] == "running"
         ids = ",".join(f'"{d}"' for d in docs)
+        before = relay.total_fetches
         result["wrk_random"] = run_wrk(service.url, _WRK_RANDOM.format(secret=SECRET, ids=ids),
                                        args, tmp)
+        result["fetches_random"] = (relay.total_fetches - before) / args.duration
         result["sync_running_after_random"] = service.status()["initial_sync"] == "running"
         result["slow"] = slow_clients(service, relay, docs[0], args.slow)
     finally:
@@ -338,6 +344,8 @@ def main() -> int:
             lambda r, k=key: f"{r[k]['non2xx']}, {r[k]['socket_errors']}"[:29])
         row(f"intake, {label}: full sync still running",
             lambda r, k=key: "yes" if r[f"sync_running_after_{k[4:]}"] else "no (finished)")
+        row(f"intake, {label}: relay fetches/s meanwhile",
+            lambda r, k=key: f"{r[f'fetches_{k[4:]}']:.0f}")
     row("idle service, one document: requests/s", lambda r: f"{r['idle']['rate']:.0f}")
     row("idle service, one document: p50 / p99",
         lambda r: f"{r['idle']['p50']:.1f} / {r['idle']['p99']:.1f} ms")

@@ -1,13 +1,17 @@
 """HTTP client for the Relay Server: document updates, attachments, readiness.
 
-One :class:`RelayClient` is shared by every worker thread: it holds a single
-``requests.Session`` whose connection pool is sized for the engine's fetch
-concurrency.  Transient failures (connection errors, timeouts, HTTP 5xx and 429) are
-retried with exponential backoff and jitter; anything else becomes one of a few typed
-errors the engine acts on.  No API key, presigned URL or query string reaches an
-exception message, a log line or a repr.
+One :class:`RelayClient` is shared by every worker thread.  Requests to the Relay
+Server itself (document updates, download URLs, readiness) go through one urllib3
+connection pool kept for its origin and sized for the engine's fetch concurrency:
+a document fetch runs many thousand times in a full sync, and ``requests`` costs
+more CPU per request than the rest of the fetch.  Attachment downloads, redirects
+to another origin and SOCKS proxies use ``requests`` sessions.  Transient failures
+(connection errors, timeouts, HTTP 5xx and 429) are retried with exponential backoff
+and jitter; anything else becomes one of a few typed errors the engine acts on.  No
+API key, presigned URL or query string reaches an exception message, a log line or
+a repr.
 
-Every body is streamed and counted here, never read whole by ``requests``: a document
+Every body is streamed and counted here, never read whole by the HTTP library: a document
 update and an attachment each have a size cap, a declared ``Content-Length`` over the
 cap is refused before a byte is read, and reading stops one byte past it.  We ask for
 ``identity`` encoding; a server that compresses anyway is decoded with a bounded
@@ -37,11 +41,17 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn, TypeVar
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.utils import (
+    DEFAULT_CA_BUNDLE_PATH,
+    get_auth_from_url,
+    prepend_scheme_if_needed,
+    select_proxy,
+)
 
 from .ids import parse_compound_id, parse_uuid
 from .netguard import AddressPolicy, AddressRefused, guarded_adapter
@@ -130,12 +140,15 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _describe_exception(exc: BaseException, timeout: float) -> str:
-    """A short cause for a requests exception, never containing the URL."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
+    """A short cause for a requests or urllib3 exception, never containing the URL."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or (
+        isinstance(exc, urllib3.exceptions.ConnectTimeoutError)
+        and not isinstance(exc, urllib3.exceptions.NewConnectionError)
+    ):
         return "connect timed out"
-    if isinstance(exc, requests.exceptions.ReadTimeout):
+    if isinstance(exc, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
         return f"no response within {timeout:g}s"
-    if isinstance(exc, requests.exceptions.SSLError):
+    if isinstance(exc, (requests.exceptions.SSLError, urllib3.exceptions.SSLError)):
         return "TLS handshake or certificate error"
     for cause in _causes(exc):
         if isinstance(cause, ConnectionRefusedError):
@@ -146,7 +159,8 @@ def _describe_exception(exc: BaseException, timeout: float) -> str:
             return "host name could not be resolved"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "connection broken while reading the body"
-    if isinstance(exc, requests.exceptions.ConnectionError):
+    if isinstance(exc, (requests.exceptions.ConnectionError, urllib3.exceptions.NewConnectionError,
+                        urllib3.exceptions.ProtocolError, urllib3.exceptions.ProxyError)):
         return "connection failed"
     return f"request failed ({type(exc).__name__})"
 
@@ -175,7 +189,35 @@ def _size(n: int) -> str:
     return f"{n:,} bytes"
 
 
-def _content_length(resp: requests.Response) -> int | None:
+class _Reply:
+    """A response with its body unread: status, headers and the urllib3 stream.
+
+    The same shape whether urllib3 answered directly or through ``requests``, so one
+    bounded reader serves both.  Close it (or use ``with``): a fully read body has
+    already given its connection back to the pool; an unread one closes it.
+    """
+
+    __slots__ = ("status_code", "headers", "url", "raw")
+
+    def __init__(self, status_code: int, headers: object, url: str,
+                 raw: urllib3.BaseHTTPResponse):
+        self.status_code = status_code
+        self.headers = headers  # case-insensitive mapping (urllib3 or requests)
+        self.url = url
+        self.raw = raw
+
+    def close(self) -> None:
+        self.raw.close()
+        self.raw.release_conn()
+
+    def __enter__(self) -> _Reply:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _content_length(resp: _Reply) -> int | None:
     raw = resp.headers.get("Content-Length", "").strip()
     return int(raw) if raw.isdigit() else None
 
@@ -231,7 +273,7 @@ class _Inflater:
 
 
 def _read_body(
-    resp: requests.Response,
+    resp: _Reply,
     sink: Callable[[bytes], object],
     *,
     limit: int,
@@ -307,7 +349,7 @@ class _Enough(Exception):
     """Internal: a prefix of the body was all that was wanted."""
 
 
-def _read_prefix(resp: requests.Response, n: int = _ERROR_PREFIX) -> bytes:
+def _read_prefix(resp: _Reply, n: int = _ERROR_PREFIX) -> bytes:
     """Up to ``n`` decoded bytes of the body (best effort, for error messages)."""
     buf = bytearray()
     try:
@@ -387,6 +429,21 @@ class RelayClient:
         self._session.proxies = resolved["proxies"]
         self._session.verify = resolved["verify"]
         self._origin = _origin(self.base_url)
+        self._timeouts = urllib3.Timeout(connect=min(self.timeout, 10.0), read=self.timeout)
+        self._headers = {
+            "User-Agent": "relay-git-sync",
+            "Accept-Encoding": "identity",
+            "Accept": "*/*",
+            "Authorization": f"Bearer {api_key}",
+        }
+        self._manager, self._pool, self._absolute_form = _direct_pool(
+            self.base_url, resolved["proxies"], resolved["verify"], pool_size
+        )
+        # "scheme://host:port/" as written in base_url: a URL starting with it is on
+        # the Relay Server's origin without parsing it (the common case, by far).
+        parts = urlsplit(self.base_url)
+        self._origin_prefix = f"{parts.scheme}://{parts.netloc}/"
+        self._bare_origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         # Download URLs go through their own session, whose connections check the
         # address they connect to (the Relay Server's own requests need no such check).
         self._addresses = AddressPolicy(
@@ -411,6 +468,8 @@ class RelayClient:
 
     def close(self) -> None:
         """Close pooled connections; the client must not be used afterwards."""
+        if self._manager is not None:
+            self._manager.clear()
         self._session.close()
         self._blob_session.close()
 
@@ -540,17 +599,12 @@ class RelayClient:
     def ready(self) -> bool:
         """True when ``GET /ready`` answers 200 (one attempt, no retries, never raises)."""
         try:
-            resp = self._session.get(
-                self.base_url + "/ready",
-                auth=self._auth,
-                stream=True,  # the status is all we want: the body is never read
-                timeout=(min(self.timeout, 10.0), self.timeout),
-            )
-            resp.close()
-        except requests.RequestException as exc:
-            log.debug("relay not ready error=%r", _describe_exception(exc, self.timeout))
+            # The status is all we want: the body is never read.
+            with self._open(self.base_url + "/ready", auth=self._auth, label="/ready") as resp:
+                return resp.status_code == 200
+        except (_Retry, RelayError) as exc:
+            log.debug("relay not ready error=%r", exc.args[0] if exc.args else exc)
             return False
-        return resp.status_code == 200
 
     # -- internals --------------------------------------------------------------------
 
@@ -626,13 +680,15 @@ class RelayClient:
         label: str,
         params: dict[str, str] | None = None,
         session: requests.Session | None = None,
-    ) -> requests.Response:
+    ) -> _Reply:
         """GET ``url`` with its body unread, following redirects without reading theirs.
 
         The caller reads (bounded) and closes the response.  ``auth`` is dropped when a
         redirect leaves the origin, by the same rule ``requests`` applies.  ``label``
         names the request in errors (a path; never a presigned URL).  ``session``
         defaults to the Relay Server's; downloads pass the address-checking one.
+        Requests to the Relay Server's origin with its own session go straight to
+        its urllib3 pool.
 
         Raises:
             _Retry: no response (connection refused, reset, timed out).
@@ -641,27 +697,15 @@ class RelayClient:
             netguard.AddressRefused: (``session`` checking addresses) a refused
                 target, before anything was sent to it.
         """
+        if params:
+            url = f"{url}?{urlencode(params)}"
+        direct = session is None and self._pool is not None
         session = session or self._session
         for _ in range(_MAX_REDIRECTS + 1):
-            proxies = None
-            if not session.trust_env and _origin(url) != self._origin:
-                proxies = requests.utils.get_environ_proxies(url)  # not resolved for this origin
-            try:
-                resp = session.get(
-                    url,
-                    params=params,
-                    auth=auth,
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=(min(self.timeout, 10.0), self.timeout),
-                    proxies=proxies,
-                )
-            except requests.exceptions.SSLError as exc:
-                raise Unavailable(
-                    f"GET {label} failed: {_describe_exception(exc, self.timeout)}", path=label
-                ) from None
-            except requests.RequestException as exc:
-                raise _Retry(_describe_exception(exc, self.timeout)) from None
+            if direct and (url.startswith(self._origin_prefix) or _origin(url) == self._origin):
+                resp = self._send_direct(url, label, authorized=not isinstance(auth, _NoAuth))
+            else:
+                resp = self._send(session, url, auth, label)
             location = resp.headers.get("Location")
             if resp.status_code not in _REDIRECTS or not location:
                 return resp
@@ -670,15 +714,67 @@ class RelayClient:
             if urlsplit(target).scheme not in ("http", "https"):
                 raise BadResponse(f"GET {label} redirected to a URL that is not http(s)",
                                   path=label, status=resp.status_code)
-            if session.should_strip_auth(resp.url, target):
+            if self._session.should_strip_auth(resp.url, target):
                 auth = _NoAuth()
-            url, params = target, None
+            url = target
         raise BadResponse(f"GET {label} redirected more than {_MAX_REDIRECTS} times",
                           path=label, status=resp.status_code)
 
+    def _send_direct(self, url: str, label: str, *, authorized: bool) -> _Reply:
+        """One GET on the Relay Server's urllib3 pool (no retries, no redirects)."""
+        assert self._pool is not None
+        if url.startswith(self._origin_prefix):
+            target = url[len(self._origin_prefix) - 1:]
+        else:
+            parts = urlsplit(url)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if self._absolute_form:
+            # A plain HTTP proxy takes the whole URL, never with the URL's user info.
+            target = self._bare_origin + target
+        headers = self._headers
+        if not authorized:
+            headers = {k: v for k, v in headers.items() if k != "Authorization"}
+        try:
+            raw = self._pool.urlopen(
+                "GET", target, headers=headers, retries=False, redirect=False,
+                timeout=self._timeouts, preload_content=False, decode_content=False,
+                assert_same_host=False,
+            )
+        except urllib3.exceptions.SSLError as exc:
+            raise Unavailable(
+                f"GET {label} failed: {_describe_exception(exc, self.timeout)}", path=label
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _Retry(_describe_exception(exc, self.timeout)) from None
+        return _Reply(raw.status, raw.headers, url, raw)
+
+    def _send(
+        self, session: requests.Session, url: str, auth: requests.auth.AuthBase, label: str
+    ) -> _Reply:
+        """One GET through a ``requests`` session (no retries, no redirects)."""
+        proxies = None
+        if not session.trust_env and _origin(url) != self._origin:
+            proxies = requests.utils.get_environ_proxies(url)  # not resolved for this origin
+        try:
+            resp = session.get(
+                url,
+                auth=auth,
+                stream=True,
+                allow_redirects=False,
+                timeout=(min(self.timeout, 10.0), self.timeout),
+                proxies=proxies,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise Unavailable(
+                f"GET {label} failed: {_describe_exception(exc, self.timeout)}", path=label
+            ) from None
+        except requests.RequestException as exc:
+            raise _Retry(_describe_exception(exc, self.timeout)) from None
+        return _Reply(resp.status_code, resp.headers, resp.url, resp.raw)
+
     def _get(
         self, path: str, *, what: str, params: dict[str, str] | None = None
-    ) -> requests.Response:
+    ) -> _Reply:
         """One authenticated GET; maps statuses to errors or :class:`_Retry`.
 
         Returns the 200 response with its body unread: the caller reads and closes it.
@@ -807,6 +903,43 @@ class RelayClient:
         return redact(text, [self._api_key])
 
 
+def _direct_pool(
+    base_url: str, proxies: dict[str, str], verify: bool | str, pool_size: int
+) -> tuple[urllib3.PoolManager | None, urllib3.HTTPConnectionPool | None, bool]:
+    """The urllib3 pool for the Relay Server's origin, from settings resolved once.
+
+    ``proxies`` and ``verify`` are what ``requests`` resolved from the environment
+    (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE...), applied the way its adapter does:
+    the CA bundle (or directory) given, else certifi's; a proxy's user and password
+    as ``Proxy-Authorization``.
+
+    Returns:
+        ``(manager, pool, absolute_form)``: ``absolute_form`` when requests must name
+        the whole URL (plain HTTP through a proxy).  ``(None, None, False)`` for a
+        SOCKS proxy, which stays with ``requests``.
+    """
+    tls: dict[str, object] = {"cert_reqs": "CERT_NONE"}
+    if verify:
+        where = DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
+        key = "ca_cert_dir" if os.path.isdir(where) else "ca_certs"
+        tls = {"cert_reqs": "CERT_REQUIRED", key: where}
+    proxy = select_proxy(base_url + "/", proxies)
+    manager: urllib3.PoolManager
+    if not proxy:
+        manager = urllib3.PoolManager(num_pools=4, maxsize=pool_size, **tls)  # type: ignore[arg-type]
+        return manager, manager.connection_from_url(base_url), False
+    proxy = prepend_scheme_if_needed(proxy, "http")
+    if urlsplit(proxy).scheme.lower() not in ("http", "https"):
+        return None, None, False
+    user, password = get_auth_from_url(proxy)
+    headers = urllib3.make_headers(proxy_basic_auth=f"{user}:{password}") if user else None
+    manager = urllib3.ProxyManager(
+        proxy, proxy_headers=headers, num_pools=4, maxsize=pool_size, **tls  # type: ignore[arg-type]
+    )
+    absolute = urlsplit(base_url).scheme.lower() == "http"
+    return manager, manager.connection_from_url(base_url), absolute
+
+
 def _origin(url: str) -> tuple[str, str | None, int | None]:
     """Scheme, host and port of ``url`` (the port as given, or None)."""
     parts = urlsplit(url)
@@ -817,5 +950,5 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
     return parts.scheme.lower(), parts.hostname, port
 
 
-def _media_type(resp: requests.Response) -> str:
+def _media_type(resp: _Reply) -> str:
     return resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()

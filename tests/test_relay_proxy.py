@@ -28,6 +28,7 @@ class _Proxy(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Forward)
         self.upstream = urlsplit(upstream)
         self.seen: list[str] = []
+        self.hosts: list[str | None] = []
 
 
 class _Forward(BaseHTTPRequestHandler):
@@ -37,6 +38,7 @@ class _Forward(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.seen.append(self.path)
+        self.server.hosts.append(self.headers.get("Host"))
         target = urlsplit(self.path)
         conn = http.client.HTTPConnection(self.server.upstream.hostname, self.server.upstream.port, timeout=10)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "proxy-connection")}
@@ -91,3 +93,18 @@ def test_no_proxy_is_honoured(relay_server, proxy, monkeypatch):
         with pytest.raises(Unavailable, match="could not be resolved"):
             client.get_update(folder.doc_compound_id("a.md"))
     assert proxy.seen == []
+
+
+def test_user_info_of_the_relay_url_never_reaches_the_proxy(relay_server, proxy, monkeypatch):
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "through the proxy\n")
+    cid = folder.doc_compound_id("a.md")
+    port = urlsplit(relay_server.url).port
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with RelayClient(f"http://someone:url-secret@{UNRESOLVABLE}:{port}", TEST_API_KEY,
+                     retries=0) as client:
+        assert client.get_update(cid) == relay_server.get_update(cid)
+    assert proxy.seen == [f"http://{UNRESOLVABLE}:{port}/d/{cid}/as-update"]
+    assert proxy.hosts == [f"{UNRESOLVABLE}:{port}"]
