@@ -196,9 +196,8 @@ class Publisher:
         A push is skipped while the connector backs off after a failure (unless
         ``final``: the last push before stopping) and when no local commit is missing
         on the remote (unless ``force_push``: the startup push that also learns where the
-        remote is). Locks as in :meth:`push`. This is one commit: the push sends it
-        without committing again, and the index entries of its paths are written after
-        the push (rewriting a large folder's index would delay it).
+        remote is). Locks as in :meth:`push`. The index entries of the committed paths
+        are written after the push (rewriting a large folder's index would delay it).
 
         Args:
             on_push: called after the commit, when a push is about to start (the
@@ -222,7 +221,7 @@ class Publisher:
                 return Published(sha)  # nothing to send: no network round trip
             if on_push is not None:
                 on_push()
-            return Published(sha, self.push(engine, connector, commit_first=False))
+            return Published(sha, self.push(engine, connector))
         finally:
             self._refresh_index(engine, connector)
 
@@ -241,9 +240,12 @@ class Publisher:
             return gitrepo.has_unpushed(engine.repo(connector), branch=connector.branch,
                                         remote_name=connector.remote_name)
 
-    def push(self, engine, connector: Connector, *, commit_first: bool = True) -> PushOutcome:
-        """Commit pending paths (unless ``commit_first`` is False: the caller just did),
-        then push the connector's branch. Never raises.
+    def push(self, engine, connector: Connector) -> PushOutcome:
+        """Commit pending paths, then push the connector's branch. Never raises.
+
+        The commit picks up what was written since the caller's commit (an edit that
+        waited for the folder lock while that commit was made goes out with it); the
+        index entries of the committed paths are written after the push.
 
         The usual push holds only the repository lock: it reads commits and writes a
         tracking ref, never the working tree, and every other user of the repository
@@ -259,9 +261,8 @@ class Publisher:
         try:
             spec = self.spec(connector)
             vendor = self.vendor() if spec.kind == "ssh" else None
-            if commit_first:
-                with engine.lock(connector):
-                    engine.commit(connector)
+            with engine.lock(connector):
+                engine.commit(connector, defer_index=True)
             options = dict(branch=connector.branch, remote_name=connector.remote_name, vendor=vendor)
             with engine.repo_lock(connector):
                 try:
@@ -292,6 +293,8 @@ class Publisher:
                         connector.relay_id, connector.folder_id, redact_url(connector.url),
                         outcome.failures, delay, permanent, message)
             return self._record(connector, outcome, time.monotonic() + delay)
+        finally:
+            self._refresh_index(engine, connector)
         self._backoff.reset(key)
         outcome = PushOutcome(ok=True, at=when, status=result.status, remote_head=result.remote_head,
                               pushed=result.pushed_commits, rebuilt=result.rebuilt)
