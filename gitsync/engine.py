@@ -246,6 +246,8 @@ class Engine:
         # the whole sync, which for a big folder's first sync takes minutes.
         self._arriving: dict[tuple[str, str], tuple[int, dict[str, tuple[ydoc.Entry, str]]]] = {}
         self._commits_since_pack: dict[tuple[str, str], int] = {}
+        # Index entries of committed paths not written yet (commit(defer_index=True)).
+        self._index_pending: dict[tuple[str, str], dict[bytes, gitrepo.IndexUpdate]] = {}
         for connector in connectors.connectors:
             self._index_folder(connector, self._folder_state(connector))
 
@@ -253,6 +255,12 @@ class Engine:
 
     def close(self) -> None:
         self._pool.close()
+        for connector in self.connectors.connectors:
+            try:
+                self.refresh_index(connector)
+            except Exception as exc:  # only a convenience for people using git
+                log.warning("index not refreshed relay=%s folder=%s error=%s",
+                            connector.relay_id, connector.folder_id, exc)
         with self._meta_lock:
             for repo in self._repos.values():
                 repo.close()  # type: ignore[attr-defined]
@@ -998,6 +1006,13 @@ class Engine:
 
     # --- committing -----------------------------------------------------------------
 
+    def refresh_index(self, connector: Connector) -> None:
+        """Write the index entries that deferred commits left (see :meth:`commit`)."""
+        with self.repo_lock(connector):
+            pending = self._index_pending.pop(connector.key, None)
+            if pending:
+                gitrepo.refresh_index(self.repo(connector), pending)
+
     def left_out(self, connector: Connector) -> list[tuple[str, str]]:
         """Files the last commit left out, with the reason: ``(repo path, reason)``."""
         with self._meta_lock:
@@ -1020,11 +1035,15 @@ class Engine:
         return set(reasons)
 
     def commit(self, connector: Connector, *, timestamp: int | None = None,
-               report: SyncReport | None = None) -> str | None:
+               report: SyncReport | None = None, defer_index: bool = False) -> str | None:
         """Commit the paths changed since the last commit; None when nothing changed.
 
         A file over ``max_file_bytes`` is left out and stays pending (committed once it
         fits); its reason goes to ``report.skipped`` and :meth:`left_out`.
+
+        ``defer_index``: leave the index entries of the committed paths for
+        :meth:`refresh_index` (the publisher writes them after the push: rewriting the
+        index of a large folder would otherwise delay every push).
         """
         with self.lock(connector), self.repo_lock(connector):
             state = self._folder_state(connector)
@@ -1039,7 +1058,12 @@ class Engine:
                 committer=self.settings.author,
                 timestamp=timestamp,
                 max_file_bytes=self.settings.max_file_bytes,
+                refresh=False,
             )
+            pending = self._index_pending.setdefault(connector.key, {})
+            pending.update(result.index_updates)
+            if not defer_index:
+                self.refresh_index(connector)
             sha = result.commit
             held = self._note_left_out(connector, result.left_out, report)
             done = [p for p in paths if p not in held]

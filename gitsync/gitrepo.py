@@ -84,9 +84,13 @@ __all__ = [
     "push_fast_forward",
     "push_without_fetch",
     "read_tree_paths",
+    "refresh_index",
 ]
 
 log = logging.getLogger(__name__)
+
+#: A path's index entry to write, ``(stat, blob id, mode)``, or None to drop it.
+IndexUpdate = tuple[os.stat_result, bytes, int] | None
 
 #: More objects than this in one commit go into one pack instead of loose objects.
 COMMIT_CHUNK = 2000  # new blobs a commit holds in memory before writing them out
@@ -318,12 +322,15 @@ class CommitResult:
     commit: the new commit id (hex), or None when the tree did not change; with
         several parts, the last of the chain (the branch's new head);
     left_out: ``(path, size)`` of files over ``max_file_bytes``, not committed;
-    commits: every commit made, oldest first.
+    commits: every commit made, oldest first;
+    index_updates: the index entries still to refresh when the commit was asked not to
+        (see :func:`refresh_index`); empty otherwise.
     """
 
     commit: str | None
     left_out: tuple[tuple[str, int], ...] = ()
     commits: tuple[str, ...] = ()
+    index_updates: Mapping[bytes, IndexUpdate] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -483,6 +490,7 @@ def commit_parts(
     committer: str | None = None,
     timestamp: int | None = None,
     max_file_bytes: int | None = None,
+    refresh: bool = True,
 ) -> CommitResult:
     """Commit the working-tree state of the parts' paths as a chain of commits.
 
@@ -501,10 +509,13 @@ def commit_parts(
             commit's author).
         timestamp: seconds since the epoch (default: now), timezone UTC.
         max_file_bytes: largest file to commit (None: no limit).
+        refresh: refresh the index entries of the paths now; when False they are returned
+            (``index_updates``) for :func:`refresh_index` later, so a commit that must
+            be pushed at once does not wait for the rewrite of a large index.
 
     Returns:
-        The new head (None when the tree did not change), every commit made, and the
-        files left out.
+        The new head (None when the tree did not change), every commit made, the files
+        left out, and the index entries not yet refreshed.
 
     Raises:
         ValueError: no part, a path is not repo-relative, or an identity is malformed.
@@ -531,7 +542,7 @@ def commit_parts(
     owner: dict[bytes, int] = {}  # changed path -> index of its part
     staged = _Staged(store)
     left_out: list[tuple[str, int]] = []
-    index_updates: dict[bytes, tuple[os.stat_result, bytes, int] | None] = {}
+    index_updates: dict[bytes, IndexUpdate] = {}
     reader = worktree.Reader(root)
     try:
         # By parent directory: one walk per directory, not one per file (10,000 files of a
@@ -643,9 +654,11 @@ def commit_parts(
                 )
             log.debug("committed branch=%s commit=%s commits=%d paths=%d", branch,
                       made[-1].id[:12].decode("ascii"), len(made), len(change_list))
-    _refresh_index(repo, index_updates)
     ids = tuple(c.id.decode("ascii") for c in made)
-    return CommitResult(ids[-1] if ids else None, tuple(left_out), ids)
+    if refresh:
+        refresh_index(repo, index_updates)
+        index_updates = {}
+    return CommitResult(ids[-1] if ids else None, tuple(left_out), ids, index_updates)
 
 
 def _ancestors(path: bytes) -> Iterable[bytes]:
@@ -659,8 +672,11 @@ def _local_config(repo: Repo) -> Any:
     return repo.get_config()
 
 
-def _refresh_index(repo: Repo, updates: Mapping[bytes, tuple[os.stat_result, bytes, int] | None]) -> None:
+def refresh_index(repo: Repo, updates: Mapping[bytes, IndexUpdate]) -> None:
     """Refresh the index entries of committed paths (a convenience for people using git).
+
+    ``updates`` maps a path to its ``(stat, blob id, mode)`` when committed, or to None
+    when it left the tree. Caller holds the repository lock.
 
     A locked index (a person's git holds ``index.lock``) is left as it is: the commit
     does not depend on it.

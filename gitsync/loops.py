@@ -373,7 +373,7 @@ class Publishers(Loop):
                 lock.release()
                 made = False
                 try:
-                    made = self.commit_and_push(connector)
+                    made = self.commit_and_push(connector, on_commit=lambda key=key: svc.schedule.started(key))
                 except GitError as exc:  # e.g. a lock file someone holds: said plainly, retried
                     svc.ledger.record_error(connector, f"commit failed: {exc}")
                 except Exception as exc:  # one broken repository must not stop the others
@@ -411,14 +411,15 @@ class Publishers(Loop):
                               connector.relay_id, connector.folder_id)
                 self.svc.ledger.record_error(connector, f"commit or push failed: {exc}", kind="commit")
 
-    def commit_and_push(self, connector: Connector, *, final: bool = False, force_push: bool = False) -> bool:
+    def commit_and_push(self, connector: Connector, *, final: bool = False, force_push: bool = False,
+                        on_commit: Callable[[], None] | None = None) -> bool:
         """Commit the folder's pending paths, then push (see :meth:`Publisher.publish`);
         True when a commit was made."""
         svc, ledger = self.svc, self.svc.ledger
         status = ledger.folder(connector.key)
         self._set(PublisherState.COMMITTING)
         done = svc.publisher.publish(svc.engine, connector, force_push=force_push, final=final,
-                                     on_push=lambda: self._set(PublisherState.PUSHING))
+                                     on_push=lambda: self._set(PublisherState.PUSHING), on_commit=on_commit)
         ledger.health_tracker.succeeded(connector.key, "commit")
         if done.commit:
             status.last_commit = done.commit

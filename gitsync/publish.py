@@ -189,32 +189,48 @@ class Publisher:
             return gitrepo.clear_stale_locks(engine.settings.repo_dir(connector))
 
     def publish(self, engine, connector: Connector, *, force_push: bool = False,
-                final: bool = False, on_push: Callable[[], None] | None = None) -> Published:
+                final: bool = False, on_push: Callable[[], None] | None = None,
+                on_commit: Callable[[], None] | None = None) -> Published:
         """Commit the folder's pending paths, then push when there is something to send.
 
         A push is skipped while the connector backs off after a failure (unless
         ``final``: the last push before stopping) and when no local commit is missing
         on the remote (unless ``force_push``: the startup push that also learns where the
-        remote is). Locks as in :meth:`push`.
+        remote is). Locks as in :meth:`push`. The index entries of the committed paths
+        are written after the push (rewriting a large folder's index would delay it).
 
         Args:
             on_push: called after the commit, when a push is about to start (the
                 caller's status shows it).
+            on_commit: called with the folder lock held, right before the commit (the
+                commit schedule counts its interval from there).
         """
-        with engine.lock(connector):
-            try:
-                sha = engine.commit(connector)
-            except gitrepo.RepositoryLocked:
-                if not self._sweep(engine, connector).removed:  # a recent lock: someone's git
-                    raise
-                sha = engine.commit(connector)
-        if not connector.url or not (force_push or self.due(connector, force=final)):
-            return Published(sha)
-        if not force_push and not self.has_unpushed(engine, connector):
-            return Published(sha)  # nothing to send: no network round trip
-        if on_push is not None:
-            on_push()
-        return Published(sha, self.push(engine, connector))
+        try:
+            with engine.lock(connector):
+                if on_commit is not None:
+                    on_commit()
+                try:
+                    sha = engine.commit(connector, defer_index=True)
+                except gitrepo.RepositoryLocked:
+                    if not self._sweep(engine, connector).removed:  # a recent lock: someone's git
+                        raise
+                    sha = engine.commit(connector, defer_index=True)
+            if not connector.url or not (force_push or self.due(connector, force=final)):
+                return Published(sha)
+            if not force_push and not self.has_unpushed(engine, connector):
+                return Published(sha)  # nothing to send: no network round trip
+            if on_push is not None:
+                on_push()
+            return Published(sha, self.push(engine, connector))
+        finally:
+            self._refresh_index(engine, connector)
+
+    def _refresh_index(self, engine, connector: Connector) -> None:
+        try:
+            engine.refresh_index(connector)
+        except Exception as exc:  # a convenience for people using git: the commit stands
+            log.warning("index not refreshed relay=%s folder=%s error=%s", connector.relay_id,
+                        connector.folder_id, redact(str(exc), self.secrets))
 
     def has_unpushed(self, engine, connector: Connector) -> bool:
         """True when the branch has commits the remote has not acknowledged (no network)."""
@@ -226,6 +242,10 @@ class Publisher:
 
     def push(self, engine, connector: Connector) -> PushOutcome:
         """Commit pending paths, then push the connector's branch. Never raises.
+
+        The commit picks up what was written since the caller's commit (an edit that
+        waited for the folder lock while that commit was made goes out with it); the
+        index entries of the committed paths are written after the push.
 
         The usual push holds only the repository lock: it reads commits and writes a
         tracking ref, never the working tree, and every other user of the repository
@@ -242,7 +262,7 @@ class Publisher:
             spec = self.spec(connector)
             vendor = self.vendor() if spec.kind == "ssh" else None
             with engine.lock(connector):
-                engine.commit(connector)
+                engine.commit(connector, defer_index=True)
             options = dict(branch=connector.branch, remote_name=connector.remote_name, vendor=vendor)
             with engine.repo_lock(connector):
                 try:
@@ -273,6 +293,8 @@ class Publisher:
                         connector.relay_id, connector.folder_id, redact_url(connector.url),
                         outcome.failures, delay, permanent, message)
             return self._record(connector, outcome, time.monotonic() + delay)
+        finally:
+            self._refresh_index(engine, connector)
         self._backoff.reset(key)
         outcome = PushOutcome(ok=True, at=when, status=result.status, remote_head=result.remote_head,
                               pushed=result.pushed_commits, rebuilt=result.rebuilt)

@@ -6,6 +6,10 @@ that follow within the interval wait for the interval's end and go into one comm
 So a folder never makes more than one commit per interval, and a steady stream of
 edits costs one commit per interval, not one per edit.
 
+The interval runs from when a commit starts, not from when its push ends: a change
+written while a folder's commit is pushed is due one interval after that commit, so a
+slow push (a large commit while a startup sync runs) does not stretch the interval.
+
 Each folder has its own due time: a folder that is busy (its lock held by a long
 sync) is tried again shortly, without delaying any other folder. Pure bookkeeping
 with an injectable clock; the publisher thread does the waiting.
@@ -32,6 +36,8 @@ class CommitSchedule:
         self._seq = 0
         self._last_commit: dict[Hashable, float] = {}
         self._claimed: set[Hashable] = set()
+        self._started: dict[Hashable, float] = {}  # claimed folder -> when its commit started
+        self._after_claim: set[Hashable] = set()  # due while claimed: due once released
         self._cond = threading.Condition()
 
     def changed(self, key: Hashable) -> None:
@@ -42,7 +48,7 @@ class CommitSchedule:
             now = self._clock()
             if key in self._claimed:
                 # a commit of this folder is being made now and counts as its last one
-                when = now + self.interval
+                when = max(now, self._started.get(key, now) + self.interval)
             else:
                 last = self._last_commit.get(key)
                 when = now if last is None else max(now, last + self.interval)
@@ -51,16 +57,32 @@ class CommitSchedule:
     def retry(self, key: Hashable, delay: float) -> None:
         """Try ``key`` again after ``delay`` seconds (its folder was busy, or a commit failed)."""
         with self._cond:
-            self._claimed.discard(key)
+            self._release(key)
             self._push(key, self._clock() + delay)
 
-    def committed(self, key: Hashable, *, made: bool = True) -> None:
-        """The claimed ``key`` was handled; ``made`` when a commit was actually written."""
+    def started(self, key: Hashable) -> None:
+        """The claimed ``key``'s commit starts now: its interval counts from here."""
         with self._cond:
-            self._claimed.discard(key)
+            if key in self._claimed:
+                self._started[key] = self._clock()
+
+    def committed(self, key: Hashable, *, made: bool = True) -> None:
+        """The claimed ``key`` was handled (committed and pushed); ``made`` when a
+        commit was actually written."""
+        with self._cond:
+            start = self._release(key)
             if made:
-                self._last_commit[key] = self._clock()
+                self._last_commit[key] = start if start is not None else self._clock()
             self._cond.notify_all()
+
+    def _release(self, key: Hashable) -> float | None:
+        """Unclaim ``key``; returns when its commit started (None: it did not)."""
+        self._claimed.discard(key)
+        if key in self._after_claim:
+            self._after_claim.discard(key)
+            heapq.heappush(self._heap, (self._due[key], self._next_seq(), key))
+            self._cond.notify_all()
+        return self._started.pop(key, None)
 
     def take_due(self) -> list[Hashable]:
         """Claim every folder due now; a claimed folder is not handed out again until
@@ -73,9 +95,13 @@ class CommitSchedule:
                 if self._due.get(key) != when:
                     continue  # superseded entry
                 if key in self._claimed:
-                    # being committed right now: this change comes one interval later
-                    self._due[key] = now + self.interval
-                    heapq.heappush(self._heap, (self._due[key], self._next_seq(), key))
+                    # being committed right now: this change comes one interval after
+                    # that commit started, and never before it is handled
+                    self._due[key] = self._started.get(key, now) + self.interval
+                    if self._due[key] > now:
+                        heapq.heappush(self._heap, (self._due[key], self._next_seq(), key))
+                    else:
+                        self._after_claim.add(key)
                     continue
                 del self._due[key]
                 self._claimed.add(key)

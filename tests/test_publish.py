@@ -265,3 +265,35 @@ def test_publish_says_when_a_push_starts_and_only_then(relay_server, tmp_path):
         assert again.commit is None and again.push is None and pushes == [False]
     finally:
         engine.close()
+
+
+def test_the_index_is_written_after_the_push_and_an_edit_made_meanwhile_goes_with_it(relay_server, tmp_path):
+    bare = tmp_path / "remote.git"
+    Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
+    folder = relay_server.add_folder()
+    folder.put_markdown("a.md", "v1\n")
+    conn = Connector(folder.relay_id, folder.folder_id, url=str(bare))
+    engine, publisher, settings = make_publisher(relay_server, tmp_path / "data", conn)
+    seen: list[bool] = []
+
+    def on_push() -> None:
+        # the commit is made; its index entries wait for the push; an edit lands meanwhile
+        with Repo(str(settings.repo_dir(conn))) as repo:
+            seen.append(b"a.md" in repo.open_index())
+        folder.edit_markdown("a.md", "v2\n")
+        assert engine.sync_docs(conn, [folder.doc_id("a.md")]).updated == 1
+
+    try:
+        engine.sync_folder(conn)
+        done = publisher.publish(engine, conn, on_push=on_push)
+        assert done.commit and done.push is not None and done.push.ok
+        assert seen == [False]
+        with Repo(str(bare)) as remote:
+            assert gitrepo.read_tree_paths(remote, "main") == {"a.md": b"v2\n"}  # went with the push
+        with Repo(str(settings.repo_dir(conn))) as repo:
+            index = repo.open_index()
+            assert b"a.md" in index  # written once the push is done
+            assert index[b"a.md"].sha == Blob.from_string(b"v2\n").id
+        assert not engine.pending_paths(conn)
+    finally:
+        engine.close()

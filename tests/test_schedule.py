@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gitsync.schedule import CommitSchedule
 
 
@@ -89,3 +91,38 @@ def test_nothing_changed_nothing_due():
     schedule = CommitSchedule(2.0, clock=Clock())
     assert schedule.take_due() == []
     assert schedule.seconds_to_next() is None
+
+
+def test_the_interval_counts_from_the_commit_start_not_the_push_end():
+    clock = Clock()
+    schedule = CommitSchedule(2.0, clock=clock)
+    schedule.changed("A")
+    assert schedule.take_due() == ["A"]
+    schedule.started("A")  # committed at 1000.0, then pushed for 1.2 s
+    clock.now += 0.5
+    schedule.changed("A")  # written while the push runs
+    clock.now += 0.7
+    schedule.committed("A")
+    assert schedule.seconds_to_next() == pytest.approx(0.8)  # due at 1002.0, not 1002.5 or 1003.2
+    clock.now = 1002.0
+    assert schedule.take_due() == ["A"]
+    schedule.started("A")
+    schedule.committed("A")
+    clock.now += 0.3
+    schedule.changed("A")  # after a quick commit: one interval after its start
+    assert schedule.seconds_to_next() == pytest.approx(1.7)
+
+
+def test_a_change_due_while_its_folder_still_pushes_is_due_once_the_push_ends():
+    clock = Clock()
+    schedule = CommitSchedule(2.0, clock=clock)
+    schedule.changed("A")
+    assert schedule.take_due() == ["A"]
+    schedule.started("A")
+    clock.now += 0.5
+    schedule.changed("A")
+    clock.now += 2.0  # a slow push: the change is due, its folder is still claimed
+    assert schedule.take_due() == []
+    assert schedule.take_due() == []
+    schedule.committed("A")
+    assert schedule.take_due() == ["A"]
