@@ -221,7 +221,7 @@ class Publisher:
                 return Published(sha)  # nothing to send: no network round trip
             if on_push is not None:
                 on_push()
-            return Published(sha, self.push(engine, connector))
+            return Published(sha, self.push(engine, connector, commit_first=False))
         finally:
             self._refresh_index(engine, connector)
 
@@ -240,12 +240,13 @@ class Publisher:
             return gitrepo.has_unpushed(engine.repo(connector), branch=connector.branch,
                                         remote_name=connector.remote_name)
 
-    def push(self, engine, connector: Connector) -> PushOutcome:
-        """Commit pending paths, then push the connector's branch. Never raises.
+    def push(self, engine, connector: Connector, *, commit_first: bool = True) -> PushOutcome:
+        """Commit pending paths (unless ``commit_first`` is off), then push. Never raises.
 
-        The commit picks up what was written since the caller's commit (an edit that
-        waited for the folder lock while that commit was made goes out with it); the
-        index entries of the committed paths are written after the push.
+        :meth:`publish` has just committed and passes ``commit_first=False``: an edit
+        written during that commit waits for the folder's next interval, so a folder
+        never gets two commits in one interval. The index entries of the committed paths
+        are written after the push.
 
         The usual push holds only the repository lock: it reads commits and writes a
         tracking ref, never the working tree, and every other user of the repository
@@ -261,8 +262,9 @@ class Publisher:
         try:
             spec = self.spec(connector)
             vendor = self.vendor() if spec.kind == "ssh" else None
-            with engine.lock(connector):
-                engine.commit(connector, defer_index=True)
+            if commit_first:
+                with engine.lock(connector):
+                    engine.commit(connector, defer_index=True)
             options = dict(branch=connector.branch, remote_name=connector.remote_name, vendor=vendor)
             with engine.repo_lock(connector):
                 try:

@@ -267,7 +267,8 @@ def test_publish_says_when_a_push_starts_and_only_then(relay_server, tmp_path):
         engine.close()
 
 
-def test_the_index_is_written_after_the_push_and_an_edit_made_meanwhile_goes_with_it(relay_server, tmp_path):
+def test_the_index_is_written_after_the_push_and_an_edit_made_meanwhile_waits_for_the_next_commit(
+        relay_server, tmp_path):
     bare = tmp_path / "remote.git"
     Repo.init_bare(str(bare), mkdir=True, default_branch=b"main").close()
     folder = relay_server.add_folder()
@@ -289,11 +290,18 @@ def test_the_index_is_written_after_the_push_and_an_edit_made_meanwhile_goes_wit
         assert done.commit and done.push is not None and done.push.ok
         assert seen == [False]
         with Repo(str(bare)) as remote:
-            assert gitrepo.read_tree_paths(remote, "main") == {"a.md": b"v2\n"}  # went with the push
+            # one commit per interval: the edit made during the push is not committed with it
+            assert gitrepo.read_tree_paths(remote, "main") == {"a.md": b"v1\n"}
+            assert len(list(remote.get_walker())) == 1
         with Repo(str(settings.repo_dir(conn))) as repo:
             index = repo.open_index()
             assert b"a.md" in index  # written once the push is done
-            assert index[b"a.md"].sha == Blob.from_string(b"v2\n").id
+            assert index[b"a.md"].sha == Blob.from_string(b"v1\n").id
+        assert engine.pending_paths(conn)
+        again = publisher.publish(engine, conn)  # the folder's next interval
+        assert again.commit and again.push is not None and again.push.ok
+        with Repo(str(bare)) as remote:
+            assert gitrepo.read_tree_paths(remote, "main") == {"a.md": b"v2\n"}
         assert not engine.pending_paths(conn)
     finally:
         engine.close()
