@@ -6,7 +6,9 @@ the internet) and each round it prints:
 
 - end to end: ``cli.py sync --all`` in a child process (fetch, decode, write, one
   commit, push), from process start until it exits with every file on the remote,
-  documents per second, and the child's peak RSS;
+  documents per second, and the child's peak RSS (its own ``VmHWM``, read from
+  ``/proc`` while it runs: ``ru_maxrss`` of a child also counts the RSS of the process
+  that forked it, here this one with the 10,000-document stand-in);
 - baseline, measured right after against the same stand-in: 8 threads with keep-alive
   connections fetching every document once (no decoding, no writing, no git).
 
@@ -109,9 +111,38 @@ class Remote:
             self.server.stop()
 
 
+def _peak_rss_kib(pid: int) -> int | None:
+    """``VmHWM`` of a running process: the high-water mark of its own address space."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def watch_peak(pid: int, done: threading.Event, into: list[int], every: float = 0.02) -> None:
+    """Keep the largest ``VmHWM`` of ``pid`` in ``into[0]`` until ``done`` or it exits.
+
+    ``ru_maxrss`` from ``wait4`` is no measure of a child of this process: Linux
+    carries the RSS of the address space a child is forked from into it, and this
+    process holds the stand-in's 10,000 documents. ``VmHWM`` belongs to the child's
+    own address space after ``exec``; it only grows, so the last reading before the
+    child exits is its peak up to that moment.
+    """
+    while not done.is_set():
+        kib = _peak_rss_kib(pid)
+        if kib is None:
+            return
+        into[0] = max(into[0], kib)
+        done.wait(every)
+
+
 def end_to_end(relay: DevRelay, folder, n: int, remote: Remote, *, concurrency: int | None,
-               profile: Path | None, tag: str) -> tuple[float, float, float, float]:
-    """(docs/s, seconds, peak RSS MiB, CPU seconds) of a one-time sync in a child process."""
+               profile: Path | None, tag: str) -> tuple[float, float, float, float, float]:
+    """(docs/s, seconds, peak RSS MiB, CPU seconds, ``ru_maxrss`` MiB) of a one-time sync in a child."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
@@ -131,18 +162,25 @@ def end_to_end(relay: DevRelay, folder, n: int, remote: Remote, *, concurrency: 
         with tempfile.TemporaryFile("w+") as out:
             t0 = time.perf_counter()
             proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
-            _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+            peak, done = [0], threading.Event()
+            # under --profile the child is py-spy: its peak, not the sync's (not comparable anyway)
+            watcher = threading.Thread(target=watch_peak, args=(proc.pid, done, peak), daemon=True)
+            watcher.start()
+            _, status, usage = os.wait4(proc.pid, 0)
+            done.set()
+            watcher.join()
             elapsed = time.perf_counter() - t0
             proc.returncode = os.waitstatus_to_exitcode(status)
             if proc.returncode != 0:
                 out.seek(0)
                 raise SystemExit(f"sync failed: {out.read()}")
-        rss_mib = usage.ru_maxrss / 1024
+        rss_mib = peak[0] / 1024
+        inherited = usage.ru_maxrss / 1024
         cpu = usage.ru_utime + usage.ru_stime
         on_remote = remote.files(url)
         if on_remote != n:
             raise SystemExit(f"the remote holds {on_remote} files, expected {n}")
-        return n / elapsed, elapsed, rss_mib, cpu
+        return n / elapsed, elapsed, rss_mib, cpu, inherited
 
 
 def main() -> None:
@@ -176,11 +214,12 @@ def main() -> None:
             for delay, fc in zip(delays, conc, strict=True):
                 relay.read_delay = delay / 1000
                 for r in range(args.rounds):
-                    rate, secs, rss, cpu = end_to_end(relay, folder, args.docs, remote, concurrency=fc or None,
+                    rate, secs, rss, cpu, maxrss = end_to_end(relay, folder, args.docs, remote, concurrency=fc or None,
                                                  profile=args.profile, tag=f"d{delay:.0f}-r{r}")
                     base = bare_fetch_loop(relay, ids)
                     print(f"delay {delay:.0f} ms, fetch concurrency {fc or 'default'}, round {r + 1}: "
-                          f"end to end {rate:.0f} docs/s ({secs:.1f} s, {cpu:.1f} s CPU, peak RSS {rss:.0f} MiB); "
+                          f"end to end {rate:.0f} docs/s ({secs:.1f} s, {cpu:.1f} s CPU, peak RSS {rss:.0f} MiB, "
+                          f"ru_maxrss {maxrss:.0f} MiB with this process's own); "
                           f"bare 8-connection fetch loop {base:.0f} docs/s; ratio {rate / base:.2f}",
                           flush=True)
     finally:

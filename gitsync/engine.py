@@ -36,6 +36,7 @@ from . import gitrepo, worktree, ydoc
 from .attribution import Attribution
 from .config import Connector, ConnectorsConfig, Settings
 from .fetch import FetchPool, Lane
+from .heap import release_free_heap
 from .ids import compound_id
 from .plan import Delete, Mkdir, Move, Rmdir, Tracked, Write, diff_folders, mass_deletion
 from .relay import NotFound, RelayClient, RelayError, TooLarge, Unauthorized, Unavailable
@@ -54,6 +55,8 @@ HOLD_CONFIRM_SECONDS = 60.0
 SUBJECT_MAX_ITEMS = 10
 SAVE_EVERY = 500  # documents written between state saves during a long sync
 PACK_CHECK_EVERY = 50  # commits per folder between checks for loose objects to pack
+# Folder indexes at least this large give the heap of their decoding back (a few ms).
+TRIM_AFTER_ENTRIES = 1000
 
 
 class SyncAborted(Exception):
@@ -516,7 +519,7 @@ class Engine:
     def _read_index(self, connector: Connector) -> tuple[dict[str, ydoc.Entry], ydoc.Authorship]:
         try:
             update = self.relay.get_update(compound_id(connector.relay_id, connector.folder_id))
-            return ydoc.read_folder(update), ydoc.read_authorship(update)
+            entries, authorship = ydoc.read_folder(update), ydoc.read_authorship(update)
         except Unauthorized:
             raise
         except NotFound as exc:
@@ -526,6 +529,12 @@ class Engine:
             ) from exc
         except (RelayError, ydoc.CorruptUpdate) as exc:
             raise SyncAborted(f"cannot read folder {connector.name}: {exc}") from exc
+        if len(entries) >= TRIM_AFTER_ENTRIES:
+            # The decoded documents are gone; without this the heap they held stays
+            # resident through the sync and adds to the commit's own peak.
+            del update
+            release_free_heap()
+        return entries, authorship
 
     def _guard_deletions(self, connector, state: FolderState, previous, plan, confirm: bool, report):
         """Hold a sudden mass deletion (invariant 6 in docs/architecture.md) unless it is confirmed."""
