@@ -3,7 +3,7 @@
 
 The Relay stand-in serves one generated attachment (never held in memory by the
 server).  Each way of downloading it runs in a fresh process, so its peak RSS
-(``ru_maxrss``) is its own; the growth shown is peak RSS after the download minus
+(``VmHWM``) is its own; the growth shown is peak RSS after the download minus
 peak RSS just before it (imports done).
 
 - ``requests, streamed``: a bare ``requests`` loop writing 256 KiB chunks to a file.
@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,13 @@ MODES = {
 }
 
 
+def peak_kib() -> int:
+    """This process's own peak RSS (``VmHWM``): ``ru_maxrss`` of a started child also
+    carries the RSS of the process that started it."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+
 def child(mode: str, base_url: str, presigned: str, digest: str, directory: str) -> None:
     """Download once in this process and print a JSON line with time and memory."""
     import requests
@@ -55,7 +61,7 @@ def child(mode: str, base_url: str, presigned: str, digest: str, directory: str)
 
     client = RelayClient(base_url, KEY, timeout=60)
     session = requests.Session()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = peak_kib()
     start = time.perf_counter()
     path = os.path.join(directory, f"{mode}.bin")
     if mode in ("bare", "hashed"):
@@ -86,7 +92,7 @@ def child(mode: str, base_url: str, presigned: str, digest: str, directory: str)
     os.fsync(fd)
     os.close(fd)
     fsync = time.perf_counter() - start - elapsed
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_after = peak_kib()
     print(json.dumps({"seconds": elapsed, "fsync_seconds": fsync, "rss_before_kib": rss_before,
                       "rss_after_kib": rss_after}))
 

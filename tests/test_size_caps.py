@@ -301,14 +301,22 @@ def tree(engine: Engine, connector: Connector) -> dict[str, bytes]:
 
 # -- memory ------------------------------------------------------------------------------
 
-_DOWNLOAD = r"""
-import json, resource, sys
+_PEAK = r"""
+def peak_kib():
+    # VmHWM is this process's own high-water mark; ru_maxrss of an exec'd child also
+    # carries the RSS of the process that started it (pytest), which would hide growth.
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+"""
+
+_DOWNLOAD = _PEAK + r"""
+import json, sys
 from gitsync.relay import RelayClient
 url, key, relay_id, doc_id, digest, directory = sys.argv[1:7]
 with RelayClient(url, key, timeout=60) as client:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_kib()
     path, sha, size = client.download_attachment_to(relay_id, doc_id, digest, directory)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = peak_kib()
 print(json.dumps({"before_kib": before, "after_kib": after, "path": str(path), "sha": sha,
                   "size": size}))
 """
@@ -332,8 +340,8 @@ def test_a_200_mb_attachment_downloads_in_bounded_memory(relay_server: FaultyRel
     assert Path(result["path"]).stat().st_size == size
 
 
-_ENGINE_SYNC = r"""
-import json, resource, sys
+_ENGINE_SYNC = _PEAK + r"""
+import json, sys
 from pathlib import Path
 from gitsync.config import Connector, ConnectorsConfig, Settings
 from gitsync.engine import Engine
@@ -343,10 +351,10 @@ settings = Settings(data_dir=Path(data_dir), relay_server_url=url, relay_server_
 connector = Connector(relay_id, folder_id)
 engine = Engine(settings, RelayClient(url, key, timeout=60), ConnectorsConfig((connector,)))
 try:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_kib()
     first = engine.sync_folder(connector)
     second = engine.sync_folder(connector)  # full: reads the file back to verify it
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = peak_kib()
 finally:
     engine.close()
 print(json.dumps({"before_kib": before, "after_kib": after, "created": first.created,
