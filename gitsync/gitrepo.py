@@ -101,10 +101,11 @@ BULK_THRESHOLD = 200
 #: now: it is left alone and reported.
 STALE_LOCK_AGE = 120.0
 
-#: The same for a lock on a ref, HEAD or packed-refs. git holds those only for the instant
-#: of a ref update (``git commit`` keeps ``index.lock`` while its editor is open, never a
-#: ref lock), so one older than this is a dead process's: after a SIGKILL mid-commit the
-#: next commit waits seconds, not minutes.
+#: The same for a lock on a ref, HEAD, packed-refs or the config. git holds those only for
+#: the instant of an update (``git commit`` keeps ``index.lock`` while its editor is open,
+#: never these; only ``git config --edit`` would, and a person's checkout of a synced
+#: folder has no use for it), so one older than this is a dead process's: after a SIGKILL
+#: mid-commit or mid-open the next commit waits seconds, not minutes.
 STALE_REF_LOCK_AGE = 10.0
 
 #: Who the reflog names for ref updates that are not commits (tracking refs, rebuilds):
@@ -225,7 +226,14 @@ def _no_symlinks(repo: Repo) -> None:
         current = None
     if current != b"false":
         config.set(b"core", b"symlinks", False)
-        config.write_to_path()
+        try:
+            config.write_to_path()
+        except (FileLocked, FileExistsError):
+            # config.lock is held (a person's git, or left by a killed process until the
+            # lock sweep removes it). The setting only helps people's git; ours never
+            # makes a link either way, so the sync goes on and a later open records it.
+            log.warning("config.lock exists, core.symlinks=false not recorded yet path=%s",
+                        repo.path)
 
 
 def _get_ref(repo: Repo, ref: bytes) -> bytes | None:
@@ -907,8 +915,8 @@ def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
     """Remove ``*.lock`` files a killed process left in ``.git``; leave recent ones.
 
     Dulwich, like git, refuses to write while such a file exists, so one SIGKILL during
-    a commit would block every later commit. A lock on the index or config is removed
-    only when older than ``min_age`` seconds, a lock on HEAD, packed-refs or a ref when
+    a commit would block every later commit. A lock on the index is removed only when
+    older than ``min_age`` seconds, a lock on HEAD, packed-refs, the config or a ref when
     older than ``min_ref_age``: a younger one may be held by a person running git in the
     checkout right now, so it is left and reported (and removed by a later sweep once
     old). A lock on an object file is always ours (git writes objects through temporary
@@ -920,8 +928,8 @@ def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
 
     Args:
         path: the repository's working directory (its ``.git`` is cleaned).
-        min_age: seconds an index or config lock must have existed to be taken as stale.
-        min_ref_age: the same for HEAD, packed-refs and ref locks.
+        min_age: seconds an index lock must have existed to be taken as stale.
+        min_ref_age: the same for HEAD, packed-refs, config and ref locks.
         now: the current time (seconds since the epoch; tests pass it).
 
     Returns:
@@ -931,8 +939,9 @@ def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
     if not git_dir.is_dir():
         return LockSweep()
     current = time.time() if now is None else now
-    slow = [(git_dir / name, min_age) for name in ("index.lock", "config.lock")]
-    refs = [git_dir / "HEAD.lock", git_dir / "packed-refs.lock", *(git_dir / "refs").rglob("*.lock")]
+    slow = [(git_dir / "index.lock", min_age)]
+    refs = [git_dir / "HEAD.lock", git_dir / "packed-refs.lock", git_dir / "config.lock",
+            *(git_dir / "refs").rglob("*.lock")]
     objects = [(lock, 0.0) for lock in (git_dir / "objects").glob("??/*.lock")]
     removed, kept = [], []
     for lock, stale_after in slow + [(lock, min_ref_age) for lock in refs] + objects:
@@ -953,7 +962,7 @@ def clear_stale_locks(path: Path | str, *, min_age: float = STALE_LOCK_AGE,
         log.warning("removed stale lock files path=%s files=%s", path, ",".join(removed))
     if kept:
         log.warning("recent lock files left alone (someone may be running git in the checkout; they "
-                    "are removed after %.0f s, ref locks after %.0f s) path=%s files=%s",
+                    "are removed after %.0f s, the others after %.0f s) path=%s files=%s",
                     min_age, min_ref_age, path, ",".join(kept))
     return LockSweep(tuple(removed), tuple(kept))
 

@@ -665,7 +665,7 @@ def test_checkout_and_index_ignore_the_global_git_config(repo: Repo, tmp_path: P
 def test_only_old_lock_files_are_removed(repo: Repo):
     git_dir = workdir(repo) / ".git"
     now = time.time()
-    for name, age in (("index.lock", 30), ("config.lock", 5), ("HEAD.lock", 600),
+    for name, age in (("index.lock", 30), ("config.lock", 15), ("HEAD.lock", 600),
                       ("refs/heads/main.lock", 30), ("refs/heads/other.lock", 2), ("objects/ab/cdef.lock", 1)):
         path = git_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -674,11 +674,11 @@ def test_only_old_lock_files_are_removed(repo: Repo):
     sweep = clear_stale_locks(workdir(repo), now=now)
     # A person's git may hold the young ones right now (the index for as long as its commit
     # editor is open, a ref only for an instant); object locks are only ever ours.
-    assert sorted(sweep.removed) == ["HEAD.lock", "objects/ab/cdef.lock", "refs/heads/main.lock"]
-    assert sorted(sweep.kept) == ["config.lock", "index.lock", "refs/heads/other.lock"]
+    assert sorted(sweep.removed) == ["HEAD.lock", "config.lock", "objects/ab/cdef.lock", "refs/heads/main.lock"]
+    assert sorted(sweep.kept) == ["index.lock", "refs/heads/other.lock"]
     assert (git_dir / "index.lock").exists() and not (git_dir / "refs/heads/main.lock").exists()
     assert sorted(clear_stale_locks(workdir(repo), now=now + STALE_LOCK_AGE).removed) == [
-        "config.lock", "index.lock", "refs/heads/other.lock"]
+        "index.lock", "refs/heads/other.lock"]
 
 
 def test_a_held_index_lock_does_not_block_a_commit(repo: Repo):
@@ -726,3 +726,17 @@ def test_a_large_commit_writes_its_blobs_in_chunks_and_stays_whole(repo: Repo, g
     assert max(flushed) <= 4 + 5 and len(flushed) >= 3  # chunks of 4 blobs, then trees and commit
     assert "dangling" not in git(git_binary, root, "fsck", "--strict", "--no-dangling")
     assert git(git_binary, root, "status", "--porcelain") == ""
+
+
+def test_a_held_config_lock_does_not_stop_opening_a_repository(tmp_path):
+    # A process killed while recording core.symlinks leaves config.lock behind; the next
+    # open must still work (the setting is recorded once the lock is gone).
+    Repo.init(str(tmp_path / "work"), mkdir=True).close()
+    lock = tmp_path / "work" / ".git" / "config.lock"
+    lock.write_bytes(b"")
+    with open_or_init(tmp_path / "work", branch="main") as opened:
+        write(workdir(opened), "a.md", "a")
+        assert commit_paths(opened, ["a.md"], message="one", author=AUTHOR, branch="main")
+    lock.unlink()
+    with open_or_init(tmp_path / "work", branch="main") as opened:
+        assert opened.get_config().get(b"core", b"symlinks") == b"false"
