@@ -17,8 +17,9 @@ from enum import StrEnum
 
 from . import __version__
 from .config import Connector, ConnectorsConfig, Settings
-from .events import Accepted, AcceptStatus, WebhookEvent
+from .events import Accepted, WebhookEvent
 from .health import HEALTH_FILE, Health, HealthTracker, iso_time
+from .intake import Intake
 from .loops import Ledger, Publishers, Reconciler, Workers
 from .metrics import FolderView, Metrics, QueueView
 from .oneshot import check_config, open_engine
@@ -27,7 +28,7 @@ from .redact import redact_url
 from .schedule import CommitSchedule
 from .service_errors import CredentialsError, DataDirInUse, ServiceError, ServiceUnavailable
 from .transports import Transports
-from .workqueue import JournalError, Lane, QueueClosed, WorkQueue
+from .workqueue import WorkQueue
 
 __all__ = [
     "CredentialsError",
@@ -102,8 +103,8 @@ class Service:
         self.publishers = Publishers(self, self._stop, PUBLISHERS)
         self.reconciler = Reconciler(self, self._stop, on_startup_done=self._startup_done)
         self._lock = threading.Lock()
-        self._relays = {c.relay_id for c in self.config.connectors}
-        self._unknown_relays: set[str] = set()  # relays whose ignored webhooks were logged
+        self.intake = Intake((c.relay_id for c in self.config.connectors), self.ledger.count,
+                             on_journal=lambda problem: self.health_tracker.note("journal", None, problem))
         self._down_since: dict[tuple[str, str], float] = {}  # websocket seen not connected since
         # Websocket connectors: their sockets feed accept(); their startup, reconcile
         # and reconnects catch up by document heads (see transports.py).
@@ -196,35 +197,7 @@ class Service:
         Raises:
             ServiceUnavailable: shutting down or the journal is unwritable (answered 503).
         """
-        relay_id, doc_id = event.relay_id, event.doc_uuid
-        if relay_id not in self._relays:
-            self.ledger.count("ignored")
-            with self._lock:
-                first = relay_id not in self._unknown_relays
-                if first and len(self._unknown_relays) < 10_000:
-                    self._unknown_relays.add(relay_id)
-            # Once per relay: a Relay Server sending us another relay's events is a
-            # configuration matter (its webhook prefix, or a missing connector).
-            log.log(logging.WARNING if first else logging.DEBUG,
-                    "webhook ignored, no connector for relay relay=%s doc=%s (add a [[git_connector]] "
-                    "for it, or set this relay's webhook prefix on the Relay Server)", relay_id, doc_id)
-            return Accepted(AcceptStatus.IGNORED, event.doc_id, reason="no connector for this relay")
-        if self.state in (State.STOPPING, State.STOPPED):
-            raise ServiceUnavailable("service is shutting down; not accepted")
-        try:
-            created = self.queue.put((relay_id, doc_id), lane=Lane.INTERACTIVE)
-        except QueueClosed:
-            raise ServiceUnavailable("service is shutting down; not accepted") from None
-        except JournalError as exc:
-            log.error("cannot journal a webhook, answering 503 doc=%s error=%s", doc_id, exc)
-            self.health_tracker.note("journal", None, "cannot store webhooks durably: is the data "
-                                     "directory writable and not full?")
-            raise ServiceUnavailable(
-                "cannot store the event durably (is the data directory writable and not full?)"
-            ) from None
-        self.health_tracker.note("journal", None, None)
-        self.ledger.count("accepted" if created else "merged")
-        return Accepted(AcceptStatus.QUEUED if created else AcceptStatus.MERGED, event.doc_id)
+        return self.intake.accept(self.queue, event, closing=self.state in (State.STOPPING, State.STOPPED))
 
     def _on_change(self, connector: Connector) -> None:
         self.schedule.changed(connector.key)

@@ -23,10 +23,11 @@ from typing import Any
 
 from . import __version__
 from .config import ConnectorsConfig, Settings
-from .events import Accepted, AcceptStatus, WebhookEvent
+from .events import Accepted, WebhookEvent
+from .intake import Intake
 from .metrics import Metrics
 from .service_errors import ServiceUnavailable
-from .workqueue import JournalError, Lane, QueueClosed, WorkQueue
+from .workqueue import JournalError, WorkQueue
 
 __all__ = ["ServiceStarter"]
 
@@ -51,7 +52,7 @@ class ServiceStarter:
         self.settings = settings
         self.config = connectors
         self.metrics = Metrics()  # handed to the service: webhook counts from the start
-        self._relays = {c.relay_id for c in connectors.connectors}
+        self._intake = Intake((c.relay_id for c in connectors.connectors), self._count_early)
         self._on_failure = on_failure
         self._wait = wait
         self._lock = threading.Lock()
@@ -146,31 +147,16 @@ class ServiceStarter:
         service = self._service
         if service is not None:
             return service.accept(event)
-        relay_id, doc_id = event.relay_id, event.doc_uuid
-        if relay_id not in self._relays:
-            with self._lock:
-                self._early["ignored"] += 1
-            log.warning("webhook ignored, no connector for relay relay=%s doc=%s (add a "
-                        "[[git_connector]] for it, or set this relay's webhook prefix on the "
-                        "Relay Server)", relay_id, doc_id)
-            return Accepted(AcceptStatus.IGNORED, event.doc_id, reason="no connector for this relay")
+        if not self._intake.knows(event.relay_id):
+            return self._intake.ignore(event)
         queue = self.queue
         if queue is None:  # the previous worker still holds the journal: wait for the service
             return self._require().accept(event)
-        if self._stopping:
-            raise ServiceUnavailable("service is shutting down; not accepted")
-        try:
-            created = queue.put((relay_id, doc_id), lane=Lane.INTERACTIVE)
-        except QueueClosed:
-            raise ServiceUnavailable("service is shutting down; not accepted") from None
-        except JournalError as exc:
-            log.error("cannot journal a webhook, answering 503 doc=%s error=%s", doc_id, exc)
-            raise ServiceUnavailable(
-                "cannot store the event durably (is the data directory writable and not full?)"
-            ) from None
+        return self._intake.accept(queue, event, closing=self._stopping)
+
+    def _count_early(self, what: str) -> None:
         with self._lock:
-            self._early["accepted" if created else "merged"] += 1
-        return Accepted(AcceptStatus.QUEUED if created else AcceptStatus.MERGED, event.doc_id)
+            self._early[what] += 1
 
     def health(self) -> dict:
         """``/health``: the service's answer once open; ``starting`` (ok) until then."""
